@@ -1,0 +1,228 @@
+"""The NumPy backend: the reference every other backend is tested against, and the
+baseline every benchmark is measured against. Plain, vectorised, obviously correct.
+
+Legend for shape comments: N = rows in the batch, I = inputs of a layer, O = outputs of a
+layer, K = classes, P = length of the flat parameter vector.
+
+Kernel contract (shared by all backends): outputs first and preallocated, then inputs,
+then scalars. Arrays are C-contiguous and of one float dtype; labels are int64 class
+indices already checked to lie in [0, K). Kernels do not validate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import ADAM, IDENTITY, LOGISTIC, RELU, TANH, layer_views
+
+NAME = "numpy"
+PREDICT_CHUNK = 4096
+
+
+def _activate(z, act):
+    # z (N, O), in place
+    if act == RELU:
+        np.maximum(z, 0, out=z)
+    elif act == TANH:
+        np.tanh(z, out=z)
+    elif act == LOGISTIC:
+        # 1 / (1 + exp(-z)), written to avoid overflow warnings for very negative z
+        np.negative(z, out=z)
+        np.clip(z, -88.0, 88.0, out=z)
+        np.exp(z, out=z)
+        z += 1
+        np.reciprocal(z, out=z)
+    # IDENTITY: nothing to do
+
+
+def linear_forward(out, x, w, b, act):
+    """out = act(x @ w + b)."""
+    # x (N, I), w (I, O), b (O,), out (N, O)
+    np.matmul(x, w, out=out)
+    out += b
+    _activate(out, act)
+
+
+def activation_backward(delta, a, act):
+    """delta *= act'(z), expressed through the activation's output a = act(z)."""
+    # delta (N, O), a (N, O)
+    if act == RELU:
+        delta[a <= 0] = 0
+    elif act == TANH:
+        delta *= 1 - a * a
+    elif act == LOGISTIC:
+        delta *= a * (1 - a)
+    # IDENTITY: derivative is 1
+
+
+def relu_backward(delta, a):
+    """delta *= (a > 0)."""
+    # delta (N, O), a (N, O)
+    activation_backward(delta, a, RELU)
+
+
+def softmax_xent_forward(probs, logits, y):
+    """Softmax probabilities, summed cross-entropy and count of correct argmax predictions.
+
+    ``probs`` may be the same array as ``logits`` (computed in place).
+    Returns (loss_sum, n_correct); loss_sum is a Python float summed over the N rows.
+    """
+    # logits (N, K), probs (N, K), y (N,)
+    n = logits.shape[0]
+    rows = np.arange(n)
+    n_correct = int(np.count_nonzero(np.argmax(logits, axis=1) == y))
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    sum_exp = np.exp(shifted).sum(axis=1)
+    loss_sum = float(np.sum(np.log(sum_exp) - shifted[rows, y], dtype=np.float64))
+    np.exp(shifted, out=probs)
+    probs /= sum_exp[:, None]
+    return loss_sum, n_correct
+
+
+def softmax_xent_backward(delta, probs, y):
+    """delta = (probs - onehot(y)) / N: gradient of the mean cross-entropy w.r.t. logits."""
+    # probs (N, K), y (N,), delta (N, K)
+    n = probs.shape[0]
+    np.copyto(delta, probs)
+    delta[np.arange(n), y] -= 1
+    delta /= n
+
+
+def linear_backward(dw, db, dx, delta, x, w, alpha_n):
+    """dw = x.T @ delta + alpha_n * w, db = sum(delta), dx = delta @ w.T.
+
+    ``dx`` of size 0 means the input gradient is not needed (the first layer).
+    ``alpha_n`` is the L2 penalty divided by the batch's row count.
+    """
+    # delta (N, O), x (N, I), w (I, O), dw (I, O), db (O,), dx (N, I) or empty
+    np.matmul(x.T, delta, out=dw)
+    if alpha_n != 0:
+        dw += alpha_n * w
+    np.sum(delta, axis=0, out=db)
+    if dx.size:
+        np.matmul(delta, w.T, out=dx)
+
+
+def sgd_update(param, grad, velocity, lr, momentum, nesterov):
+    """SGD with (Nesterov) momentum, as in scikit-learn's SGDOptimizer."""
+    # param (P,), grad (P,), velocity (P,)
+    velocity *= momentum
+    velocity -= lr * grad
+    if nesterov:
+        param += momentum * velocity - lr * grad
+    else:
+        param += velocity
+
+
+def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
+    """Adam step with the bias correction already folded into ``lr_t``."""
+    # param (P,), grad (P,), m (P,), v (P,)
+    m *= beta1
+    m += (1 - beta1) * grad
+    v *= beta2
+    v += (1 - beta2) * grad * grad
+    param -= lr_t * m / (np.sqrt(v) + eps)
+
+
+def adam_lr(lr, beta1, beta2, t):
+    """Bias-corrected Adam step size after t updates (t >= 1)."""
+    return lr * np.sqrt(1 - beta2**t) / (1 - beta1**t)
+
+
+def _allocate_workspace(layer_sizes, rows, dtype):
+    acts = [np.empty((rows, s), dtype=dtype) for s in layer_sizes]
+    deltas = [np.empty((rows, s), dtype=dtype) for s in layer_sizes[1:]]
+    return acts, deltas
+
+
+def _batch_step(grads, params, layer_sizes, act, acts, deltas, y, alpha):
+    """Forward and backward over one batch already gathered into acts[0].
+
+    Returns (loss_sum including the L2 term times N, n_correct).
+    """
+    n = acts[0].shape[0]
+    layers = layer_views(params, layer_sizes)
+    grad_layers = layer_views(grads, layer_sizes)
+    last = len(layers) - 1
+    for i, (w, b) in enumerate(layers):
+        linear_forward(acts[i + 1], acts[i], w, b, IDENTITY if i == last else act)
+    loss_sum, n_correct = softmax_xent_forward(acts[-1], acts[-1], y)
+    if alpha != 0:
+        penalty = sum(float(np.dot(w.ravel(), w.ravel())) for w, _ in layers)
+        loss_sum += 0.5 * alpha * penalty
+    softmax_xent_backward(deltas[-1], acts[-1], y)
+    for i in range(last, -1, -1):
+        w = layers[i][0]
+        dw, db = grad_layers[i]
+        dx = deltas[i - 1] if i > 0 else acts[0][:0, :0]
+        linear_backward(dw, db, dx, deltas[i], acts[i], w, alpha / n)
+        if i > 0:
+            activation_backward(dx, acts[i], act)
+    return loss_sum, n_correct
+
+
+def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
+    """Gradient of the batch objective (mean cross-entropy + alpha/2N ||W||^2).
+
+    Writes the gradient into ``grads`` and returns the objective's value.
+    """
+    # X (N, I0), y (N,), params (P,), grads (P,)
+    acts, deltas = _allocate_workspace(layer_sizes, X.shape[0], params.dtype)
+    acts[0][...] = X
+    loss_sum, _ = _batch_step(grads, params, layer_sizes, act, acts, deltas, y, alpha)
+    return loss_sum / X.shape[0]
+
+
+def train_epoch(params, grads, m, v, layer_sizes, act, X, y, order, batch_size, alpha,
+                solver, lr, momentum, nesterov, beta1, beta2, eps, t):
+    """One epoch of mini-batch training over the rows of X in the given order.
+
+    ``m`` and ``v`` are the optimizer state: velocity (and an unused v) for SGD, the
+    first and second moments for Adam. ``t`` is the number of Adam steps done so far.
+    Returns (loss_sum, n_correct, t): the sum over batches of (batch cross-entropy sum +
+    alpha/2 ||W||^2), the count of correct predictions made during training, and the new
+    step count.
+    """
+    # params, grads, m, v (P,), X (rows, I0), y (rows,), order (n,)
+    n = order.shape[0]
+    full_acts, full_deltas = _allocate_workspace(layer_sizes, min(batch_size, n), params.dtype)
+    loss_total = 0.0
+    correct_total = 0
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        rows = idx.shape[0]
+        acts = [a[:rows] for a in full_acts]
+        deltas = [d[:rows] for d in full_deltas]
+        np.take(X, idx, axis=0, out=acts[0])
+        loss_sum, n_correct = _batch_step(
+            grads, params, layer_sizes, act, acts, deltas, y[idx], alpha
+        )
+        loss_total += loss_sum
+        correct_total += n_correct
+        if solver == ADAM:
+            t += 1
+            adam_update(params, grads, m, v, adam_lr(lr, beta1, beta2, t), beta1, beta2, eps)
+        else:
+            sgd_update(params, grads, m, lr, momentum, nesterov)
+    return loss_total, correct_total, t
+
+
+def predict_proba(out, X, params, layer_sizes, act):
+    """Class probabilities of the rows of X, in chunks so memory stays bounded."""
+    # X (N, I0), out (N, K)
+    n = X.shape[0]
+    layers = layer_views(params, layer_sizes)
+    last = len(layers) - 1
+    chunk = min(PREDICT_CHUNK, n)
+    bufs = [np.empty((chunk, s), dtype=params.dtype) for s in layer_sizes[1:-1]]
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        h = X[start:stop]
+        for i, (w, b) in enumerate(layers):
+            target = out[start:stop] if i == last else bufs[i][: stop - start]
+            linear_forward(target, h, w, b, IDENTITY if i == last else act)
+            h = target
+        logits = out[start:stop]
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        logits /= logits.sum(axis=1, keepdims=True)

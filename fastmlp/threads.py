@@ -1,0 +1,51 @@
+"""Thread-count control. Counts change only inside ``thread_limit``, which restores the
+previous settings on exit, whatever happens inside."""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack, contextmanager
+
+from threadpoolctl import threadpool_info, threadpool_limits
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def resolve_n_jobs(n_jobs) -> int | None:
+    """None -> None (leave the libraries' defaults); -1 -> all CPUs; -2 -> all but one..."""
+    if n_jobs is None:
+        return None
+    if n_jobs < 0:
+        return max(1, cpu_count() + 1 + n_jobs)
+    return int(n_jobs)
+
+
+@contextmanager
+def thread_limit(n_jobs, backend=None):
+    """Limit BLAS (and the backend's own thread pool, if it has one) to ``n_jobs`` threads."""
+    n = resolve_n_jobs(n_jobs)
+    if n is None:
+        yield
+        return
+    with ExitStack() as stack:
+        stack.enter_context(threadpool_limits(limits=n))
+        backend_limit = getattr(backend, "thread_limit", None)
+        if backend_limit is not None:
+            stack.enter_context(backend_limit(n))
+        yield
+
+
+def blas_info() -> list[dict]:
+    """The BLAS libraries loaded in this process, with their thread counts."""
+    return [
+        {k: info.get(k) for k in ("internal_api", "version", "num_threads", "threading_layer",
+                                  "architecture", "filepath")}
+        for info in threadpool_info()
+        if info.get("user_api") == "blas"
+    ]

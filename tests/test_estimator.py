@@ -1,0 +1,357 @@
+"""FastMLP as a scikit-learn classifier, on every available backend."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from fastmlp import FastMLP, available_backends
+
+XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
+XOR_Y = np.array([0, 1, 1, 0])
+
+
+def _blobs(n=200, n_features=6, n_classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((n_classes, n_features)) * 3
+    y = rng.integers(0, n_classes, n)
+    X = centers[y] + rng.standard_normal((n, n_features))
+    return X.astype(np.float32), y
+
+
+@parametrize_with_checks([FastMLP(backend=name) for name in available_backends()])
+def test_sklearn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+def test_xor_needs_a_hidden_layer(backend_name):
+    linear = FastMLP(hidden_layer_sizes=(), max_iter=300, learning_rate_init=0.05,
+                     random_state=0, backend=backend_name, batch_size=4)
+    deep = FastMLP(hidden_layer_sizes=(8,), activation="tanh", max_iter=500,
+                   learning_rate_init=0.05, random_state=0, backend=backend_name, batch_size=4,
+                   tol=0, n_iter_no_change=1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert linear.fit(XOR_X, XOR_Y).score(XOR_X, XOR_Y) <= 0.75
+        assert deep.fit(XOR_X, XOR_Y).score(XOR_X, XOR_Y) == 1.0
+
+
+def test_mnist_accuracy(backend_name, mnist):
+    (X, y), (X_test, y_test) = mnist
+    clf = FastMLP(max_iter=5, n_iter_no_change=99, random_state=0, backend=backend_name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y, eval_set=(X_test, y_test))
+    assert clf.n_iter_ == 5
+    assert clf.t_ == 5 * 60000
+    assert len(clf.eval_scores_) == 5
+    assert clf.eval_scores_[-1] == clf.score(X_test, y_test)
+    assert clf.score(X_test, y_test) >= 0.97
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+
+
+def test_fitted_attributes(backend_name):
+    X, y = _blobs()
+    clf = FastMLP(hidden_layer_sizes=(10, 7), max_iter=3, backend=backend_name, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations"):
+        clf.fit(X, y)
+    assert [c.shape for c in clf.coefs_] == [(6, 10), (10, 7), (7, 3)]
+    assert [b.shape for b in clf.intercepts_] == [(10,), (7,), (3,)]
+    assert clf.n_layers_ == 4 and clf.n_outputs_ == 3 and clf.out_activation_ == "softmax"
+    assert clf.n_features_in_ == 6 and clf.n_iter_ == 3 and clf.t_ == 600
+    assert clf.backend_ == backend_name
+    assert len(clf.loss_curve_) == 3 and clf.loss_ == clf.loss_curve_[-1]
+    assert clf.best_loss_ == min(clf.loss_curve_)
+    assert clf.validation_scores_ is None and clf.best_validation_score_ is None
+    assert clf.coefs_[0].dtype == np.float32
+    proba = clf.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(clf.predict_log_proba(X), np.log(proba), rtol=1e-6)
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[proba.argmax(axis=1)])
+
+
+def test_auto_backend_records_choice():
+    X, y = _blobs(n=50)
+    clf = FastMLP(max_iter=2).fit(X, y)
+    assert clf.backend_ == available_backends()[0] or clf.backend_ in available_backends()
+
+
+def test_string_labels_and_binary(backend_name):
+    X, y = _blobs(n_classes=2)
+    labels = np.array(["spam", "ham"])[y]
+    clf = FastMLP(max_iter=50, random_state=0, backend=backend_name).fit(X, labels)
+    assert list(clf.classes_) == ["ham", "spam"]
+    assert clf.predict_proba(X).shape == (200, 2)
+    assert clf.score(X, labels) > 0.95
+    assert set(clf.predict(X)) <= {"ham", "spam"}
+
+
+def test_float64_dtype(backend_name):
+    X, y = _blobs()
+    clf = FastMLP(max_iter=20, dtype="float64", random_state=0, backend=backend_name).fit(X, y)
+    assert clf.coefs_[0].dtype == np.float64
+    assert clf.predict_proba(X).dtype == np.float64
+    assert clf.score(X, y) > 0.9
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "logistic", "identity"])
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_every_activation_and_solver_learns(backend_name, activation, solver):
+    X, y = _blobs()
+    clf = FastMLP(hidden_layer_sizes=(16,), activation=activation, solver=solver,
+                  learning_rate_init=0.01, max_iter=40, random_state=0, backend=backend_name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    assert clf.score(X, y) > 0.9
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+
+
+@pytest.mark.parametrize("schedule", ["constant", "invscaling", "adaptive"])
+def test_learning_rate_schedules(backend_name, schedule):
+    X, y = _blobs()
+    clf = FastMLP(solver="sgd", learning_rate=schedule, learning_rate_init=0.05, max_iter=30,
+                  random_state=0, backend=backend_name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    lr = clf._optimizer.learning_rate
+    if schedule == "invscaling":
+        assert lr == pytest.approx(0.05 / (clf.t_ + 1) ** 0.5)
+    elif schedule == "constant":
+        assert lr == 0.05
+    assert clf.score(X, y) > 0.9
+
+
+def test_adaptive_schedule_divides_learning_rate(backend_name):
+    X, y = _blobs()
+    clf = FastMLP(solver="sgd", learning_rate="adaptive", learning_rate_init=0.05, tol=10.0,
+                  n_iter_no_change=2, max_iter=20, random_state=0, backend=backend_name).fit(X, y)
+    # tol=10 means no epoch after the first counts as an improvement: the rate drops 5x at
+    # epochs 4, 7, 10, ... (each time the count exceeds n_iter_no_change=2, then resets).
+    assert clf.n_iter_ == 20
+    assert clf._optimizer.learning_rate == pytest.approx(0.05 / 5 ** ((clf.n_iter_ - 1) // 3))
+    assert clf._optimizer.learning_rate < 0.05
+
+
+def test_convergence_stops_early(backend_name):
+    X, y = _blobs()
+    clf = FastMLP(max_iter=500, tol=1.0, n_iter_no_change=2, random_state=0,
+                  backend=backend_name).fit(X, y)
+    # As in scikit-learn: the first epoch sets the best loss, then training stops once the
+    # count of epochs without an improvement of tol exceeds n_iter_no_change (2 < 3).
+    assert clf.n_iter_ == 4
+
+
+def test_early_stopping(backend_name):
+    X, y = _blobs(n=400)
+    clf = FastMLP(early_stopping=True, validation_fraction=0.25, n_iter_no_change=3,
+                  max_iter=200, random_state=0, backend=backend_name).fit(X, y)
+    assert clf.best_loss_ is None
+    assert len(clf.validation_scores_) == clf.n_iter_ < 200
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert clf.t_ == clf.n_iter_ * 300
+
+
+def test_partial_fit(backend_name):
+    X, y = _blobs()
+    clf = FastMLP(random_state=0, backend=backend_name)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        clf.partial_fit(X, y)
+    clf.partial_fit(X[:100], y[:100], classes=[0, 1, 2])
+    first = clf.coefs_[0].copy()
+    assert clf.n_iter_ == 1 and clf.t_ == 100
+    clf.partial_fit(X[100:], y[100:])
+    assert clf.n_iter_ == 2 and clf.t_ == 200
+    assert not np.array_equal(first, clf.coefs_[0])
+    for _ in range(20):
+        clf.partial_fit(X, y)
+    assert clf.score(X, y) > 0.9
+    with pytest.raises(ValueError, match="not seen"):
+        clf.partial_fit(X[:3], np.array([0, 1, 7]))
+
+
+def test_partial_fit_equals_fit_one_epoch(backend_name):
+    X, y = _blobs()
+    a = FastMLP(max_iter=1, random_state=3, shuffle=False, backend=backend_name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a.fit(X, y)
+    b = FastMLP(random_state=3, shuffle=False, backend=backend_name).partial_fit(
+        X, y, classes=np.unique(y))
+    np.testing.assert_array_equal(a.coefs_[0], b.coefs_[0])
+
+
+def test_warm_start(backend_name):
+    X, y = _blobs()
+    kwargs = dict(max_iter=2, random_state=0, backend=backend_name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        cold = FastMLP(**kwargs).fit(X, y)
+        cold_again = clone(cold).fit(X, y)
+        warm = FastMLP(warm_start=True, **kwargs).fit(X, y)
+        start = warm.coefs_[0].copy()
+        warm.fit(X, y)
+    np.testing.assert_array_equal(cold.coefs_[0], cold_again.coefs_[0])
+    assert warm.n_iter_ == 4  # continued, not restarted
+    assert not np.array_equal(start, warm.coefs_[0])
+    with pytest.raises(ValueError, match="same classes"):
+        warm.fit(X, np.where(y == 2, 1, y))
+
+
+def test_pickle_round_trip(backend_name):
+    X, y = _blobs()
+    clf = FastMLP(max_iter=5, random_state=0, backend=backend_name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    loaded = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    # the loaded layers are still views of one parameter vector
+    loaded.coefs_[0][...] = 0
+    assert np.all(loaded._params[: loaded.coefs_[0].size] == 0)
+
+
+def test_pipeline_and_grid_search(backend_name):
+    X, y = _blobs()
+    pipe = make_pipeline(StandardScaler(), FastMLP(max_iter=20, random_state=0,
+                                                   backend=backend_name))
+    grid = GridSearchCV(pipe, {"fastmlp__hidden_layer_sizes": [(4,), (16,)]}, cv=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        grid.fit(X, y)
+    assert grid.best_score_ > 0.9
+
+
+def test_summary(capsys):
+    X = np.zeros((2, 784), dtype=np.float32)
+    clf = FastMLP(max_iter=1, backend="numpy")
+    assert "not fitted" in clf.summary(print_fn=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(np.vstack([X] * 5), np.arange(10))
+    text = clf.summary()
+    assert capsys.readouterr().out.strip() == text
+    assert "100,352" in text and "138" in text and "101,770" in text
+    assert "784 -> 128" in text and "128 -> 10" in text and "relu" in text
+    assert clf.n_parameters_ == 101_770
+
+
+def test_verbose_prints_epoch_lines(backend_name, capsys):
+    X, y = _blobs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        FastMLP(max_iter=2, verbose=True, backend=backend_name).fit(X, y, eval_set=(X, y))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    import re
+
+    pattern = (r"Epoch \[(\d)/2\], Train Loss: \d+\.\d{4}, Train Accuracy: \d+\.\d{2}%, "
+               r"Test Accuracy: \d+\.\d{2}%")
+    assert [re.fullmatch(pattern, line).group(1) for line in lines] == ["1", "2"]
+
+
+# ------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_X_is_rejected(backend_name, bad):
+    X, y = _blobs(n=20)
+    X[3, 2] = bad
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        FastMLP(backend=backend_name).fit(X, y)
+
+
+def test_wrong_feature_count_at_predict(backend_name):
+    X, y = _blobs(n=20)
+    clf = FastMLP(max_iter=1, backend=backend_name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    with pytest.raises(ValueError, match="5 features, but FastMLP is expecting 6"):
+        clf.predict(X[:, :5])
+
+
+@pytest.mark.parametrize("X, message", [
+    (np.zeros(10), "Expected 2D array"),
+    (np.zeros((10, 2, 2)), "dim 3|3 dimensions|3D"),
+    (np.zeros((0, 3)), "0 sample"),
+    (np.zeros((10, 0)), "0 feature"),
+])
+def test_bad_X_shapes(backend_name, X, message):
+    with pytest.raises(ValueError, match=message):
+        FastMLP(backend=backend_name).fit(X, np.arange(len(X)) % 2)
+
+
+def test_mismatched_lengths(backend_name):
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        FastMLP(backend=backend_name).fit(np.zeros((10, 2)), np.zeros(9))
+
+
+def test_predict_before_fit():
+    with pytest.raises(NotFittedError):
+        FastMLP().predict(np.zeros((1, 2)))
+
+
+@pytest.mark.parametrize("param, value, message", [
+    ("activation", "softplus", "activation='softplus' is not supported"),
+    ("solver", "lbfgs", "solver='lbfgs' is not supported"),
+    ("backend", "cuda", "unknown backend 'cuda'"),
+    ("learning_rate", "cosine", "learning_rate='cosine'"),
+    ("dtype", "float16", "dtype='float16'"),
+    ("hidden_layer_sizes", (10, 0), "positive integers"),
+    ("hidden_layer_sizes", (-3,), "positive integers"),
+    ("learning_rate_init", 0.0, "learning_rate_init must be in the range"),
+    ("learning_rate_init", -1.0, "learning_rate_init must be in the range"),
+    ("batch_size", 0, "batch_size must be in the range"),
+    ("max_iter", 0, "max_iter must be in the range"),
+    ("alpha", -1.0, "alpha must be in the range"),
+    ("momentum", 1.5, "momentum must be in the range"),
+    ("validation_fraction", 1.0, "validation_fraction must be in the range"),
+    ("beta_1", 1.0, "beta_1 must be in the range"),
+    ("epsilon", 0.0, "epsilon must be in the range"),
+    ("n_iter_no_change", 0, "n_iter_no_change must be in the range"),
+    ("n_jobs", 0, "n_jobs must be"),
+    ("tol", np.nan, "tol must be finite"),
+])
+def test_bad_parameters(param, value, message):
+    X, y = _blobs(n=20)
+    clf = FastMLP(**{param: value})
+    with pytest.raises(ValueError, match=message):
+        clf.fit(X, y)
+
+
+@pytest.mark.parametrize("param, value", [("max_iter", 2.5), ("batch_size", "big"),
+                                          ("alpha", "0.1"), ("hidden_layer_sizes", None)])
+def test_wrongly_typed_parameters(param, value):
+    X, y = _blobs(n=20)
+    with pytest.raises(TypeError, match=param):
+        FastMLP(**{param: value}).fit(X, y)
+
+
+def test_batch_size_larger_than_data_is_clamped(backend_name):
+    X, y = _blobs(n=30)
+    with pytest.warns(UserWarning, match="batch_size=100 is larger"):
+        clf = FastMLP(batch_size=100, max_iter=2, backend=backend_name,
+                      n_iter_no_change=99).fit(X, y)
+    assert clf.n_iter_ == 2
+
+
+def test_n_jobs_restores_thread_settings(backend_name):
+    from threadpoolctl import threadpool_info
+
+    before = [i["num_threads"] for i in threadpool_info()]
+    X, y = _blobs(n=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        FastMLP(max_iter=2, n_jobs=1, backend=backend_name).fit(X, y)
+    assert [i["num_threads"] for i in threadpool_info()] == before

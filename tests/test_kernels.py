@@ -1,0 +1,172 @@
+"""Every kernel of every backend against the loop-by-loop oracle in naive.py, and the
+composite kernels (train_epoch, predict_proba) against the NumPy reference backend."""
+
+import numpy as np
+import pytest
+
+from fastmlp.backends import get_backend
+from fastmlp.backends._common import ACTIVATIONS, ADAM, IDENTITY, RELU, SGD, n_params
+
+from . import naive
+
+SHAPES = [(1, 1, 1), (3, 5, 2), (7, 13, 10), (17, 33, 9)]
+
+
+def rand(rng, shape, dtype, scale=1.0):
+    return np.ascontiguousarray(rng.standard_normal(shape) * scale, dtype=dtype)
+
+
+@pytest.mark.parametrize("act_name", list(ACTIVATIONS))
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_linear_forward(backend, dtype, tol, act_name, shape):
+    n, n_in, n_out = shape
+    rng = np.random.default_rng(1)
+    x, w, b = rand(rng, (n, n_in), dtype), rand(rng, (n_in, n_out), dtype), rand(rng, n_out, dtype)
+    out = np.full((n, n_out), np.nan, dtype=dtype)
+    backend.linear_forward(out, x, w, b, ACTIVATIONS[act_name])
+    np.testing.assert_allclose(out, naive.linear_forward(x, w, b, ACTIVATIONS[act_name]), **tol)
+
+
+@pytest.mark.parametrize("act_name", list(ACTIVATIONS))
+def test_activation_backward(backend, dtype, tol, act_name):
+    rng = np.random.default_rng(2)
+    act = ACTIVATIONS[act_name]
+    z = rand(rng, (6, 11), dtype)
+    a = naive.linear_forward(z, np.eye(11), np.zeros(11), act).astype(dtype)
+    delta = rand(rng, (6, 11), dtype)
+    expected = naive.activation_backward(delta, a, act)
+    backend.activation_backward(delta, a, act)
+    np.testing.assert_allclose(delta, expected, **tol)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 3), (5, 2), (9, 10)], ids=str)
+def test_softmax_xent_forward_and_backward(backend, dtype, tol, shape):
+    n, k = shape
+    rng = np.random.default_rng(3)
+    logits = rand(rng, (n, k), dtype, scale=4.0)
+    y = rng.integers(0, k, n).astype(np.int64)
+    expected_probs, expected_loss, expected_correct = naive.softmax_xent(logits, y)
+    probs = np.empty_like(logits)
+    loss, correct = backend.softmax_xent_forward(probs, logits, y)
+    np.testing.assert_allclose(probs, expected_probs, **tol)
+    np.testing.assert_allclose(loss, expected_loss, **tol)
+    assert correct == expected_correct
+    delta = np.empty_like(probs)
+    backend.softmax_xent_backward(delta, probs, y)
+    np.testing.assert_allclose(delta, naive.softmax_xent_backward(probs, y), **tol)
+
+
+def test_softmax_xent_in_place_and_extreme_logits(backend, dtype):
+    logits = np.array([[1000.0, 0.0, -1000.0], [-50.0, -50.0, -50.0]], dtype=dtype)
+    y = np.array([0, 2], dtype=np.int64)
+    loss, correct = backend.softmax_xent_forward(logits, logits, y)
+    assert np.all(np.isfinite(logits))
+    np.testing.assert_allclose(logits.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(loss, np.log(3.0), rtol=1e-5)
+    assert correct == 1
+
+
+@pytest.mark.parametrize("alpha_n", [0.0, 0.3])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_linear_backward(backend, dtype, tol, shape, alpha_n):
+    n, n_in, n_out = shape
+    rng = np.random.default_rng(4)
+    x, w, delta = rand(rng, (n, n_in), dtype), rand(rng, (n_in, n_out), dtype), rand(rng, (n, n_out), dtype)
+    dw, db, dx = (np.full(s, np.nan, dtype=dtype) for s in ((n_in, n_out), n_out, (n, n_in)))
+    backend.linear_backward(dw, db, dx, delta, x, w, alpha_n)
+    exp_dw, exp_db, exp_dx = naive.linear_backward(delta, x, w, alpha_n)
+    np.testing.assert_allclose(dw, exp_dw, **tol)
+    np.testing.assert_allclose(db, exp_db, **tol)
+    np.testing.assert_allclose(dx, exp_dx, **tol)
+
+
+def test_linear_backward_skips_input_gradient(backend, dtype, tol):
+    rng = np.random.default_rng(5)
+    x, w, delta = rand(rng, (4, 3), dtype), rand(rng, (3, 2), dtype), rand(rng, (4, 2), dtype)
+    dw, db = np.empty((3, 2), dtype=dtype), np.empty(2, dtype=dtype)
+    backend.linear_backward(dw, db, np.empty((0, 0), dtype=dtype), delta, x, w, 0.0)
+    np.testing.assert_allclose(dw, naive.linear_backward(delta, x, w, 0.0)[0], **tol)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_update(backend, dtype, tol, nesterov):
+    rng = np.random.default_rng(6)
+    param, grad, velocity = rand(rng, 37, dtype), rand(rng, 37, dtype), rand(rng, 37, dtype)
+    exp_param, exp_velocity = naive.sgd_update(param, grad, velocity, 0.1, 0.9, nesterov)
+    backend.sgd_update(param, grad, velocity, 0.1, 0.9, nesterov)
+    np.testing.assert_allclose(param, exp_param, **tol)
+    np.testing.assert_allclose(velocity, exp_velocity, **tol)
+
+
+def test_adam_update(backend, dtype, tol):
+    rng = np.random.default_rng(7)
+    param, grad, m = rand(rng, 37, dtype), rand(rng, 37, dtype), rand(rng, 37, dtype)
+    v = np.abs(rand(rng, 37, dtype))
+    exp = naive.adam_update(param, grad, m, v, 0.01, 0.9, 0.999, 1e-8)
+    backend.adam_update(param, grad, m, v, 0.01, 0.9, 0.999, 1e-8)
+    for got, want in zip((param, m, v), exp):
+        np.testing.assert_allclose(got, want, **tol)
+
+
+def _problem(dtype, layer_sizes, n=50, seed=8):
+    rng = np.random.default_rng(seed)
+    X = rand(rng, (n, layer_sizes[0]), dtype)
+    y = rng.integers(0, layer_sizes[-1], n).astype(np.int64)
+    params = rand(rng, n_params(layer_sizes), dtype, scale=0.3)
+    return X, y, params, np.asarray(layer_sizes, dtype=np.int64)
+
+
+@pytest.mark.parametrize("solver", [SGD, ADAM], ids=["sgd", "adam"])
+@pytest.mark.parametrize("layer_sizes", [(5, 3), (6, 8, 4), (7, 9, 5, 3, 2)], ids=str)
+def test_train_epoch_matches_reference(backend, dtype, tol, solver, layer_sizes):
+    X, y, params, sizes = _problem(dtype, layer_sizes)
+    reference = get_backend("numpy")
+    results = []
+    for impl in (reference, backend):
+        p = params.copy()
+        g = np.zeros_like(p)
+        m = np.zeros_like(p)
+        v = np.zeros_like(p) if solver == ADAM else np.zeros(0, dtype=dtype)
+        order = np.random.default_rng(9).permutation(X.shape[0]).astype(np.int64)
+        loss, correct, t = impl.train_epoch(p, g, m, v, sizes, RELU, X, y, order, 16, 1e-3,
+                                            solver, 0.01, 0.9, True, 0.9, 0.999, 1e-8, 0)
+        results.append((p, loss, correct, t))
+    (p_ref, loss_ref, correct_ref, t_ref), (p, loss, correct, t) = results
+    assert t == t_ref == (4 if solver == ADAM else 0)
+    assert correct == correct_ref
+    np.testing.assert_allclose(loss, loss_ref, **tol)
+    np.testing.assert_allclose(p, p_ref, **tol)
+    assert not np.allclose(p_ref, params), "an epoch must change the parameters"
+
+
+def test_train_epoch_reduces_loss(backend, dtype):
+    X, _, params, sizes = _problem(dtype, (6, 16, 3), n=120)
+    y = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 0.5)
+    g, m, v = np.zeros_like(params), np.zeros_like(params), np.zeros_like(params)
+    order = np.arange(120, dtype=np.int64)
+    losses = []
+    t = 0
+    for _ in range(30):
+        loss, _, t = backend.train_epoch(params, g, m, v, sizes, RELU, X, y, order, 20, 0.0,
+                                         ADAM, 0.01, 0.9, True, 0.9, 0.999, 1e-8, t)
+        losses.append(loss / 120)
+    assert t == 30 * 6
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("layer_sizes", [(5, 3), (6, 8, 4), (7, 9, 5, 3, 2)], ids=str)
+@pytest.mark.parametrize("act_name", list(ACTIVATIONS))
+def test_predict_proba_matches_forward(backend, dtype, tol, layer_sizes, act_name):
+    X, _, params, sizes = _problem(dtype, layer_sizes, n=23)
+    act = ACTIVATIONS[act_name]
+    out = np.empty((23, layer_sizes[-1]), dtype=dtype)
+    backend.predict_proba(out, X, params, sizes, act)
+    h = X.astype(np.float64)
+    pos = 0
+    for i, (n_in, n_out) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:])):
+        w = params[pos : pos + n_in * n_out].reshape(n_in, n_out)
+        b = params[pos + n_in * n_out : pos + n_in * n_out + n_out]
+        pos += n_in * n_out + n_out
+        h = naive.linear_forward(h, w, b, IDENTITY if i == len(layer_sizes) - 2 else act)
+    probs, _, _ = naive.softmax_xent(h, np.zeros(23, dtype=np.int64))
+    np.testing.assert_allclose(out, probs, **tol)
