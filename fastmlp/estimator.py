@@ -22,12 +22,14 @@ from .optim import OptimizerState
 from .threads import thread_limit
 
 AUTO_BATCH_SIZE = 64
+_ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
 _LEARNING_RATES = ("constant", "invscaling", "adaptive")
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 def _format_epoch(epoch, total, loss, train_acc, extra=None):
-    line = f"Epoch [{epoch}/{total}], Train Loss: {loss:.4f}, Train Accuracy: {100 * train_acc:.2f}%"
+    line = (f"Epoch [{epoch}/{total}], Train Loss: {loss:.4f}, "
+            f"Train Accuracy: {100 * train_acc:.2f}%")
     if extra is not None:
         name, value = extra
         line += f", {name} Accuracy: {100 * value:.2f}%"
@@ -237,10 +239,7 @@ class FastMLP(ClassifierMixin, BaseEstimator):
         }
 
     def _validate_X(self, X, reset):
-        dtype = _DTYPES.get(self.dtype if isinstance(self.dtype, str) else np.dtype(self.dtype).name,
-                            np.float32)
-        X = validate_data(self, X, reset=reset, dtype=dtype, order="C", ensure_min_samples=1)
-        return X
+        return validate_data(self, X, reset=reset, dtype=self._params.dtype, order="C")
 
     # ------------------------------------------------------------------ fitting
 
@@ -333,6 +332,8 @@ class FastMLP(ClassifierMixin, BaseEstimator):
                                              self.learning_rate_init, self.learning_rate,
                                              self.power_t)
         self.backend_ = backend.NAME
+        # predict uses what was trained, even if set_params changes the parameter later
+        self._activation_code = p["activation"]
 
         early_stopping = self.early_stopping and not incremental
         X_val = y_val = None
@@ -352,7 +353,10 @@ class FastMLP(ClassifierMixin, BaseEstimator):
             eval_data = (X_eval, y_eval)
             self.eval_scores_ = []
 
-        batch_size = min(AUTO_BATCH_SIZE, n_samples) if self.batch_size == "auto" else int(self.batch_size)
+        if self.batch_size == "auto":
+            batch_size = min(AUTO_BATCH_SIZE, n_samples)
+        else:
+            batch_size = int(self.batch_size)
         if batch_size > n_samples:
             if self.batch_size != "auto":
                 warnings.warn(f"batch_size={batch_size} is larger than the number of samples "
@@ -453,7 +457,7 @@ class FastMLP(ClassifierMixin, BaseEstimator):
         """Class probabilities, of shape (n_samples, n_classes), columns in ``classes_`` order."""
         check_is_fitted(self, "_params")
         X = self._validate_X(X, reset=False)
-        return self._forward(get_backend(self.backend_), ACTIVATIONS[self.activation], X)
+        return self._forward(get_backend(self.backend_), self._activation_code, X)
 
     def predict_log_proba(self, X):
         """Logarithm of ``predict_proba``."""
@@ -473,7 +477,8 @@ class FastMLP(ClassifierMixin, BaseEstimator):
         Before fitting, the input and output widths are unknown and shown as "?".
         """
         if hasattr(self, "_layer_sizes"):
-            text = summary_table(self._layer_sizes, self.activation, self._params.dtype)
+            activation = _ACTIVATION_NAMES[self._activation_code]
+            text = summary_table(self._layer_sizes, activation, self._params.dtype)
         else:
             hidden = self._validated_params()["hidden"]
             text = ("not fitted: input and output widths come from the data; hidden layers "

@@ -52,6 +52,7 @@ def summary_table(layer_sizes, activation: str, dtype) -> str:
         return "  ".join(cells).rstrip()
 
     rule = "-" * len(fmt(header))
+    n_bytes = (total_w + total_b) * np.dtype(dtype).itemsize
     lines = [fmt(header), rule, *(fmt(r) for r in body), rule, fmt(footer),
-             f"dtype: {np.dtype(dtype).name}, {(total_w + total_b) * np.dtype(dtype).itemsize:,} bytes"]
+             f"dtype: {np.dtype(dtype).name}, {n_bytes:,} bytes"]
     return "\n".join(lines)

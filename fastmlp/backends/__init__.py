@@ -27,7 +27,8 @@ def _import(name: str) -> ModuleType:
         return importlib.import_module(_REGISTRY[name])
     except ImportError as exc:
         hint = _INSTALL_HINTS.get(name, "")
-        raise ImportError(f"fastmlp backend {name!r} is not available: {exc}. {hint}".strip()) from exc
+        message = f"fastmlp backend {name!r} is not available: {exc}. {hint}".strip()
+        raise ImportError(message) from exc
 
 
 def get_backend(name: str = "auto") -> ModuleType:

@@ -1,0 +1,69 @@
+"""End-to-end benchmarks: the whole MNIST fit and prediction, one row per backend.
+
+Run: pytest benchmarks --benchmark-only --benchmark-group-by=group
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+
+from fastmlp import FastMLP, load_mnist
+
+from .conftest import BACKENDS, record
+
+EPOCHS = 5
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_mnist()
+
+
+def _fit(backend_name, X, y, epochs=EPOCHS):
+    clf = FastMLP(hidden_layer_sizes=(128,), batch_size=64, solver="adam", max_iter=epochs,
+                  n_iter_no_change=epochs + 1, random_state=0, backend=backend_name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return clf.fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def fitted(mnist):
+    (X, y), _ = mnist
+    return {name: _fit(name, X[:2000], y[:2000], epochs=2) for name in BACKENDS}
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_fit_mnist(benchmark, mnist, backend_name):
+    """784-128-10, batch 64, Adam, 5 epochs on the 60,000 training rows."""
+    (X, y), (X_test, y_test) = mnist
+    _fit(backend_name, X[:256], y[:256], epochs=1)  # warm up: compile, fault in pages
+    benchmark.group = "fit MNIST 784-128-10 adam batch=64 5 epochs"
+    clf = benchmark.pedantic(_fit, args=(backend_name, X, y), rounds=3, iterations=1)
+    record(benchmark, dtype=np.float32, test_accuracy=clf.score(X_test, y_test))
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_predict_mnist_test_set(benchmark, mnist, fitted, backend_name):
+    _, (X_test, _) = mnist
+    clf = fitted[backend_name]
+    reference = fitted["numpy"].predict_proba(X_test)
+    clf.predict(X_test)
+    benchmark.group = "predict MNIST test set (10,000 rows)"
+    benchmark(clf.predict, X_test)
+    # all backends fitted identically from the same seed, so outputs are comparable
+    record(benchmark, dtype=np.float32,
+           max_error=float(np.abs(clf.predict_proba(X_test) - reference).max()))
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_predict_one_row(benchmark, mnist, fitted, backend_name):
+    _, (X_test, _) = mnist
+    clf = fitted[backend_name]
+    row = X_test[:1]
+    clf.predict(row)
+    benchmark.group = "predict one row through FastMLP.predict"
+    benchmark(clf.predict, row)
+    record(benchmark, dtype=np.float32)

@@ -1,0 +1,48 @@
+import pickle
+import re
+
+import numpy as np
+
+from fastmlp.cli import main
+
+from .idx_util import write_mnist_like
+
+EPOCH_LINE = re.compile(r"Epoch \[(\d+)/(\d+)\], Train Loss: (\d+\.\d{4}), "
+                        r"Train Accuracy: (\d+\.\d{2})%, Test Accuracy: (\d+\.\d{2})%")
+
+
+def test_train_on_idx_directory(tmp_path, capsys, backend_name):
+    write_mnist_like(tmp_path)
+    model_path = tmp_path / "model.pkl"
+    code = main(["train", "--data", str(tmp_path), "--epochs", "3", "--hidden", "16",
+                 "--batch-size", "32", "--lr", "0.01", "--seed", "1", "--threads", "1",
+                 "--backend", backend_name, "--save", str(model_path)])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    epochs = [EPOCH_LINE.fullmatch(line) for line in lines[:3]]
+    assert all(epochs), lines
+    assert [(m.group(1), m.group(2)) for m in epochs] == [("1", "3"), ("2", "3"), ("3", "3")]
+    assert float(epochs[-1].group(5)) > 90.0
+    assert re.fullmatch(r"Training completed in \d+\.\d{2} seconds", lines[3])
+    assert lines[4] == f"Model saved to {model_path}"
+    with open(model_path, "rb") as fh:
+        clf = pickle.load(fh)
+    assert clf.coefs_[0].shape == (64, 16)
+    assert clf.backend_ == backend_name
+    assert isinstance(clf.predict(np.zeros((1, 64), dtype=np.float32))[0], np.integer)
+
+
+def test_train_rejects_bad_options(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "missing")]) == 1
+    assert "not a directory" in capsys.readouterr().err
+    assert main(["train", "--backend", "gpu"]) == 2
+    assert "unknown backend 'gpu'" in capsys.readouterr().err
+
+
+def test_info(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("fastmlp ")
+    assert re.search(r"numpy +available", out)
+    assert "<- auto" in out
+    assert "BLAS:" in out
