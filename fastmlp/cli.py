@@ -114,6 +114,15 @@ def cmd_info(args) -> int:
         mark = "available" if why is None else f"not available ({why})"
         chosen = "  <- auto" if name == auto else ""
         print(f"  {name:8s} {mark}{chosen}")
+    if status.get("numba") is None:
+        import numba
+
+        from .backends import numba_backend
+
+        print(f"numba: {numba.get_num_threads()} threads (pool of "
+              f"{numba.config.NUMBA_NUM_THREADS}), threading layer "
+              f"{numba_backend.threading_layer()}, compiled-code cache in "
+              f"{numba_backend.cache_location()}")
     for entry in blas_info():
         print(f"BLAS: {entry['internal_api']} {entry['version']}, {entry['num_threads']} threads,"
               f" threading {entry['threading_layer']}, core {entry['architecture']}")

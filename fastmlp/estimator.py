@@ -238,8 +238,22 @@ class FastMLP(ClassifierMixin, BaseEstimator):
             "backend": backend,
         }
 
-    def _validate_X(self, X, reset):
-        return validate_data(self, X, reset=reset, dtype=self._params.dtype, order="C")
+    def _validate_X(self, X):
+        """X for prediction: C-contiguous, of the model's dtype, finite, right width.
+
+        A plain float ndarray of the right width takes a short path (predicting one row
+        costs microseconds, and scikit-learn's full validation costs tens of them);
+        anything else, or anything that fails a check, goes through scikit-learn's
+        validation, which raises its usual errors.
+        """
+        dtype = self._params.dtype
+        if (type(X) is np.ndarray and X.ndim == 2 and X.dtype.kind == "f" and X.shape[0] > 0
+                and X.shape[1] == self.n_features_in_
+                and not hasattr(self, "feature_names_in_")):
+            converted = np.ascontiguousarray(X, dtype=dtype)
+            if np.isfinite(converted).all():
+                return converted
+        return validate_data(self, X, reset=False, dtype=dtype, order="C")
 
     # ------------------------------------------------------------------ fitting
 
@@ -456,7 +470,7 @@ class FastMLP(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         """Class probabilities, of shape (n_samples, n_classes), columns in ``classes_`` order."""
         check_is_fitted(self, "_params")
-        X = self._validate_X(X, reset=False)
+        X = self._validate_X(X)
         return self._forward(get_backend(self.backend_), self._activation_code, X)
 
     def predict_log_proba(self, X):
@@ -507,6 +521,10 @@ class FastMLP(ClassifierMixin, BaseEstimator):
     def __setstate__(self, state):
         super().__setstate__(state)
         if "_params" in state:
+            # A model loaded from a read-only memory map (joblib) gets its own writable
+            # copy: kernels write the parameters in place, and compiled backends treat a
+            # read-only array as a different type (compiled again, summing differently).
+            self._params = np.array(self._params, copy=True, order="C")
             self._grads = np.zeros_like(self._params)
             self._expose_layers()
 

@@ -11,8 +11,9 @@ from types import ModuleType
 # name -> module path. "auto" is resolved by AUTO_ORDER: the first that imports wins.
 _REGISTRY = {
     "numpy": "fastmlp.backends.numpy_backend",
+    "numba": "fastmlp.backends.numba_backend",
 }
-AUTO_ORDER = ("numpy",)
+AUTO_ORDER = ("numba", "numpy")
 
 _INSTALL_HINTS: dict[str, str] = {}
 
