@@ -378,6 +378,7 @@ class FastMLP(ClassifierMixin, BaseEstimator):
                               stacklevel=3)
             batch_size = n_samples
 
+        data = backend.prepare_inputs(X)
         epochs = 1 if incremental else self.max_iter
         best_params = None
         opt = self._optimizer
@@ -387,7 +388,7 @@ class FastMLP(ClassifierMixin, BaseEstimator):
                          else np.arange(n_samples)).astype(np.int64)
                 loss_sum, n_correct, opt.t = backend.train_epoch(
                     self._params, self._grads, opt.m, opt.v, self._layer_sizes, p["activation"],
-                    X, y_idx, order, batch_size, float(self.alpha), p["solver"],
+                    data, y_idx, order, batch_size, float(self.alpha), p["solver"],
                     float(opt.learning_rate), float(self.momentum), bool(self.nesterovs_momentum),
                     float(self.beta_1), float(self.beta_2), float(self.epsilon), int(opt.t))
                 self.n_iter_ += 1
@@ -469,7 +470,8 @@ class FastMLP(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X):
         """Class probabilities, of shape (n_samples, n_classes), columns in ``classes_`` order."""
-        check_is_fitted(self, "_params")
+        if not hasattr(self, "_params"):
+            check_is_fitted(self, "_params")  # raises NotFittedError with sklearn's message
         X = self._validate_X(X)
         return self._forward(get_backend(self.backend_), self._activation_code, X)
 

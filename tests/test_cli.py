@@ -46,3 +46,8 @@ def test_info(capsys):
     assert re.search(r"numpy +available", out)
     assert "<- auto" in out
     assert "BLAS:" in out
+    from fastmlp.backends import available_backends
+
+    if "numba" in available_backends():
+        assert re.search(r"numba +available +<- auto", out)
+        assert re.search(r"numba: \d+ threads .* threading layer (omp|tbb|workqueue)", out)

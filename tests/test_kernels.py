@@ -155,12 +155,14 @@ def test_train_epoch_reduces_loss(backend, dtype):
     assert losses[-1] < 0.5 * losses[0]
 
 
+@pytest.mark.parametrize("n", [1, 23, 300])
 @pytest.mark.parametrize("layer_sizes", [(5, 3), (6, 8, 4), (7, 9, 5, 3, 2)], ids=str)
 @pytest.mark.parametrize("act_name", list(ACTIVATIONS))
-def test_predict_proba_matches_forward(backend, dtype, tol, layer_sizes, act_name):
-    X, _, params, sizes = _problem(dtype, layer_sizes, n=23)
+def test_predict_proba_matches_forward(backend, dtype, tol, layer_sizes, act_name, n):
+    X, _, params, sizes = _problem(dtype, layer_sizes, n=n)
+    X[X < -0.5] = 0  # zero inputs take the sparse path
     act = ACTIVATIONS[act_name]
-    out = np.empty((23, layer_sizes[-1]), dtype=dtype)
+    out = np.empty((n, layer_sizes[-1]), dtype=dtype)
     backend.predict_proba(out, X, params, sizes, act)
     h = X.astype(np.float64)
     pos = 0
@@ -169,5 +171,5 @@ def test_predict_proba_matches_forward(backend, dtype, tol, layer_sizes, act_nam
         b = params[pos + n_in * n_out : pos + n_in * n_out + n_out]
         pos += n_in * n_out + n_out
         h = naive.linear_forward(h, w, b, IDENTITY if i == len(layer_sizes) - 2 else act)
-    probs, _, _ = naive.softmax_xent(h, np.zeros(23, dtype=np.int64))
+    probs, _, _ = naive.softmax_xent(h, np.zeros(n, dtype=np.int64))
     np.testing.assert_allclose(out, probs, **tol)

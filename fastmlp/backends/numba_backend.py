@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -605,8 +606,8 @@ def _to_work_layout(dst, src, usizes, p_offs, n_blocks, forward):
 
 
 @_jit
-def _first_layer_block(params, grads, m, v, n_in, n_out, d_buf, d_base, d_stride, nz_idx,
-                       nz_val, nz_cnt, n_rows, c0, c1, alpha, alpha_n, solver, lr, momentum,
+def _first_layer_block(params, grads, m, v, n_in, n_out, d_buf, d_base, d_stride, indptr,
+                       indices, values, rows, c0, c1, alpha, alpha_n, solver, lr, momentum,
                        nesterov, beta1, beta2, eps, lr_t, update):
     """Gradient and update of the first layer's columns c0:c1, driven by the non-zero
     inputs. Returns the block's sum of squared weights before the update."""
@@ -615,12 +616,12 @@ def _first_layer_block(params, grads, m, v, n_in, n_out, d_buf, d_base, d_stride
     width = c1 - c0
     w_base = n_in * c0
     _scale_f(grads, w_base, alpha_n, params, w_base, n_in * width)
+    n_rows = rows.shape[0]
     for r in range(n_rows):
-        base = U(r) * n_in
         dro = d_base + U(r) * d_stride
-        for t in range(nz_cnt[r]):
-            q = base + U(t)
-            _axpy_f(grads, w_base + U(nz_idx[q]) * width, nz_val[q], d_buf, dro, width)
+        row = rows[r]
+        for q in range(indptr[row], indptr[row + 1]):
+            _axpy_f(grads, w_base + U(indices[q]) * width, values[q], d_buf, dro, width)
     b_off = n_in * n_out
     _column_sums_f(grads, b_off + c0, d_buf, d_base, d_stride, n_rows, width)
     pen = 0.0
@@ -635,43 +636,32 @@ def _first_layer_block(params, grads, m, v, n_in, n_out, d_buf, d_base, d_stride
 
 
 @_pjit
-def _batch(params, grads, m, v, usizes, p_offs, a_offs, Xf, y, rows, act_buf, delta_buf,
-           nz_idx, nz_val, nz_cnt, row_loss, row_hit, pen_parts, act, alpha, solver, lr,
-           momentum, nesterov, beta1, beta2, eps, lr_t, update, n_blocks):
+def _batch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values, y, rows,
+           act_buf, delta_buf, row_loss, row_hit, pen_parts, act, alpha, solver, lr, momentum,
+           nesterov, beta1, beta2, eps, lr_t, update, n_blocks, stages=3):
     """Forward, loss, backward and (if update) optimizer step for the rows ``rows`` of X.
+
+    ``stages`` < 3 stops early (1: after the hidden layers, 2: after the output layer); it
+    exists for benchmarks/profile_epoch.py, which times each stage.
 
     params, grads, m and v are in the work layout (see _to_work_layout); hidden layers'
     activations and gradients are in blocked buffers (see _segment).
     Returns (sum of row losses + alpha/2 ||W||^2, number of correct predictions).
     """
-    # Xf: X flattened (rows of data * I0); usizes (L+1,) uint64 layer widths; p_offs (L,)
-    # start of each layer in params; a_offs (L,) start of each layer's outputs in
-    # act_buf/delta_buf, which hold B rows per layer. nz_idx/nz_val (B * I0), nz_cnt (B,).
+    # indptr/indices/values: X as compressed sparse rows (see prepare_inputs); usizes (L+1,)
+    # uint64 layer widths; p_offs (L,) start of each layer in params; a_offs (L,) start of
+    # each layer's outputs in act_buf/delta_buf, which hold B rows per layer.
     n = rows.shape[0]
     n_layers = usizes.shape[0] - 1
     top = n_layers - 1
     n_in0 = usizes[0]
-    b_rows = U(nz_cnt.shape[0])
+    b_rows = U(row_loss.shape[0])
     alpha_n = params.dtype.type(alpha / n)
     inv_n = params.dtype.type(1.0 / n)
     zero = params.dtype.type(0)
     one = params.dtype.type(1)
 
-    # 1. compress each input row to (index, value) of its non-zero entries, branch-free
-    for k in prange(n_blocks):
-        r0, r1 = _ublock(U(n), n_blocks, k)
-        for r in range(r0, r1):
-            xo = U(rows[r]) * n_in0
-            base = r * n_in0
-            cnt = U(0)
-            for j in range(n_in0):
-                xv = Xf[xo + j]
-                nz_idx[base + cnt] = j
-                nz_val[base + cnt] = xv
-                cnt += U(1) if xv != zero else U(0)
-            nz_cnt[r] = cnt
-
-    # 2. hidden layers forward, split by output units
+    # 1. hidden layers forward, split by output units
     for layer in range(top):
         n_i = usizes[layer]
         n_o = usizes[layer + 1]
@@ -684,12 +674,11 @@ def _batch(params, grads, m, v, usizes, p_offs, a_offs, Xf, y, rows, act_buf, de
                 _scale_f(act_buf, o, one, params, b_off + c0, width)
                 if layer == 0:
                     # add the rows of this block of W picked by the row's non-zero inputs
-                    base = U(r) * n_in0
                     w_base = n_in0 * c0
-                    for t in range(nz_cnt[r]):
-                        q = base + U(t)
-                        _axpy_f(act_buf, o, nz_val[q], params,
-                                w_base + U(nz_idx[q]) * width, width)
+                    row = rows[r]
+                    for q in range(indptr[row], indptr[row + 1]):
+                        _axpy_f(act_buf, o, values[q], params,
+                                w_base + U(indices[q]) * width, width)
                 else:
                     # W stored transposed by input blocks: dot products, block by block
                     for k2 in range(n_blocks):
@@ -702,7 +691,10 @@ def _batch(params, grads, m, v, usizes, p_offs, a_offs, Xf, y, rows, act_buf, de
                                                             wt_base + c * i_width, i_width)
                 _activate_f(act_buf, o, width, act)
 
-    # 3. output layer, split by rows: logits, softmax, loss, accuracy and its gradient
+    if stages < 2:
+        return 0.0, 0
+
+    # 2. output layer, split by rows: logits, softmax, loss, accuracy and its gradient
     n_i = usizes[top]
     n_k = usizes[n_layers]
     w_off = p_offs[top]
@@ -716,11 +708,10 @@ def _batch(params, grads, m, v, usizes, p_offs, a_offs, Xf, y, rows, act_buf, de
                 if top == 0:
                     c0, c1 = _ublock(n_k, n_blocks, k2)
                     width = c1 - c0
-                    base = r * n_in0
-                    for t in range(nz_cnt[r]):
-                        q = base + U(t)
-                        _axpy_f(act_buf, o + c0, nz_val[q], params,
-                                n_in0 * c0 + U(nz_idx[q]) * width, width)
+                    row = rows[r]
+                    for q in range(indptr[row], indptr[row + 1]):
+                        _axpy_f(act_buf, o + c0, values[q], params,
+                                n_in0 * c0 + U(indices[q]) * width, width)
                 else:
                     i_base, i_width, i0, i1 = _segment(a_offs[top - 1], b_rows, n_i,
                                                        n_blocks, k2, True)
@@ -750,7 +741,10 @@ def _batch(params, grads, m, v, usizes, p_offs, a_offs, Xf, y, rows, act_buf, de
             delta_buf[o + label] -= inv_n
             row_hit[r] = 1 if best == label else 0
 
-    # 4. backward and update: one region per weight layer above the first, split by that
+    if stages < 3:
+        return 0.0, 0
+
+    # 3. backward and update: one region per weight layer above the first, split by that
     #    layer's input units; the first layer rides along in the region of the layer above
     for k in range(n_blocks):
         pen_parts[k] = 0.0
@@ -801,7 +795,7 @@ def _batch(params, grads, m, v, usizes, p_offs, a_offs, Xf, y, rows, act_buf, de
                           nesterov, beta1, beta2, eps, lr_t)
             if layer == 1:
                 pen += _first_layer_block(params, grads, m, v, n_in0, n_i, delta_buf, i_base,
-                                          wi, nz_idx, nz_val, nz_cnt, n, i0, i1, alpha,
+                                          wi, indptr, indices, values, rows, i0, i1, alpha,
                                           alpha_n, solver, lr, momentum, nesterov, beta1,
                                           beta2, eps, lr_t, update)
             pen_parts[k] += pen
@@ -811,8 +805,8 @@ def _batch(params, grads, m, v, usizes, p_offs, a_offs, Xf, y, rows, act_buf, de
         for k in prange(n_blocks):
             c0, c1 = _ublock(n_k, n_blocks, k)
             pen_parts[k] += _first_layer_block(
-                params, grads, m, v, n_in0, n_k, delta_buf, a_offs[0] + c0, n_k, nz_idx,
-                nz_val, nz_cnt, n, c0, c1, alpha, alpha_n, solver, lr, momentum, nesterov,
+                params, grads, m, v, n_in0, n_k, delta_buf, a_offs[0] + c0, n_k, indptr,
+                indices, values, rows, c0, c1, alpha, alpha_n, solver, lr, momentum, nesterov,
                 beta1, beta2, eps, lr_t, update)
 
     loss = 0.0
@@ -859,9 +853,6 @@ class _Workspace:
         total = rows * int(widths.sum())
         self.act_buf = _aligned_empty(total, dtype)
         self.delta_buf = _aligned_empty(total, dtype)
-        self.nz_idx = np.empty(rows * int(sizes[0]), dtype=np.int32)
-        self.nz_val = np.empty(rows * int(sizes[0]), dtype=dtype)
-        self.nz_cnt = np.empty(rows, dtype=np.uint64)
         self.row_loss = np.empty(rows, dtype=np.float64)
         self.row_hit = np.empty(rows, dtype=np.int64)
         self.n_blocks = max(1, numba.get_num_threads())
@@ -876,8 +867,7 @@ class _Workspace:
         return (self.usizes, self.p_offs, self.a_offs)
 
     def buffers(self):
-        return (self.act_buf, self.delta_buf, self.nz_idx, self.nz_val, self.nz_cnt,
-                self.row_loss, self.row_hit, self.pen_parts)
+        return (self.act_buf, self.delta_buf, self.row_loss, self.row_hit, self.pen_parts)
 
     def write_back(self, grads=None):
         """Copy the work-layout parameters (and moments, and optionally grads) back."""
@@ -887,9 +877,61 @@ class _Workspace:
             _to_work_layout(grads, self.grads, self.usizes, self.p_offs, self.n_blocks, False)
 
 
+class SparseRows(NamedTuple):
+    """X as compressed sparse rows: row r's non-zero values are values[indptr[r]:
+    indptr[r + 1]], in the columns indices[...]. Built once per fit by prepare_inputs."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray
+    shape: tuple
+
+
+@_pjit
+def _count_row_nonzeros(counts, X):
+    # X (N, I0), counts (N,)
+    zero = X.dtype.type(0)
+    for r in prange(X.shape[0]):
+        c = 0
+        for j in range(X.shape[1]):
+            c += 1 if X[r, j] != zero else 0
+        counts[r] = c
+
+
+@_pjit
+def _fill_sparse_rows(indices, values, indptr, X):
+    zero = X.dtype.type(0)
+    for r in prange(X.shape[0]):
+        q = indptr[r]
+        for j in range(X.shape[1]):
+            xv = X[r, j]
+            if xv != zero:
+                indices[q] = j
+                values[q] = xv
+                q += 1
+
+
+def prepare_inputs(X):
+    """X as SparseRows: the first layer of every batch then reads only the non-zero
+    inputs (19 % of MNIST's pixels) without scanning each row again every epoch."""
+    # X (N, I0)
+    counts = np.empty(X.shape[0], dtype=np.int64)
+    _count_row_nonzeros(counts, X)
+    indptr = np.zeros(X.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    indices = np.empty(int(indptr[-1]), dtype=np.int32)
+    values = np.empty(int(indptr[-1]), dtype=X.dtype)
+    _fill_sparse_rows(indices, values, indptr, X)
+    return SparseRows(indptr, indices, values, X.shape)
+
+
+def _sparse(data):
+    return data if isinstance(data, SparseRows) else prepare_inputs(data)
+
+
 @_jit
-def _epoch(params, grads, m, v, usizes, p_offs, a_offs, Xf, y, order, batch_size, act_buf,
-           delta_buf, nz_idx, nz_val, nz_cnt, row_loss, row_hit, pen_parts, act, alpha,
+def _epoch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values, y, order,
+           batch_size, act_buf, delta_buf, row_loss, row_hit, pen_parts, act, alpha,
            solver, lr, momentum, nesterov, beta1, beta2, eps, t, n_blocks):
     n = order.shape[0]
     loss = 0.0
@@ -902,8 +944,8 @@ def _epoch(params, grads, m, v, usizes, p_offs, a_offs, Xf, y, order, batch_size
             t += 1
             lr_t = lr * np.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
         batch_loss, batch_hits = _batch(
-            params, grads, m, v, usizes, p_offs, a_offs, Xf, y, order[start:stop], act_buf,
-            delta_buf, nz_idx, nz_val, nz_cnt, row_loss, row_hit, pen_parts, act, alpha,
+            params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values, y,
+            order[start:stop], act_buf, delta_buf, row_loss, row_hit, pen_parts, act, alpha,
             solver, dt(lr), dt(momentum), nesterov, dt(beta1), dt(beta2), dt(eps), dt(lr_t),
             True, n_blocks)
         loss += batch_loss
@@ -911,16 +953,19 @@ def _epoch(params, grads, m, v, usizes, p_offs, a_offs, Xf, y, order, batch_size
     return loss, hits, t
 
 
-def train_epoch(params, grads, m, v, layer_sizes, act, X, y, order, batch_size, alpha,
+def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_size, alpha,
                 solver, lr, momentum, nesterov, beta1, beta2, eps, t):
     """One epoch of mini-batch training in a single compiled call (see the module notes).
 
-    Same contract and results as the NumPy backend's ``train_epoch``.
+    Same contract and results as the NumPy backend's ``train_epoch``; ``data`` is what
+    ``prepare_inputs(X)`` returned (a plain X is accepted and converted, at a cost).
     """
+    data = _sparse(data)
     ws = _Workspace(layer_sizes, min(int(batch_size), order.shape[0]), params, m, v)
     p, mw, vw = ws.work
     try:
-        loss, hits, t = _epoch(p, ws.grads, mw, vw, *ws.layout(), X.reshape(-1), y, order,
+        loss, hits, t = _epoch(p, ws.grads, mw, vw, *ws.layout(), data.indptr, data.indices,
+                               data.values, y, order,
                                int(batch_size), *ws.buffers(), int(act), float(alpha),
                                int(solver), float(lr), float(momentum), bool(nesterov),
                                float(beta1), float(beta2), float(eps), int(t), ws.n_blocks)
@@ -940,63 +985,104 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
     rows = np.arange(n, dtype=np.int64)
     z = _scalar(params, 0)
     p = ws.work[0]
-    loss, _ = _batch(p, ws.grads, p, p, *ws.layout(), X.reshape(-1), y, rows, *ws.buffers(),
+    data = prepare_inputs(X)
+    loss, _ = _batch(p, ws.grads, p, p, *ws.layout(), data.indptr, data.indices, data.values,
+                     y, rows, *ws.buffers(),
                      int(act), float(alpha), ADAM, z, z, False, z, z, z, z, False, ws.n_blocks)
     ws.write_back(grads)
     return loss / n
 
 
-@_pjit
-def _predict_proba(out, X, params, wt_top, usizes, p_offs, act, width, n_blocks):
-    # X (N, I0), out (N, K); params in the flat layout; wt_top: the top layer's W
-    # transposed (K, I) so the logits are dot products over the hidden units
-    n = X.shape[0]
+@_inline
+def _predict_rows(out, X, params, usizes, p_offs, wt_top, act, width, r0, r1):
+    # rows r0:r1 of X (N, I0) -> out (N, K); params in the flat layout; wt_top: the top
+    # layer's W transposed (K, I), so the logits are dot products over the hidden units
     n_layers = usizes.shape[0] - 1
     top = n_layers - 1
     n_k = usizes[n_layers]
+    n_in0 = usizes[0]
     zero = params.dtype.type(0)
-    for k in prange(n_blocks):
-        r0, r1 = _ublock(U(n), n_blocks, k)
-        cur = np.empty(width, dtype=out.dtype)
-        nxt = np.empty(width, dtype=out.dtype)
-        for r in range(r0, r1):
-            xr = X[r]
-            # hidden layers: W (I, O) row by row, skipping zero inputs
-            for layer in range(top):
-                n_i = usizes[layer]
-                n_o = usizes[layer + 1]
-                w_off = p_offs[layer]
-                b_off = w_off + n_i * n_o
-                _scale_f(nxt, U(0), params.dtype.type(1), params, b_off, n_o)
+    cur = np.empty(width, dtype=out.dtype)
+    nxt = np.empty(width, dtype=out.dtype)
+    nz_idx = np.empty(n_in0, dtype=np.int64)
+    nz_val = np.empty(n_in0, dtype=out.dtype)
+    for r in range(r0, r1):
+        xr = X[r]
+        # the row's non-zero inputs, gathered without a branch
+        cnt = 0
+        for j in range(n_in0):
+            xv = xr[j]
+            nz_idx[cnt] = j
+            nz_val[cnt] = xv
+            cnt += 1 if xv != zero else 0
+        # hidden layers: W (I, O) row by row, skipping zero inputs
+        for layer in range(top):
+            n_i = usizes[layer]
+            n_o = usizes[layer + 1]
+            w_off = p_offs[layer]
+            _scale_f(nxt, U(0), params.dtype.type(1), params, w_off + n_i * n_o, n_o)
+            if layer == 0:
+                for t in range(cnt):
+                    _axpy_f(nxt, U(0), nz_val[t], params, w_off + U(nz_idx[t]) * n_o, n_o)
+            else:
                 for j in range(n_i):
-                    xv = xr[j] if layer == 0 else cur[j]
-                    if xv != zero:
-                        _axpy_f(nxt, U(0), xv, params, w_off + j * n_o, n_o)
-                _activate_f(nxt, U(0), n_o, act)
-                cur, nxt = nxt, cur
-            n_i = usizes[top]
-            b_off = p_offs[top] + n_i * n_k
-            o = out[r]
-            for c in range(n_k):
-                s = params[b_off + c]
-                if top == 0:
-                    for j in range(n_i):
-                        s += xr[j] * wt_top[c * n_i + j]
-                else:
-                    s += _dot_f(cur, U(0), wt_top, c * n_i, n_i)
-                o[c] = s
-            _softmax_row(o, o, 0)
+                    if cur[j] != zero:
+                        _axpy_f(nxt, U(0), cur[j], params, w_off + j * n_o, n_o)
+            _activate_f(nxt, U(0), n_o, act)
+            cur, nxt = nxt, cur
+        n_i = usizes[top]
+        b_off = p_offs[top] + n_i * n_k
+        o = out[r]
+        for c in range(n_k):
+            s = params[b_off + c]
+            if top == 0:
+                for t in range(cnt):
+                    s += nz_val[t] * wt_top[c * n_i + U(nz_idx[t])]
+            else:
+                s += _dot_f(cur, U(0), wt_top, c * n_i, n_i)
+            o[c] = s
+        _softmax_row(o, o, 0)
+
+
+@_inline
+def _predict_layout(params, sizes):
+    """uint64 widths, layer offsets, the top layer's W transposed, widest layer."""
+    n_layers = sizes.shape[0] - 1
+    usizes = sizes.astype(np.uint64)
+    p_offs = np.zeros(n_layers, dtype=np.uint64)
+    width = 1
+    for q in range(n_layers):
+        if q + 1 < n_layers:
+            p_offs[q + 1] = p_offs[q] + usizes[q] * usizes[q + 1] + usizes[q + 1]
+        width = max(width, sizes[q + 1])
+    n_i = usizes[n_layers - 1]
+    n_k = usizes[n_layers]
+    top = p_offs[n_layers - 1]
+    wt_top = np.empty(n_i * n_k, dtype=params.dtype)
+    for i in range(n_i):
+        for c in range(n_k):
+            wt_top[c * n_i + i] = params[top + i * n_k + c]
+    return usizes, p_offs, wt_top, width
+
+
+@_pjit
+def _predict_proba_parallel(out, X, params, sizes, act, n_blocks):
+    usizes, p_offs, wt_top, width = _predict_layout(params, sizes)
+    for k in prange(n_blocks):
+        r0, r1 = _ublock(U(X.shape[0]), n_blocks, k)
+        _predict_rows(out, X, params, usizes, p_offs, wt_top, act, width, r0, r1)
+
+
+@_jit
+def _predict_proba_serial(out, X, params, sizes, act):
+    usizes, p_offs, wt_top, width = _predict_layout(params, sizes)
+    _predict_rows(out, X, params, usizes, p_offs, wt_top, act, width, U(0), U(X.shape[0]))
 
 
 def predict_proba(out, X, params, layer_sizes, act):
-    """Class probabilities of the rows of X: rows split between threads, zero inputs
-    skipped, the output layer as dot products over a transposed copy of its weights."""
-    sizes = np.asarray(layer_sizes, dtype=np.int64)
-    widths = sizes[1:]
-    p_offs = np.concatenate(([0], np.cumsum(sizes[:-1] * widths + widths)[:-1]))
-    n_i, n_k = int(sizes[-2]), int(sizes[-1])
-    top_off = int(p_offs[-1])
-    wt_top = np.ascontiguousarray(params[top_off : top_off + n_i * n_k].reshape(n_i, n_k).T)
-    n_blocks = max(1, min(numba.get_num_threads(), X.shape[0] // PREDICT_CHUNK))
-    _predict_proba(out, X, params, wt_top.reshape(-1), sizes.astype(np.uint64),
-                   p_offs.astype(np.uint64), act, int(max(widths.max(), 1)), n_blocks)
+    """Class probabilities of the rows of X: rows split between threads (a few rows run
+    on the calling thread alone), zero inputs skipped."""
+    if X.shape[0] < 2 * PREDICT_CHUNK:
+        _predict_proba_serial(out, X, params, layer_sizes, act)
+    else:
+        _predict_proba_parallel(out, X, params, layer_sizes, act, numba.get_num_threads())

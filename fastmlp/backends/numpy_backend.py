@@ -173,9 +173,19 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
     return loss_sum / X.shape[0]
 
 
+def prepare_inputs(X):
+    """The training data in the form this backend's train_epoch takes: X itself here.
+
+    Called once per fit, so a backend can pay for a conversion once, not every epoch.
+    """
+    return X
+
+
 def train_epoch(params, grads, m, v, layer_sizes, act, X, y, order, batch_size, alpha,
                 solver, lr, momentum, nesterov, beta1, beta2, eps, t):
     """One epoch of mini-batch training over the rows of X in the given order.
+
+    ``X`` is what ``prepare_inputs`` returned for the training data.
 
     ``m`` and ``v`` are the optimizer state: velocity (and an unused v) for SGD, the
     first and second moments for Adam. ``t`` is the number of Adam steps done so far.
