@@ -641,8 +641,8 @@ def _batch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values,
            nesterov, beta1, beta2, eps, lr_t, update, n_blocks, stages=3):
     """Forward, loss, backward and (if update) optimizer step for the rows ``rows`` of X.
 
-    ``stages`` < 3 stops early (1: after the hidden layers, 2: after the output layer); it
-    exists for benchmarks/profile_epoch.py, which times each stage.
+    ``stages`` < 3 stops early (0: at once, 1: after the hidden layers, 2: after the
+    output layer); it exists for benchmarks/profile_epoch.py, which times each stage.
 
     params, grads, m and v are in the work layout (see _to_work_layout); hidden layers'
     activations and gradients are in blocked buffers (see _segment).
@@ -660,6 +660,9 @@ def _batch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values,
     inv_n = params.dtype.type(1.0 / n)
     zero = params.dtype.type(0)
     one = params.dtype.type(1)
+
+    if stages < 1:
+        return 0.0, 0
 
     # 1. hidden layers forward, split by output units
     for layer in range(top):
