@@ -3,23 +3,25 @@
 Legend for shape comments: N = rows in the batch, I = inputs of a layer, O = outputs of a
 layer, K = classes, P = length of the flat parameter vector, I0 = input features.
 
-How an epoch runs (``train_epoch``): one compiled call loops over the mini-batches; for
-each batch a handful of parallel regions run, each split into one block per thread:
+How an epoch runs (``train_epoch``): ``prepare_inputs`` has turned X into compressed
+sparse rows once per fit (MNIST is 19 % non-zero, so the first layer does a fifth of the
+dense arithmetic). One compiled call loops over the mini-batches; each batch runs three
+parallel stages, each split into one block per thread:
 
-1. rows: each input row is compressed to its non-zero pixels (MNIST is 19 % non-zero),
-   so the first layer does a fifth of the dense arithmetic;
-2. hidden layers forward, split by output units (columns of W): a thread owns a block of
-   hidden units and its slice of W stays in that core's cache;
-3. output layer, split by rows: logits, softmax, loss, correct count and the gradient of
+1. hidden layers forward, split by output units: a thread owns a block of hidden units,
+   and its slice of W (with the Adam moments) stays in that core's cache;
+2. output layer, split by rows: logits, softmax, loss, correct count and the gradient of
    the loss in one pass per row;
-4. backward, one region per weight layer, split by that layer's input units (rows of W):
-   a thread computes the input gradient of its units from the *old* weights, then the
-   weight gradient of its rows, then updates them in place (Adam or SGD) while they are
-   still in cache. The first layer needs no input gradient, so it is done column-block by
-   column-block in the same region as the layer above it.
+3. backward, one region per weight layer above the first, split by that layer's input
+   units: a thread computes the input gradient of its units from the *old* weights, then
+   the weight gradient of its block, then updates it in place (Adam or SGD) while it is
+   still in cache. The first layer needs no input gradient, so it is done block by block
+   in the region of the layer above it.
 
-No block is written by two threads, so no reduction across threads is needed. No memory is
-allocated per mini-batch: buffers are allocated once per call.
+No block is written by two threads, so no reduction across threads is needed. Nothing is
+allocated per mini-batch: buffers are allocated once per call. During the epoch the
+parameters live in a work layout (see _to_work_layout) that keeps each thread's blocks
+contiguous; it is converted back when the call returns.
 """
 
 from __future__ import annotations
@@ -91,317 +93,8 @@ def _touch(a):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@_inline
-def _block(d, n_blocks, k):
-    """[start, stop) of block k when d items are split into n_blocks aligned blocks."""
-    chunk = (d + n_blocks - 1) // n_blocks
-    chunk = ((chunk + ALIGN - 1) // ALIGN) * ALIGN
-    start = min(k * chunk, d)
-    return start, min(start + chunk, d)
-
-
-# Inner loops run over zero-based views (a[c0:c1], then c in range(len)): with a start
-# that may be negative, Numba must keep its wrap-around check, and that check alone stops
-# LLVM from vectorising the loop (measured: 6.7x slower).
-
-
-@_inline
-def _activate(z, act):
-    # z (O,), in place
-    zero = z.dtype.type(0)
-    one = z.dtype.type(1)
-    if act == RELU:
-        for c in range(z.shape[0]):
-            if z[c] < zero:
-                z[c] = zero
-    elif act == TANH:
-        for c in range(z.shape[0]):
-            z[c] = np.tanh(z[c])
-    elif act == LOGISTIC:
-        for c in range(z.shape[0]):
-            z[c] = one / (one + np.exp(-z[c]))
-
-
-@_inline
-def _act_derivative(delta, a, act):
-    # delta (O,), a (O,): delta *= act'(z), written through the output a = act(z)
-    zero = a.dtype.type(0)
-    one = a.dtype.type(1)
-    if act == RELU:
-        for c in range(a.shape[0]):
-            if a[c] <= zero:
-                delta[c] = zero
-    elif act == TANH:
-        for c in range(a.shape[0]):
-            delta[c] *= one - a[c] * a[c]
-    elif act == LOGISTIC:
-        for c in range(a.shape[0]):
-            delta[c] *= a[c] * (one - a[c])
-
-
-@_inline
-def _axpy(y, a, x):
-    # y (O,) += a * x (O,)
-    for c in range(y.shape[0]):
-        y[c] += a * x[c]
-
-
-@_inline
-def _scaled_copy(y, a, x):
-    # y (O,) = a * x (O,)
-    for c in range(y.shape[0]):
-        y[c] = a * x[c]
-
-
-@_inline
-def _dot(x, y):
-    s = x.dtype.type(0)
-    for c in range(x.shape[0]):
-        s += x[c] * y[c]
-    return s
-
-
-@_inline
-def _update_range(params, grads, m, v, s, e, solver, lr, momentum, nesterov, beta1, beta2,
-                  eps, lr_t):
-    # params, grads, m, v (P,): one optimizer step on the flat range [s, e)
-    p = params[s:e]
-    g = grads[s:e]
-    mm = m[s:e]
-    if solver == ADAM:
-        vv = v[s:e]
-        one = params.dtype.type(1)
-        for q in range(p.shape[0]):
-            gq = g[q]
-            mq = beta1 * mm[q] + (one - beta1) * gq
-            vq = beta2 * vv[q] + (one - beta2) * gq * gq
-            mm[q] = mq
-            vv[q] = vq
-            p[q] -= lr_t * mq / (np.sqrt(vq) + eps)
-    elif nesterov:
-        for q in range(p.shape[0]):
-            gq = g[q]
-            vel = momentum * mm[q] - lr * gq
-            mm[q] = vel
-            p[q] += momentum * vel - lr * gq
-    else:
-        for q in range(p.shape[0]):
-            vel = momentum * mm[q] - lr * g[q]
-            mm[q] = vel
-            p[q] += vel
-
-
-@_inline
-def _penalty_range(params, s, e):
-    p = params[s:e]
-    total = p.dtype.type(0)
-    for q in range(p.shape[0]):
-        total += p[q] * p[q]
-    return float(total)
-
-
-# --------------------------------------------------------------------------- kernels
-
-
-# Column blocks are taken as w[j, c0:c1] (layout C) and never as w[:, c0:c1][j] (layout
-# A, strided): Numba does not vectorise loops over A-layout arrays.
-
-
-@_inline
-def _sparse_row_forward(out, w, c0, c1, idx, val, cnt):
-    # out (c1-c0,) += sum over the row's non-zeros t of val[t] * w[idx[t], c0:c1]; w (I, O)
-    for t in range(cnt):
-        _axpy(out, val[t], w[idx[t], c0:c1])
-
-
-@_inline
-def _dense_row_forward(out, w, c0, c1, x):
-    # out (c1-c0,) += x (I,) @ w[:, c0:c1], skipping zero inputs (ReLU outputs, blank pixels)
-    zero = x.dtype.type(0)
-    for j in range(x.shape[0]):
-        if x[j] != zero:
-            _axpy(out, x[j], w[j, c0:c1])
-
-
-@_pjit
-def _linear_forward(out, x, w, b, act):
-    # x (N, I), w (I, O), b (O,), out (N, O)
-    for r in prange(x.shape[0]):
-        row = out[r]
-        row[:] = b
-        _dense_row_forward(row, w, 0, w.shape[1], x[r])
-        _activate(row, act)
-
-
-def linear_forward(out, x, w, b, act):
-    """out = act(x @ w + b); rows in parallel, zero inputs skipped."""
-    _linear_forward(out, x, w, b, act)
-
-
-@_pjit
-def _activation_backward(delta, a, act):
-    # delta (N, O), a (N, O)
-    for r in prange(delta.shape[0]):
-        _act_derivative(delta[r], a[r], act)
-
-
-def activation_backward(delta, a, act):
-    """delta *= act'(z), expressed through the activation's output a = act(z)."""
-    _activation_backward(delta, a, act)
-
-
-def relu_backward(delta, a):
-    """delta *= (a > 0)."""
-    _activation_backward(delta, a, RELU)
-
-
-@_inline
-def _softmax_row(probs, logits, y):
-    """Softmax of one row into probs (may alias logits); returns (loss, correct)."""
-    # logits (K,), probs (K,)
-    k = logits.shape[0]
-    best = 0
-    top = logits[0]
-    for c in range(1, k):
-        if logits[c] > top:
-            top = logits[c]
-            best = c
-    target = logits[y] - top
-    total = 0.0
-    for c in range(k):
-        e = np.exp(logits[c] - top)
-        probs[c] = e
-        total += e
-    inv = probs.dtype.type(1.0 / total)
-    for c in range(k):
-        probs[c] *= inv
-    return np.log(total) - target, best == y
-
-
-@_inline
-def _softmax_xent_row(probs, delta, y, inv_n):
-    """In place: logits -> probs; delta = (probs - onehot) * inv_n. Returns (loss, hit)."""
-    loss, hit = _softmax_row(probs, probs, y)
-    _scaled_copy(delta, inv_n, probs)
-    delta[y] -= inv_n
-    return loss, hit
-
-
-@_pjit
-def _softmax_xent_forward(probs, logits, y):
-    # logits (N, K), probs (N, K), y (N,)
-    loss = 0.0
-    correct = 0
-    for r in prange(logits.shape[0]):
-        row_loss, hit = _softmax_row(probs[r], logits[r], y[r])
-        loss += row_loss
-        correct += 1 if hit else 0
-    return loss, correct
-
-
-def softmax_xent_forward(probs, logits, y):
-    """Softmax probabilities, summed cross-entropy and count of correct predictions."""
-    loss, correct = _softmax_xent_forward(probs, logits, y)
-    return float(loss), int(correct)
-
-
-@_pjit
-def _softmax_xent_backward(delta, probs, y):
-    # probs (N, K), y (N,), delta (N, K)
-    n = probs.shape[0]
-    inv_n = probs.dtype.type(1.0 / n)
-    for r in prange(n):
-        _scaled_copy(delta[r], inv_n, probs[r])
-        delta[r, y[r]] -= inv_n
-
-
-def softmax_xent_backward(delta, probs, y):
-    """delta = (probs - onehot(y)) / N."""
-    _softmax_xent_backward(delta, probs, y)
-
-
-@_inline
-def _weight_grad_rows(g, w, x, delta, i0, i1, alpha_n):
-    # g (I, O) rows i0:i1 = x[:, i0:i1].T @ delta + alpha_n * w; x (N, I), delta (N, O)
-    zero = x.dtype.type(0)
-    for i in range(i0, i1):
-        gi = g[i]
-        _scaled_copy(gi, alpha_n, w[i])
-        for r in range(x.shape[0]):
-            xv = x[r, i]
-            if xv != zero:
-                _axpy(gi, xv, delta[r])
-
-
-@_inline
-def _bias_grad(gb, delta, o0, o1):
-    # gb (O,) entries o0:o1 = column sums of delta (N, O)
-    out = gb[o0:o1]
-    out[:] = 0
-    for r in range(delta.shape[0]):
-        _axpy(out, delta.dtype.type(1), delta[r, o0:o1])
-
-
-@_inline
-def _input_grad_rows(d_in, delta, w, i0, i1):
-    # d_in (N, I) columns i0:i1 = delta (N, O) @ w[i0:i1].T
-    for r in range(delta.shape[0]):
-        dr = delta[r]
-        for i in range(i0, i1):
-            d_in[r, i] = _dot(dr, w[i])
-
-
-@_pjit
-def _linear_backward(dw, db, dx, delta, x, w, alpha_n, n_blocks):
-    # delta (N, O), x (N, I), w (I, O), dw (I, O), db (O,), dx (N, I) or empty
-    for k in prange(n_blocks):
-        i0, i1 = _block(x.shape[1], n_blocks, k)
-        _weight_grad_rows(dw, w, x, delta, i0, i1, alpha_n)
-        o0, o1 = _block(w.shape[1], n_blocks, k)
-        _bias_grad(db, delta, o0, o1)
-        if dx.size:
-            _input_grad_rows(dx, delta, w, i0, i1)
-
-
-def linear_backward(dw, db, dx, delta, x, w, alpha_n):
-    """dw = x.T @ delta + alpha_n * w, db = sum(delta), dx = delta @ w.T (skipped if empty)."""
-    _linear_backward(dw, db, dx, delta, x, w, _scalar(w, alpha_n), numba.get_num_threads())
-
-
-@_pjit
-def _sgd_update(param, grad, velocity, lr, momentum, nesterov, n_blocks):
-    for k in prange(n_blocks):
-        s, e = _block(param.shape[0], n_blocks, k)
-        _update_range(param, grad, velocity, velocity, s, e, SGD, lr, momentum, nesterov,
-                      lr, lr, lr, lr)
-
-
-def sgd_update(param, grad, velocity, lr, momentum, nesterov):
-    """SGD with (Nesterov) momentum, as in scikit-learn's SGDOptimizer."""
-    _sgd_update(param, grad, velocity, _scalar(param, lr), _scalar(param, momentum),
-                bool(nesterov), numba.get_num_threads())
-
-
-@_pjit
-def _adam_update(param, grad, m, v, lr_t, beta1, beta2, eps, n_blocks):
-    for k in prange(n_blocks):
-        s, e = _block(param.shape[0], n_blocks, k)
-        _update_range(param, grad, m, v, s, e, ADAM, lr_t, lr_t, False, beta1, beta2, eps,
-                      lr_t)
-
-
-def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
-    """Adam step with the bias correction already folded into ``lr_t``."""
-    c = param
-    _adam_update(param, grad, m, v, _scalar(c, lr_t), _scalar(c, beta1), _scalar(c, beta2),
-                 _scalar(c, eps), numba.get_num_threads())
-
-
-# --------------------------------------------------------------------------- fused batch
 #
-# The fused batch works on flat 1-D arrays with unsigned (uint64) offsets, and creates no
+# The kernels work on flat 1-D arrays with unsigned (uint64) offsets, and creates no
 # array views inside its parallel loops. Both choices were measured: a signed index makes
 # Numba emit a wrap-around check that stops vectorisation, and every view inside a prange
 # body costs atomic reference-count updates on the parent array, which the two threads then
@@ -542,6 +235,174 @@ def _column_sums_f(out, oo, delta, do, stride, n_rows, n):
 
 
 @_inline
+def _softmax_f(out, oo, src, so, k, label):
+    """out[oo:oo+k] = softmax(src[so:so+k]) (may be the same place); returns the row's
+    cross-entropy for ``label`` and whether the arg-max is ``label``."""
+    best = U(0)
+    top = src[so]
+    for c in range(U(1), k):
+        if src[so + c] > top:
+            top = src[so + c]
+            best = c
+    target = float(src[so + label] - top)
+    total = 0.0
+    for c in range(k):
+        e = np.exp(src[so + c] - top)
+        out[oo + c] = e
+        total += e
+    inv_total = out.dtype.type(1.0 / total)
+    for c in range(k):
+        out[oo + c] *= inv_total
+    return np.log(total) - target, best == label
+
+
+# --------------------------------------------------------------------------- kernels
+#
+# The public kernels take 2-D arrays and hand flat views (ravel of C-contiguous arrays,
+# no copy) with their shapes to the compiled functions, which split rows or units into
+# one block per thread.
+
+
+@_pjit
+def _linear_forward(out, x, w, b, n, n_in, n_out, act, n_blocks):
+    # x (N, I), w (I, O), b (O,), out (N, O), all flat
+    zero = x.dtype.type(0)
+    one = x.dtype.type(1)
+    for k in prange(n_blocks):
+        r0, r1 = _ublock(n, n_blocks, k)
+        for r in range(r0, r1):
+            o = r * n_out
+            _scale_f(out, o, one, b, U(0), n_out)
+            for j in range(n_in):
+                xv = x[r * n_in + j]
+                if xv != zero:
+                    _axpy_f(out, o, xv, w, j * n_out, n_out)
+            _activate_f(out, o, n_out, act)
+
+
+def _dims(*values):
+    return tuple(np.uint64(v) for v in values)
+
+
+def linear_forward(out, x, w, b, act):
+    """out = act(x @ w + b); rows split between threads, zero inputs skipped."""
+    _linear_forward(out.ravel(), x.ravel(), w.ravel(), b, *_dims(*x.shape, w.shape[1]), act,
+                    numba.get_num_threads())
+
+
+@_pjit
+def _activation_backward(delta, a, size, act, n_blocks):
+    # delta (N * O,), a (N * O,)
+    for k in prange(n_blocks):
+        s, e = _ublock(size, n_blocks, k)
+        _act_derivative_f(delta, s, a, s, e - s, act)
+
+
+def activation_backward(delta, a, act):
+    """delta *= act'(z), expressed through the activation's output a = act(z)."""
+    _activation_backward(delta.ravel(), a.ravel(), np.uint64(delta.size), act,
+                         numba.get_num_threads())
+
+
+def relu_backward(delta, a):
+    """delta *= (a > 0)."""
+    activation_backward(delta, a, RELU)
+
+
+@_pjit
+def _softmax_xent_forward(probs, logits, y, n, k):
+    # logits (N, K), probs (N, K), y (N,), flat
+    loss = 0.0
+    correct = 0
+    for r in prange(n):
+        o = U(r) * k
+        row_loss, hit = _softmax_f(probs, o, logits, o, k, U(y[r]))
+        loss += row_loss
+        correct += 1 if hit else 0
+    return loss, correct
+
+
+def softmax_xent_forward(probs, logits, y):
+    """Softmax probabilities, summed cross-entropy and count of correct predictions.
+
+    ``probs`` may be the same array as ``logits``."""
+    loss, correct = _softmax_xent_forward(probs.ravel(), logits.ravel(), y, logits.shape[0],
+                                          np.uint64(logits.shape[1]))
+    return float(loss), int(correct)
+
+
+@_pjit
+def _softmax_xent_backward(delta, probs, y, n, k):
+    # probs (N, K), y (N,), delta (N, K), flat
+    inv_n = probs.dtype.type(1.0 / n)
+    for r in prange(n):
+        o = U(r) * k
+        _scale_f(delta, o, inv_n, probs, o, k)
+        delta[o + U(y[r])] -= inv_n
+
+
+def softmax_xent_backward(delta, probs, y):
+    """delta = (probs - onehot(y)) / N."""
+    _softmax_xent_backward(delta.ravel(), probs.ravel(), y, probs.shape[0],
+                           np.uint64(probs.shape[1]))
+
+
+@_pjit
+def _linear_backward(dw, db, dx, delta, x, w, alpha_n, n, n_in, n_out, n_blocks):
+    # delta (N, O), x (N, I), w (I, O), dw (I, O), db (O,), dx (N, I) or empty; all flat
+    zero = x.dtype.type(0)
+    for k in prange(n_blocks):
+        i0, i1 = _ublock(n_in, n_blocks, k)
+        for i in range(i0, i1):
+            g = i * n_out
+            _scale_f(dw, g, alpha_n, w, g, n_out)
+            for r in range(n):
+                xv = x[r * n_in + i]
+                if xv != zero:
+                    _axpy_f(dw, g, xv, delta, r * n_out, n_out)
+        o0, o1 = _ublock(n_out, n_blocks, k)
+        _column_sums_f(db, o0, delta, o0, n_out, n, o1 - o0)
+        if dx.shape[0]:
+            r0, r1 = _ublock(n, n_blocks, k)
+            for r in range(r0, r1):
+                for i in range(n_in):
+                    dx[r * n_in + i] = _dot_f(delta, r * n_out, w, i * n_out, n_out)
+
+
+def linear_backward(dw, db, dx, delta, x, w, alpha_n):
+    """dw = x.T @ delta + alpha_n * w, db = sum(delta), dx = delta @ w.T (skipped if empty)."""
+    _linear_backward(dw.ravel(), db, dx.ravel(), delta.ravel(), x.ravel(), w.ravel(),
+                     _scalar(w, alpha_n), *_dims(*x.shape, w.shape[1]), numba.get_num_threads())
+
+
+@_pjit
+def _optimizer_update(param, grad, m, v, solver, lr, momentum, nesterov, beta1, beta2, eps,
+                      lr_t, n_blocks):
+    for k in prange(n_blocks):
+        s, e = _ublock(U(param.shape[0]), n_blocks, k)
+        _update_f(param, grad, m, v, s, e - s, solver, lr, momentum, nesterov, beta1, beta2,
+                  eps, lr_t)
+
+
+def sgd_update(param, grad, velocity, lr, momentum, nesterov):
+    """SGD with (Nesterov) momentum, as in scikit-learn's SGDOptimizer."""
+    lr, momentum = _scalar(param, lr), _scalar(param, momentum)
+    _optimizer_update(param, grad, velocity, velocity, SGD, lr, momentum, bool(nesterov), lr,
+                      lr, lr, lr, numba.get_num_threads())
+
+
+def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
+    """Adam step with the bias correction already folded into ``lr_t``."""
+    c = param
+    lr_t = _scalar(c, lr_t)
+    _optimizer_update(param, grad, m, v, ADAM, lr_t, lr_t, False, _scalar(c, beta1),
+                      _scalar(c, beta2), _scalar(c, eps), lr_t, numba.get_num_threads())
+
+
+# --------------------------------------------------------------------------- fused batch
+
+
+@_inline
 def _segment(a_off, rows, width, n_blocks, k, blocked):
     """Where block k of a layer's units lives in a buffer: (base, row stride, c0, c1).
 
@@ -555,6 +416,22 @@ def _segment(a_off, rows, width, n_blocks, k, blocked):
     if k == 0:
         return a_off, width, U(0), width
     return a_off, width, width, width
+
+
+@_inline
+def _move_block(dst, src, w_off, n_o, outer, b0, b1, work_base, transposed, forward):
+    """Move one thread's block of a weight matrix W (I, O) at w_off between the plain
+    layout and its work block (outer, b1 - b0), row-major at work_base. Not transposed:
+    rows a of W, columns b0:b1; transposed: columns a of W, rows b0:b1."""
+    width = b1 - b0
+    for a in range(outer):
+        for b in range(b0, b1):
+            plain = w_off + (b * n_o + a if transposed else a * n_o + b)
+            work = work_base + a * width + (b - b0)
+            if forward:
+                dst[work] = src[plain]
+            else:
+                dst[plain] = src[work]
 
 
 @_jit
@@ -580,26 +457,12 @@ def _to_work_layout(dst, src, usizes, p_offs, n_blocks, forward):
         for k in range(n_blocks):
             if layer == 0:
                 c0, c1 = _ublock(n_o, n_blocks, k)
-                width = c1 - c0
-                for j in range(n_i):
-                    for c in range(c0, c1):
-                        plain = w_off + j * n_o + c
-                        work = w_off + n_i * c0 + j * width + (c - c0)
-                        if forward:
-                            dst[work] = src[plain]
-                        else:
-                            dst[plain] = src[work]
+                _move_block(dst, src, w_off, n_o, n_i, c0, c1, w_off + n_i * c0, False,
+                            forward)
             else:
                 i0, i1 = _ublock(n_i, n_blocks, k)
-                width = i1 - i0
-                for c in range(n_o):
-                    for i in range(i0, i1):
-                        plain = w_off + i * n_o + c
-                        work = w_off + n_o * i0 + c * width + (i - i0)
-                        if forward:
-                            dst[work] = src[plain]
-                        else:
-                            dst[plain] = src[work]
+                _move_block(dst, src, w_off, n_o, n_o, i0, i1, w_off + n_o * i0, True,
+                            forward)
         b_off = w_off + n_i * n_o
         for c in range(n_o):
             dst[b_off + c] = src[b_off + c]
@@ -723,26 +586,11 @@ def _batch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values,
                         act_buf[o + c] += _dot_f(act_buf, io, params,
                                                  w_off + n_k * i0 + c * i_width, i_width)
             label = U(y[rows[r]])
-            best = U(0)
-            top_logit = act_buf[o]
-            for c in range(U(1), n_k):
-                if act_buf[o + c] > top_logit:
-                    top_logit = act_buf[o + c]
-                    best = c
-            target = float(act_buf[o + label] - top_logit)
-            total = 0.0
-            for c in range(n_k):
-                e = np.exp(act_buf[o + c] - top_logit)
-                act_buf[o + c] = e
-                total += e
-            row_loss[r] = np.log(total) - target
-            inv_total = params.dtype.type(1.0 / total)
-            for c in range(n_k):
-                p = act_buf[o + c] * inv_total
-                act_buf[o + c] = p
-                delta_buf[o + c] = p * inv_n
+            loss_r, hit = _softmax_f(act_buf, o, act_buf, o, n_k, label)
+            _scale_f(delta_buf, o, inv_n, act_buf, o, n_k)
             delta_buf[o + label] -= inv_n
-            row_hit[r] = 1 if best == label else 0
+            row_loss[r] = loss_r
+            row_hit[r] = 1 if hit else 0
 
     if stages < 3:
         return 0.0, 0
@@ -998,7 +846,7 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
 
 @_inline
 def _predict_rows(out, X, params, usizes, p_offs, wt_top, act, width, r0, r1):
-    # rows r0:r1 of X (N, I0) -> out (N, K); params in the flat layout; wt_top: the top
+    # rows r0:r1 of X (N, I0) -> out (N, K), both flat; params in the flat layout; wt_top: the top
     # layer's W transposed (K, I), so the logits are dot products over the hidden units
     n_layers = usizes.shape[0] - 1
     top = n_layers - 1
@@ -1010,11 +858,10 @@ def _predict_rows(out, X, params, usizes, p_offs, wt_top, act, width, r0, r1):
     nz_idx = np.empty(n_in0, dtype=np.int64)
     nz_val = np.empty(n_in0, dtype=out.dtype)
     for r in range(r0, r1):
-        xr = X[r]
         # the row's non-zero inputs, gathered without a branch
         cnt = 0
         for j in range(n_in0):
-            xv = xr[j]
+            xv = X[r * n_in0 + j]
             nz_idx[cnt] = j
             nz_val[cnt] = xv
             cnt += 1 if xv != zero else 0
@@ -1035,7 +882,7 @@ def _predict_rows(out, X, params, usizes, p_offs, wt_top, act, width, r0, r1):
             cur, nxt = nxt, cur
         n_i = usizes[top]
         b_off = p_offs[top] + n_i * n_k
-        o = out[r]
+        o = r * n_k
         for c in range(n_k):
             s = params[b_off + c]
             if top == 0:
@@ -1043,8 +890,8 @@ def _predict_rows(out, X, params, usizes, p_offs, wt_top, act, width, r0, r1):
                     s += nz_val[t] * wt_top[c * n_i + U(nz_idx[t])]
             else:
                 s += _dot_f(cur, U(0), wt_top, c * n_i, n_i)
-            o[c] = s
-        _softmax_row(o, o, 0)
+            out[o + c] = s
+        _softmax_f(out, o, out, o, n_k, U(0))
 
 
 @_inline
@@ -1069,23 +916,25 @@ def _predict_layout(params, sizes):
 
 
 @_pjit
-def _predict_proba_parallel(out, X, params, sizes, act, n_blocks):
+def _predict_proba_parallel(out, X, n_rows, params, sizes, act, n_blocks):
     usizes, p_offs, wt_top, width = _predict_layout(params, sizes)
     for k in prange(n_blocks):
-        r0, r1 = _ublock(U(X.shape[0]), n_blocks, k)
+        r0, r1 = _ublock(n_rows, n_blocks, k)
         _predict_rows(out, X, params, usizes, p_offs, wt_top, act, width, r0, r1)
 
 
 @_jit
-def _predict_proba_serial(out, X, params, sizes, act):
+def _predict_proba_serial(out, X, n_rows, params, sizes, act):
     usizes, p_offs, wt_top, width = _predict_layout(params, sizes)
-    _predict_rows(out, X, params, usizes, p_offs, wt_top, act, width, U(0), U(X.shape[0]))
+    _predict_rows(out, X, params, usizes, p_offs, wt_top, act, width, U(0), n_rows)
 
 
 def predict_proba(out, X, params, layer_sizes, act):
     """Class probabilities of the rows of X: rows split between threads (a few rows run
     on the calling thread alone), zero inputs skipped."""
+    n_rows = np.uint64(X.shape[0])
     if X.shape[0] < 2 * PREDICT_CHUNK:
-        _predict_proba_serial(out, X, params, layer_sizes, act)
+        _predict_proba_serial(out.ravel(), X.ravel(), n_rows, params, layer_sizes, act)
     else:
-        _predict_proba_parallel(out, X, params, layer_sizes, act, numba.get_num_threads())
+        _predict_proba_parallel(out.ravel(), X.ravel(), n_rows, params, layer_sizes, act,
+                                numba.get_num_threads())
