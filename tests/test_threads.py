@@ -48,6 +48,29 @@ def test_same_seed_and_threads_give_identical_weights():
         np.testing.assert_array_equal(wa, wb)
 
 
+def test_new_process_reproduces_weights_bitwise(tmp_path):
+    """Freshly compiled and cache-loaded kernels must compute the same bits."""
+    import subprocess
+    import sys
+
+    script = (
+        "import hashlib, warnings, numpy as np\n"
+        "warnings.simplefilter('ignore')\n"
+        "from fastmlp import FastMLP\n"
+        "rng = np.random.default_rng(3)\n"
+        "X = rng.random((500, 40)).astype(np.float32)\n"
+        "X[X < 0.6] = 0\n"
+        "y = rng.integers(0, 4, 500)\n"
+        "c = FastMLP(hidden_layer_sizes=(32, 16), max_iter=3, random_state=0,"
+        " backend='numba').fit(X, y)\n"
+        "print(hashlib.md5(c._params.tobytes()).hexdigest())\n"
+    )
+    env = dict(__import__("os").environ, NUMBA_CACHE_DIR=str(tmp_path))
+    runs = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                           text=True, check=True).stdout.strip() for _ in range(2)]
+    assert runs[0] == runs[1] and len(runs[0]) == 32
+
+
 def test_threading_layer_is_reported():
     from fastmlp.backends.numba_backend import threading_layer
 

@@ -144,25 +144,30 @@ def _scale_f(y, yo, a, x, xo, n):
 
 @_inline
 def _dot_f(x, xo, y, yo, n):
-    s = x.dtype.type(0)
-    if n == U(64):
-        for c in range(U(64)):
-            s += x[xo + c] * y[yo + c]
-    elif n == U(128):
-        for c in range(U(128)):
-            s += x[xo + c] * y[yo + c]
-    else:
-        for c in range(n):
-            s += x[xo + c] * y[yo + c]
-    return s
+    # sum of x[xo:xo+n] * y[yo:yo+n] in eight interleaved partial sums, combined in a
+    # fixed order: as fast as a reordered sum, and the same bits however it is compiled
+    z = x.dtype.type(0)
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = z
+    n8 = n - n % U(8)
+    for c in range(U(0), n8, U(8)):
+        a = xo + c
+        b = yo + c
+        s0 += x[a] * y[b]
+        s1 += x[a + U(1)] * y[b + U(1)]
+        s2 += x[a + U(2)] * y[b + U(2)]
+        s3 += x[a + U(3)] * y[b + U(3)]
+        s4 += x[a + U(4)] * y[b + U(4)]
+        s5 += x[a + U(5)] * y[b + U(5)]
+        s6 += x[a + U(6)] * y[b + U(6)]
+        s7 += x[a + U(7)] * y[b + U(7)]
+    for c in range(n8, n):
+        s0 += x[xo + c] * y[yo + c]
+    return ((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7))
 
 
 @_jit
 def _sumsq_f(x, xo, n):
-    s = x.dtype.type(0)
-    for c in range(n):
-        s += x[xo + c] * x[xo + c]
-    return float(s)
+    return float(_dot_f(x, xo, x, xo, n))
 
 
 @_inline
@@ -500,8 +505,8 @@ def _first_layer_block(params, grads, m, v, n_in, n_out, d_buf, d_base, d_stride
 
 @_pjit
 def _batch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values, y, rows,
-           act_buf, delta_buf, row_loss, row_hit, pen_parts, act, alpha, solver, lr, momentum,
-           nesterov, beta1, beta2, eps, lr_t, update, n_blocks, stages=3):
+           act_buf, delta_buf, row_loss, row_hit, pen_parts, top_plain, act, alpha, solver, lr,
+           momentum, nesterov, beta1, beta2, eps, lr_t, update, n_blocks, stages=3):
     """Forward, loss, backward and (if update) optimizer step for the rows ``rows`` of X.
 
     ``stages`` < 3 stops early (0: at once, 1: after the hidden layers, 2: after the
@@ -565,6 +570,13 @@ def _batch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values,
     n_k = usizes[n_layers]
     w_off = p_offs[top]
     b_off = w_off + n_i * n_k
+    if top > 0:
+        # the top layer's W back in plain (I, K) order: the logits are then a sum of rows
+        # of W, with no reductions (whose order would depend on how they were compiled)
+        for k2 in range(n_blocks):
+            i0, i1 = _ublock(n_i, n_blocks, k2)
+            _move_block(top_plain, params, U(0), n_k, n_k, i0, i1, w_off + n_k * i0, True,
+                        False)
     for k in prange(n_blocks):
         r0, r1 = _ublock(U(n), n_blocks, k)
         for r in range(r0, r1):
@@ -582,9 +594,10 @@ def _batch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values,
                     i_base, i_width, i0, i1 = _segment(a_offs[top - 1], b_rows, n_i,
                                                        n_blocks, k2, True)
                     io = i_base + r * i_width
-                    for c in range(n_k):
-                        act_buf[o + c] += _dot_f(act_buf, io, params,
-                                                 w_off + n_k * i0 + c * i_width, i_width)
+                    for i in range(i_width):
+                        h = act_buf[io + i]
+                        if h != zero:
+                            _axpy_f(act_buf, o, h, top_plain, (i0 + i) * n_k, n_k)
             label = U(y[rows[r]])
             loss_r, hit = _softmax_f(act_buf, o, act_buf, o, n_k, label)
             _scale_f(delta_buf, o, inv_n, act_buf, o, n_k)
@@ -706,6 +719,7 @@ class _Workspace:
         self.delta_buf = _aligned_empty(total, dtype)
         self.row_loss = np.empty(rows, dtype=np.float64)
         self.row_hit = np.empty(rows, dtype=np.int64)
+        self.top_plain = np.empty(int(sizes[-2] * sizes[-1]), dtype=dtype)
         self.n_blocks = max(1, numba.get_num_threads())
         self.pen_parts = np.empty(self.n_blocks, dtype=np.float64)
         self.originals = (params, m, v)
@@ -718,7 +732,8 @@ class _Workspace:
         return (self.usizes, self.p_offs, self.a_offs)
 
     def buffers(self):
-        return (self.act_buf, self.delta_buf, self.row_loss, self.row_hit, self.pen_parts)
+        return (self.act_buf, self.delta_buf, self.row_loss, self.row_hit, self.pen_parts,
+                self.top_plain)
 
     def write_back(self, grads=None):
         """Copy the work-layout parameters (and moments, and optionally grads) back."""
@@ -782,7 +797,7 @@ def _sparse(data):
 
 @_jit
 def _epoch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values, y, order,
-           batch_size, act_buf, delta_buf, row_loss, row_hit, pen_parts, act, alpha,
+           batch_size, act_buf, delta_buf, row_loss, row_hit, pen_parts, top_plain, act, alpha,
            solver, lr, momentum, nesterov, beta1, beta2, eps, t, n_blocks):
     n = order.shape[0]
     loss = 0.0
@@ -796,9 +811,9 @@ def _epoch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values,
             lr_t = lr * np.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
         batch_loss, batch_hits = _batch(
             params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values, y,
-            order[start:stop], act_buf, delta_buf, row_loss, row_hit, pen_parts, act, alpha,
-            solver, dt(lr), dt(momentum), nesterov, dt(beta1), dt(beta2), dt(eps), dt(lr_t),
-            True, n_blocks)
+            order[start:stop], act_buf, delta_buf, row_loss, row_hit, pen_parts, top_plain, act,
+            alpha, solver, dt(lr), dt(momentum), nesterov, dt(beta1), dt(beta2), dt(eps),
+            dt(lr_t), True, n_blocks)
         loss += batch_loss
         hits += batch_hits
     return loss, hits, t
@@ -845,9 +860,8 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
 
 
 @_inline
-def _predict_rows(out, X, params, usizes, p_offs, wt_top, act, width, r0, r1):
-    # rows r0:r1 of X (N, I0) -> out (N, K), both flat; params in the flat layout; wt_top: the top
-    # layer's W transposed (K, I), so the logits are dot products over the hidden units
+def _predict_rows(out, X, params, usizes, p_offs, act, width, r0, r1):
+    # rows r0:r1 of X (N, I0) -> out (N, K), both flat; params in the flat layout
     n_layers = usizes.shape[0] - 1
     top = n_layers - 1
     n_k = usizes[n_layers]
@@ -880,23 +894,24 @@ def _predict_rows(out, X, params, usizes, p_offs, wt_top, act, width, r0, r1):
                         _axpy_f(nxt, U(0), cur[j], params, w_off + j * n_o, n_o)
             _activate_f(nxt, U(0), n_o, act)
             cur, nxt = nxt, cur
+        # output layer: logits = b + h @ W, as a sum of rows of W (no reductions)
         n_i = usizes[top]
-        b_off = p_offs[top] + n_i * n_k
+        w_off = p_offs[top]
         o = r * n_k
-        for c in range(n_k):
-            s = params[b_off + c]
-            if top == 0:
-                for t in range(cnt):
-                    s += nz_val[t] * wt_top[c * n_i + U(nz_idx[t])]
-            else:
-                s += _dot_f(cur, U(0), wt_top, c * n_i, n_i)
-            out[o + c] = s
+        _scale_f(out, o, params.dtype.type(1), params, w_off + n_i * n_k, n_k)
+        if top == 0:
+            for t in range(cnt):
+                _axpy_f(out, o, nz_val[t], params, w_off + U(nz_idx[t]) * n_k, n_k)
+        else:
+            for j in range(n_i):
+                if cur[j] != zero:
+                    _axpy_f(out, o, cur[j], params, w_off + j * n_k, n_k)
         _softmax_f(out, o, out, o, n_k, U(0))
 
 
 @_inline
-def _predict_layout(params, sizes):
-    """uint64 widths, layer offsets, the top layer's W transposed, widest layer."""
+def _predict_layout(sizes):
+    """uint64 widths, layer offsets and the widest layer."""
     n_layers = sizes.shape[0] - 1
     usizes = sizes.astype(np.uint64)
     p_offs = np.zeros(n_layers, dtype=np.uint64)
@@ -905,28 +920,21 @@ def _predict_layout(params, sizes):
         if q + 1 < n_layers:
             p_offs[q + 1] = p_offs[q] + usizes[q] * usizes[q + 1] + usizes[q + 1]
         width = max(width, sizes[q + 1])
-    n_i = usizes[n_layers - 1]
-    n_k = usizes[n_layers]
-    top = p_offs[n_layers - 1]
-    wt_top = np.empty(n_i * n_k, dtype=params.dtype)
-    for i in range(n_i):
-        for c in range(n_k):
-            wt_top[c * n_i + i] = params[top + i * n_k + c]
-    return usizes, p_offs, wt_top, width
+    return usizes, p_offs, width
 
 
 @_pjit
 def _predict_proba_parallel(out, X, n_rows, params, sizes, act, n_blocks):
-    usizes, p_offs, wt_top, width = _predict_layout(params, sizes)
+    usizes, p_offs, width = _predict_layout(sizes)
     for k in prange(n_blocks):
         r0, r1 = _ublock(n_rows, n_blocks, k)
-        _predict_rows(out, X, params, usizes, p_offs, wt_top, act, width, r0, r1)
+        _predict_rows(out, X, params, usizes, p_offs, act, width, r0, r1)
 
 
 @_jit
 def _predict_proba_serial(out, X, n_rows, params, sizes, act):
-    usizes, p_offs, wt_top, width = _predict_layout(params, sizes)
-    _predict_rows(out, X, params, usizes, p_offs, wt_top, act, width, U(0), n_rows)
+    usizes, p_offs, width = _predict_layout(sizes)
+    _predict_rows(out, X, params, usizes, p_offs, act, width, U(0), n_rows)
 
 
 def predict_proba(out, X, params, layer_sizes, act):
