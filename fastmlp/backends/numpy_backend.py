@@ -135,14 +135,13 @@ def _allocate_workspace(layer_sizes, rows, dtype):
     return acts, deltas
 
 
-def _batch_step(grads, params, layer_sizes, act, acts, deltas, y, alpha):
+def _batch_step(layers, grad_layers, act, acts, deltas, y, alpha):
     """Forward and backward over one batch already gathered into acts[0].
 
+    ``layers`` and ``grad_layers`` are the (W, b) views of the parameters and gradients.
     Returns (loss_sum including the L2 term times N, n_correct).
     """
     n = acts[0].shape[0]
-    layers = layer_views(params, layer_sizes)
-    grad_layers = layer_views(grads, layer_sizes)
     last = len(layers) - 1
     for i, (w, b) in enumerate(layers):
         linear_forward(acts[i + 1], acts[i], w, b, IDENTITY if i == last else act)
@@ -169,7 +168,8 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
     # X (N, I0), y (N,), params (P,), grads (P,)
     acts, deltas = _allocate_workspace(layer_sizes, X.shape[0], params.dtype)
     acts[0][...] = X
-    loss_sum, _ = _batch_step(grads, params, layer_sizes, act, acts, deltas, y, alpha)
+    loss_sum, _ = _batch_step(layer_views(params, layer_sizes), layer_views(grads, layer_sizes),
+                              act, acts, deltas, y, alpha)
     return loss_sum / X.shape[0]
 
 
@@ -196,6 +196,8 @@ def train_epoch(params, grads, m, v, layer_sizes, act, X, y, order, batch_size, 
     # params, grads, m, v (P,), X (rows, I0), y (rows,), order (n,)
     n = order.shape[0]
     full_acts, full_deltas = _allocate_workspace(layer_sizes, min(batch_size, n), params.dtype)
+    layers = layer_views(params, layer_sizes)
+    grad_layers = layer_views(grads, layer_sizes)
     loss_total = 0.0
     correct_total = 0
     for start in range(0, n, batch_size):
@@ -204,9 +206,7 @@ def train_epoch(params, grads, m, v, layer_sizes, act, X, y, order, batch_size, 
         acts = [a[:rows] for a in full_acts]
         deltas = [d[:rows] for d in full_deltas]
         np.take(X, idx, axis=0, out=acts[0])
-        loss_sum, n_correct = _batch_step(
-            grads, params, layer_sizes, act, acts, deltas, y[idx], alpha
-        )
+        loss_sum, n_correct = _batch_step(layers, grad_layers, act, acts, deltas, y[idx], alpha)
         loss_total += loss_sum
         correct_total += n_correct
         if solver == ADAM:
