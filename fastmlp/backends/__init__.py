@@ -12,10 +12,17 @@ from types import ModuleType
 _REGISTRY = {
     "numpy": "fastmlp.backends.numpy_backend",
     "numba": "fastmlp.backends.numba_backend",
+    "cython": "fastmlp.backends.cython_backend",
 }
 AUTO_ORDER = ("numba", "numpy")
 
-_INSTALL_HINTS: dict[str, str] = {}
+_INSTALL_HINTS: dict[str, str] = {
+    "cython": ("The cython backend is a compiled extension that was not built with this "
+               "installation. Build it by reinstalling with Cython and a C compiler present: "
+               "FASTMLP_CYTHON=1 pip install --force-reinstall --no-deps fastmlp (or, in a "
+               "source checkout, FASTMLP_CYTHON=1 pip install .); FASTMLP_CYTHON=1 makes a "
+               "failed build an error that shows why."),
+}
 
 
 def backend_names() -> tuple[str, ...]:

@@ -11,6 +11,8 @@ whole network.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 IDENTITY, RELU, TANH, LOGISTIC = 0, 1, 2, 3
@@ -36,3 +38,15 @@ def layer_views(flat: np.ndarray, layer_sizes) -> list[tuple[np.ndarray, np.ndar
         pos += n_out
         views.append((w, b))
     return views
+
+
+class SparseRows(NamedTuple):
+    """X as compressed sparse rows, the form ``prepare_inputs`` of the compiled backends
+    returns: row r's non-zero values are values[indptr[r]:indptr[r + 1]], in the columns
+    indices[...]. Built once per fit, so the first layer of every batch reads only the
+    non-zero inputs (19 % of MNIST's pixels)."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray
+    shape: tuple

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import NamedTuple
 
 import numba
 import numpy as np
 from numba import njit, prange
 
 from . import _numba_config as cfg
-from ._common import ADAM, LOGISTIC, RELU, SGD, TANH
+from ._common import ADAM, LOGISTIC, RELU, SGD, TANH, SparseRows
 
 NAME = "numba"
 # A block of units handed to one thread starts on a multiple of this many elements (64
@@ -745,16 +744,6 @@ class _Workspace:
             _to_work_layout(dst, src, self.usizes, self.p_offs, self.n_blocks, False)
         if grads is not None:
             _to_work_layout(grads, self.grads, self.usizes, self.p_offs, self.n_blocks, False)
-
-
-class SparseRows(NamedTuple):
-    """X as compressed sparse rows: row r's non-zero values are values[indptr[r]:
-    indptr[r + 1]], in the columns indices[...]. Built once per fit by prepare_inputs."""
-
-    indptr: np.ndarray
-    indices: np.ndarray
-    values: np.ndarray
-    shape: tuple
 
 
 @_pjit

@@ -1,0 +1,636 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False
+"""The Cython backend's kernels, compiled ahead of time (see fastmlp/backends/cython_backend.py
+for the Python side, which allocates and checks, and numpy_backend.py for the contract).
+
+Every kernel is nogil and takes a fused float type, so float32 and float64 share one body.
+Matrix products of the standalone kernels go to BLAS through scipy.linalg.cython_blas
+(nothing to link at build time). The fused epoch does its own loops: its products are
+small (64-row batches) and sparse in the first layer, where BLAS would multiply by the
+zero pixels, and keeping BLAS's thread pool out of it leaves both cores to OpenMP.
+
+Parallel loops split work so that each output element is written by one thread and summed
+in a fixed order: the first layer forward and every row-wise step by rows, weight
+gradients by input units. Results therefore do not depend on the thread count.
+
+Row-major arrays are handed to the column-major BLAS as their transposes:
+a row-major (r, c) matrix is a column-major (c, r) one with leading dimension c.
+"""
+
+cimport cython
+from cython cimport floating
+from cython.parallel cimport prange, parallel, threadid
+from libc.math cimport exp, expf, log, sqrt, sqrtf, tanh, tanhf
+from libc.stdlib cimport malloc, free
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define FASTMLP_OPENMP 1
+    static int fastmlp_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    #define FASTMLP_OPENMP 0
+    static int fastmlp_max_threads(void) { return 1; }
+    #endif
+
+    /* y[0:n] += a * x[0:n]. restrict lets the compiler vectorise without overlap checks,
+       and the widths that are common here get a loop of constant length, which it
+       unrolls completely (the per-call set-up otherwise costs as much as the work). */
+    #define FASTMLP_AXPY(NAME, T)                                                       \
+    static inline void NAME(T *restrict y, T a, const T *restrict x, Py_ssize_t n) {    \
+        Py_ssize_t c;                                                                   \
+        if (n == 128) { for (c = 0; c < 128; c++) y[c] += a * x[c]; }                   \
+        else if (n == 64) { for (c = 0; c < 64; c++) y[c] += a * x[c]; }                \
+        else if (n == 10) { for (c = 0; c < 10; c++) y[c] += a * x[c]; }                \
+        else { for (c = 0; c < n; c++) y[c] += a * x[c]; }                              \
+    }
+    FASTMLP_AXPY(fastmlp_axpy_f, float)
+    FASTMLP_AXPY(fastmlp_axpy_d, double)
+    """
+    int FASTMLP_OPENMP
+    int fastmlp_max_threads() nogil
+    void fastmlp_axpy_f(float* y, float a, const float* x, Py_ssize_t n) nogil
+    void fastmlp_axpy_d(double* y, double a, const double* x, Py_ssize_t n) nogil
+
+# the codes of fastmlp/backends/_common.py
+cdef enum:
+    IDENTITY = 0
+    RELU = 1
+    TANH = 2
+    LOGISTIC = 3
+    ADAM = 1
+
+OPENMP = bool(FASTMLP_OPENMP)
+
+
+def max_threads():
+    """Threads a parallel region would use now (1 when built without OpenMP)."""
+    return fastmlp_max_threads()
+
+
+# ------------------------------------------------------------------------ small helpers
+
+
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline void _activate(floating* z, Py_ssize_t n, int act) noexcept nogil:
+    cdef Py_ssize_t c
+    cdef floating zero = 0, one = 1
+    if act == RELU:
+        for c in range(n):
+            if z[c] < zero:
+                z[c] = zero
+    elif act == TANH:
+        for c in range(n):
+            if floating is float:
+                z[c] = tanhf(z[c])
+            else:
+                z[c] = tanh(z[c])
+    elif act == LOGISTIC:
+        for c in range(n):
+            z[c] = one / (one + _exp(-z[c]))
+
+
+cdef inline void _act_derivative(floating* d, const floating* a, Py_ssize_t n,
+                                 int act) noexcept nogil:
+    # d *= act'(z), through the activation's output a = act(z)
+    cdef Py_ssize_t c
+    cdef floating zero = 0, one = 1
+    if act == RELU:
+        for c in range(n):
+            if a[c] <= zero:
+                d[c] = zero
+    elif act == TANH:
+        for c in range(n):
+            d[c] *= one - a[c] * a[c]
+    elif act == LOGISTIC:
+        for c in range(n):
+            d[c] *= a[c] * (one - a[c])
+
+
+cdef inline void _axpy(floating* y, floating a, const floating* x,
+                       Py_ssize_t n) noexcept nogil:
+    # y and x never overlap here
+    if floating is float:
+        fastmlp_axpy_f(y, a, x, n)
+    else:
+        fastmlp_axpy_d(y, a, x, n)
+
+
+cdef inline floating _dot(const floating* x, const floating* y, Py_ssize_t n) noexcept nogil:
+    # eight interleaved partial sums combined in a fixed order: vectorisable without
+    # -ffast-math, and the same bits on every run
+    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0
+    cdef Py_ssize_t c, n8 = n - n % 8
+    for c in range(0, n8, 8):
+        s0 += x[c] * y[c]
+        s1 += x[c + 1] * y[c + 1]
+        s2 += x[c + 2] * y[c + 2]
+        s3 += x[c + 3] * y[c + 3]
+        s4 += x[c + 4] * y[c + 4]
+        s5 += x[c + 5] * y[c + 5]
+        s6 += x[c + 6] * y[c + 6]
+        s7 += x[c + 7] * y[c + 7]
+    for c in range(n8, n):
+        s0 += x[c] * y[c]
+    return ((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7))
+
+
+cdef inline double _softmax_row(floating* out, const floating* z, Py_ssize_t k,
+                                long long label, int* hit) noexcept nogil:
+    """out = softmax(z) (out may be z); returns the cross-entropy for label (if >= 0) and
+    sets hit to whether the first arg-max is label."""
+    cdef Py_ssize_t c, best = 0
+    cdef floating top = z[0], e
+    cdef double total = 0.0, target = 0.0
+    for c in range(1, k):
+        if z[c] > top:
+            top = z[c]
+            best = c
+    if label >= 0:
+        target = z[label] - top
+    for c in range(k):
+        e = _exp(z[c] - top)
+        out[c] = e
+        total += e
+    cdef floating inv = <floating>(1.0 / total)
+    for c in range(k):
+        out[c] *= inv
+    hit[0] = best == label
+    return log(total) - target
+
+
+cdef void _gemm(char transa, char transb, int m, int n, int k, floating alpha,
+                const floating* a, int lda, const floating* b, int ldb, floating beta,
+                floating* c, int ldc) noexcept nogil:
+    if floating is float:
+        sgemm(&transa, &transb, &m, &n, &k, &alpha, <float*>a, &lda, <float*>b, &ldb,
+              &beta, c, &ldc)
+    else:
+        dgemm(&transa, &transb, &m, &n, &k, &alpha, <double*>a, &lda, <double*>b, &ldb,
+              &beta, c, &ldc)
+
+
+cdef inline int _imax(Py_ssize_t a) noexcept nogil:
+    return <int>(a if a > 1 else 1)
+
+
+# ------------------------------------------------------------------------ standalone kernels
+
+
+def linear_forward(floating[:, ::1] out, const floating[:, ::1] x, const floating[:, ::1] w,
+                   const floating[::1] b, int act):
+    cdef Py_ssize_t n = x.shape[0], n_in = x.shape[1], n_out = w.shape[1], r, c
+    if n == 0 or n_out == 0:
+        return
+    with nogil:
+        if n_in > 0:
+            # out^T (O, N) = w^T (O, I) @ x^T (I, N), all read in place
+            _gemm(c'N', c'N', <int>n_out, <int>n, <int>n_in, 1, &w[0, 0], <int>n_out,
+                  &x[0, 0], <int>n_in, 0, &out[0, 0], <int>n_out)
+        for r in prange(n, schedule="static"):
+            for c in range(n_out):
+                if n_in > 0:
+                    out[r, c] += b[c]
+                else:
+                    out[r, c] = b[c]
+            _activate(&out[r, 0], n_out, act)
+
+
+def activation_backward(floating[:, ::1] delta, const floating[:, ::1] a, int act):
+    cdef Py_ssize_t r
+    if delta.shape[0] == 0 or delta.shape[1] == 0:
+        return
+    with nogil:
+        for r in prange(delta.shape[0], schedule="static"):
+            _act_derivative(&delta[r, 0], &a[r, 0], delta.shape[1], act)
+
+
+def softmax_xent_forward(floating[:, ::1] probs, const floating[:, ::1] logits,
+                         const long long[::1] y):
+    cdef Py_ssize_t n = logits.shape[0], k = logits.shape[1], r
+    cdef double loss = 0.0
+    cdef long long hits = 0
+    cdef int hit
+    with nogil:
+        for r in range(n):
+            loss += _softmax_row(&probs[r, 0], &logits[r, 0], k, y[r], &hit)
+            hits += hit
+    return loss, int(hits)
+
+
+def softmax_xent_backward(floating[:, ::1] delta, const floating[:, ::1] probs,
+                          const long long[::1] y):
+    cdef Py_ssize_t n = probs.shape[0], k = probs.shape[1], r, c
+    if n == 0:
+        return
+    cdef floating inv_n = <floating>(1.0 / n)
+    with nogil:
+        for r in prange(n, schedule="static"):
+            for c in range(k):
+                delta[r, c] = probs[r, c] * inv_n
+            delta[r, y[r]] -= inv_n
+
+
+def linear_backward(floating[:, ::1] dw, floating[::1] db, floating[:, ::1] dx,
+                    const floating[:, ::1] delta, const floating[:, ::1] x,
+                    const floating[:, ::1] w, double alpha_n):
+    cdef Py_ssize_t n = delta.shape[0], n_out = delta.shape[1], n_in = x.shape[1], i, c, r
+    cdef bint want_dx = dx.shape[0] * dx.shape[1] > 0
+    cdef floating a_n = <floating>alpha_n, beta = 0
+    with nogil:
+        if n_in > 0 and n_out > 0:
+            if a_n != 0:
+                for i in prange(n_in, schedule="static"):
+                    for c in range(n_out):
+                        dw[i, c] = a_n * w[i, c]
+                beta = 1
+            if n > 0:
+                # dw^T (O, I) = delta^T (O, N) @ x (N, I)
+                _gemm(c'N', c'T', <int>n_out, <int>n_in, <int>n, 1, &delta[0, 0], <int>n_out,
+                      &x[0, 0], <int>n_in, beta, &dw[0, 0], <int>n_out)
+            elif a_n == 0:
+                for i in range(n_in):
+                    for c in range(n_out):
+                        dw[i, c] = 0
+        for c in range(n_out):
+            db[c] = 0
+        for r in range(n):
+            for c in range(n_out):
+                db[c] += delta[r, c]
+        if want_dx and n > 0 and n_in > 0:
+            if n_out > 0:
+                # dx^T (I, N) = w (I, O) @ delta^T (O, N)
+                _gemm(c'T', c'N', <int>n_in, <int>n, <int>n_out, 1, &w[0, 0], <int>n_out,
+                      &delta[0, 0], <int>n_out, 0, &dx[0, 0], <int>n_in)
+            else:
+                for r in range(n):
+                    for i in range(n_in):
+                        dx[r, i] = 0
+
+
+cdef void _update(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t n,
+                  int solver, floating lr, floating momentum, bint nesterov, floating beta1,
+                  floating beta2, floating eps, floating lr_t) noexcept nogil:
+    # every constant is typed: a bare 1 in Cython is the C double 1.0, which turned the
+    # float32 loop into scalar double arithmetic
+    cdef Py_ssize_t q
+    cdef floating mq, vq, vel, gq
+    cdef floating one = 1
+    cdef floating c1 = one - beta1, c2 = one - beta2
+    if solver == ADAM:
+        for q in range(n):
+            gq = g[q]
+            mq = beta1 * m[q] + c1 * gq
+            vq = beta2 * v[q] + c2 * gq * gq
+            m[q] = mq
+            v[q] = vq
+            if floating is float:
+                p[q] -= lr_t * mq / (sqrtf(vq) + eps)
+            else:
+                p[q] -= lr_t * mq / (sqrt(vq) + eps)
+    elif nesterov:
+        for q in range(n):
+            vel = momentum * m[q] - lr * g[q]
+            m[q] = vel
+            p[q] += momentum * vel - lr * g[q]
+    else:
+        for q in range(n):
+            vel = momentum * m[q] - lr * g[q]
+            m[q] = vel
+            p[q] += vel
+
+
+cdef void _update_parallel(floating* p, const floating* g, floating* m, floating* v,
+                           Py_ssize_t n, int solver, floating lr, floating momentum,
+                           bint nesterov, floating beta1, floating beta2, floating eps,
+                           floating lr_t, int n_blocks) noexcept nogil:
+    # contiguous blocks, one per thread, each starting on a 16-element boundary
+    cdef Py_ssize_t k, s, e, per = ((n + n_blocks - 1) // n_blocks + 15) // 16 * 16
+    for k in prange(n_blocks, schedule="static", num_threads=n_blocks):
+        s = k * per
+        e = s + per
+        if e > n:
+            e = n
+        if s < e:
+            _update(p + s, g + s, m + s, v + s, e - s, solver, lr, momentum, nesterov,
+                    beta1, beta2, eps, lr_t)
+
+
+def sgd_update(floating[::1] param, const floating[::1] grad, floating[::1] velocity,
+               double lr, double momentum, bint nesterov):
+    if param.shape[0] == 0:
+        return
+    with nogil:
+        _update_parallel(&param[0], &grad[0], &velocity[0], &velocity[0], param.shape[0], 0,
+                         <floating>lr, <floating>momentum, nesterov, 0, 0, 0, 0,
+                         fastmlp_max_threads())
+
+
+def adam_update(floating[::1] param, const floating[::1] grad, floating[::1] m,
+                floating[::1] v, double lr_t, double beta1, double beta2, double eps):
+    if param.shape[0] == 0:
+        return
+    with nogil:
+        _update_parallel(&param[0], &grad[0], &m[0], &v[0], param.shape[0], ADAM, 0, 0, False,
+                         <floating>beta1, <floating>beta2, <floating>eps, <floating>lr_t,
+                         fastmlp_max_threads())
+
+
+# ------------------------------------------------------------------------ sparse rows
+
+
+def count_row_nonzeros(long long[::1] counts, const floating[:, ::1] X):
+    cdef Py_ssize_t r, j, c
+    with nogil:
+        for r in prange(X.shape[0], schedule="static"):
+            c = 0
+            for j in range(X.shape[1]):
+                if X[r, j] != 0:
+                    c = c + 1
+            counts[r] = c
+
+
+def fill_sparse_rows(int[::1] indices, floating[::1] values, const long long[::1] indptr,
+                     const floating[:, ::1] X):
+    cdef Py_ssize_t r, j, q
+    with nogil:
+        for r in prange(X.shape[0], schedule="static"):
+            q = indptr[r]
+            for j in range(X.shape[1]):
+                if X[r, j] != 0:
+                    indices[q] = <int>j
+                    values[q] = X[r, j]
+                    q = q + 1
+
+
+# ------------------------------------------------------------------------ the fused batch
+
+
+cdef double _batch(floating* params, floating* grads, floating* m, floating* v,
+                   const long long* sizes, const long long* p_offs, const long long* a_offs,
+                   Py_ssize_t n_layers, const long long* indptr, const int* indices,
+                   const floating* values, const long long* y, const long long* rows,
+                   Py_ssize_t n, floating* acts, floating* deltas, double* row_loss,
+                   int* row_hit, double* pen_rows, int act, double alpha, int solver,
+                   floating lr, floating momentum, bint nesterov, floating beta1,
+                   floating beta2, floating eps, floating lr_t, bint update,
+                   int n_blocks) noexcept nogil:
+    """Forward, loss, backward and (if update) optimizer step for the rows ``rows`` of the
+    sparse X. acts/deltas hold, for each weight layer, its (n, width) outputs and their
+    gradients at a_offs[layer]. Returns the summed loss including alpha/2 ||W||^2; per-row
+    correctness is left in row_hit."""
+    cdef Py_ssize_t top = n_layers - 1, layer, r, c, i, q, k, j0, j1, per
+    cdef Py_ssize_t n_in, n_out, n_k = sizes[n_layers], n_pix = sizes[0], pen_off
+    cdef floating* w
+    cdef floating* b
+    cdef floating* h
+    cdef floating* o
+    cdef floating* d
+    cdef floating* dw
+    cdef floating* di
+    cdef floating xv
+    cdef floating alpha_n = <floating>(alpha / n), inv_n = <floating>(1.0 / n)
+    cdef double loss = 0.0, penalty = 0.0
+    cdef int hit
+    cdef long long row, label
+
+    # 1. first layer: bias plus the rows of W picked by the row's non-zero inputs
+    n_out = sizes[1]
+    w = params
+    b = params + n_pix * n_out
+    for r in prange(n, schedule="static", num_threads=n_blocks):
+        o = acts + a_offs[0] + r * n_out
+        for c in range(n_out):
+            o[c] = b[c]
+        row = rows[r]
+        for q in range(indptr[row], indptr[row + 1]):
+            _axpy(o, values[q], w + <Py_ssize_t>indices[q] * n_out, n_out)
+        if top > 0:
+            _activate(o, n_out, act)
+
+    # 2. layers above: out = b + h @ W as a sum of rows of W, zero inputs skipped
+    for layer in range(1, n_layers):
+        n_in = sizes[layer]
+        n_out = sizes[layer + 1]
+        w = params + p_offs[layer]
+        b = w + n_in * n_out
+        for r in prange(n, schedule="static", num_threads=n_blocks):
+            h = acts + a_offs[layer - 1] + r * n_in
+            o = acts + a_offs[layer] + r * n_out
+            for c in range(n_out):
+                o[c] = b[c]
+            for i in range(n_in):
+                if h[i] != 0:
+                    _axpy(o, h[i], w + i * n_out, n_out)
+            if layer < top:
+                _activate(o, n_out, act)
+
+    # 3. softmax, loss, accuracy and the gradient of the mean loss w.r.t. the logits
+    for r in prange(n, schedule="static", num_threads=n_blocks):
+        o = acts + a_offs[top] + r * n_k
+        d = deltas + a_offs[top] + r * n_k
+        label = y[rows[r]]
+        row_loss[r] = _softmax_row(o, o, n_k, label, &row_hit[r])
+        for c in range(n_k):
+            d[c] = o[c] * inv_n
+        d[label] -= inv_n
+
+    # 4. backward through the layers above the first, top down
+    pen_off = 0
+    for layer in range(top, 0, -1):
+        n_in = sizes[layer]
+        n_out = sizes[layer + 1]
+        w = params + p_offs[layer]
+        dw = grads + p_offs[layer]
+        # input gradient, from the weights before the update
+        for r in prange(n, schedule="static", num_threads=n_blocks):
+            d = deltas + a_offs[layer] + r * n_out
+            di = deltas + a_offs[layer - 1] + r * n_in
+            for i in range(n_in):
+                di[i] = _dot(w + i * n_out, d, n_out)
+            _act_derivative(di, acts + a_offs[layer - 1] + r * n_in, n_in, act)
+        # weight gradient by input units (rows of W), with each row's sum of squares
+        for i in prange(n_in, schedule="static", num_threads=n_blocks):
+            for c in range(n_out):
+                dw[i * n_out + c] = alpha_n * w[i * n_out + c]
+            pen_rows[pen_off + i] = _dot(w + i * n_out, w + i * n_out, n_out)
+            for r in range(n):
+                xv = acts[a_offs[layer - 1] + r * n_in + i]
+                if xv != 0:
+                    _axpy(dw + i * n_out, xv, deltas + a_offs[layer] + r * n_out, n_out)
+        # bias gradient
+        dw = dw + n_in * n_out
+        for c in range(n_out):
+            dw[c] = 0
+        for r in range(n):
+            _axpy(dw, 1, deltas + a_offs[layer] + r * n_out, n_out)
+        pen_off = pen_off + n_in
+
+    # 5. first layer's weight gradient, by blocks of input pixels: each block scans the
+    #    batch's non-zeros and takes those in its range
+    n_out = sizes[1]
+    w = params
+    dw = grads
+    per = (n_pix + n_blocks - 1) // n_blocks
+    for k in prange(n_blocks, schedule="static", num_threads=n_blocks):
+        j0 = k * per
+        j1 = j0 + per
+        if j1 > n_pix:
+            j1 = n_pix
+        for i in range(j0, j1):
+            for c in range(n_out):
+                dw[i * n_out + c] = alpha_n * w[i * n_out + c]
+            pen_rows[pen_off + i] = _dot(w + i * n_out, w + i * n_out, n_out)
+        for r in range(n):
+            d = deltas + a_offs[0] + r * n_out
+            row = rows[r]
+            for q in range(indptr[row], indptr[row + 1]):
+                i = indices[q]
+                if i >= j0 and i < j1:
+                    _axpy(dw + i * n_out, values[q], d, n_out)
+    dw = grads + n_pix * n_out
+    for c in range(n_out):
+        dw[c] = 0
+    for r in range(n):
+        _axpy(dw, 1, deltas + a_offs[0] + r * n_out, n_out)
+    pen_off = pen_off + n_pix
+
+    # 6. the optimizer step over the whole flat vector
+    if update:
+        _update_parallel(params, grads, m, v, p_offs[n_layers], solver, lr, momentum,
+                         nesterov, beta1, beta2, eps, lr_t, n_blocks)
+
+    for r in range(n):
+        loss += row_loss[r]
+    if alpha != 0:
+        for i in range(pen_off):
+            penalty += pen_rows[i]
+        loss += 0.5 * alpha * penalty
+    return loss
+
+
+def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] m, floating[::1] v,
+                const long long[::1] sizes, const long long[::1] p_offs,
+                const long long[::1] a_offs, const long long[::1] indptr,
+                const int[::1] indices, const floating[::1] values, const long long[::1] y,
+                const long long[::1] order, Py_ssize_t batch_size, floating[::1] acts,
+                floating[::1] deltas, double[::1] row_loss, int[::1] row_hit,
+                double[::1] pen_rows, int act, double alpha, int solver, double lr,
+                double momentum, bint nesterov, double beta1, double beta2, double eps,
+                long long t):
+    """One epoch; returns (loss_sum, n_correct, t). Arrays are checked by the caller."""
+    cdef Py_ssize_t n = order.shape[0], start, stop, r
+    cdef Py_ssize_t n_layers = sizes.shape[0] - 1
+    cdef double loss = 0.0, lr_t
+    cdef long long hits = 0
+    cdef int n_blocks = fastmlp_max_threads()
+    cdef floating* mp = &m[0] if m.shape[0] > 0 else &params[0]
+    cdef floating* vp = &v[0] if v.shape[0] > 0 else &params[0]
+    with nogil:
+        start = 0
+        while start < n:
+            stop = start + batch_size
+            if stop > n:
+                stop = n
+            lr_t = lr
+            if solver == ADAM:
+                t += 1
+                lr_t = lr * sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
+            loss += _batch(&params[0], &grads[0], mp, vp, &sizes[0], &p_offs[0], &a_offs[0],
+                           n_layers, &indptr[0], &indices[0] if indices.shape[0] > 0 else NULL,
+                           &values[0] if values.shape[0] > 0 else NULL, &y[0],
+                           &order[start], stop - start, &acts[0], &deltas[0], &row_loss[0],
+                           &row_hit[0], &pen_rows[0], act, alpha, solver, <floating>lr,
+                           <floating>momentum, nesterov, <floating>beta1, <floating>beta2,
+                           <floating>eps, <floating>lr_t, True, n_blocks)
+            for r in range(stop - start):
+                hits += row_hit[r]
+            start = stop
+    return loss, int(hits), int(t)
+
+
+def loss_and_grad(floating[::1] params, floating[::1] grads, const long long[::1] sizes,
+                  const long long[::1] p_offs, const long long[::1] a_offs,
+                  const long long[::1] indptr, const int[::1] indices,
+                  const floating[::1] values, const long long[::1] y,
+                  const long long[::1] rows, floating[::1] acts, floating[::1] deltas,
+                  double[::1] row_loss, int[::1] row_hit, double[::1] pen_rows, int act,
+                  double alpha):
+    """Gradient of the summed objective of all rows into grads; returns that sum."""
+    cdef double loss
+    with nogil:
+        loss = _batch(&params[0], &grads[0], &params[0], &params[0], &sizes[0], &p_offs[0],
+                      &a_offs[0], sizes.shape[0] - 1, &indptr[0],
+                      &indices[0] if indices.shape[0] > 0 else NULL,
+                      &values[0] if values.shape[0] > 0 else NULL, &y[0], &rows[0],
+                      rows.shape[0], &acts[0], &deltas[0], &row_loss[0], &row_hit[0],
+                      &pen_rows[0], act, alpha, 0, 0, 0, False, 0, 0, 0, 0, False,
+                      fastmlp_max_threads())
+    return loss
+
+
+# ------------------------------------------------------------------------ predict
+
+
+cdef void _predict_row(floating* out, const floating* x, const floating* params,
+                       const long long* sizes, const long long* p_offs, Py_ssize_t n_layers,
+                       floating* cur, floating* nxt, int act) noexcept nogil:
+    cdef Py_ssize_t layer, i, c, n_in, n_out
+    cdef const floating* w
+    cdef const floating* src = x
+    cdef floating* dst
+    cdef floating* tmp
+    cdef int hit
+    for layer in range(n_layers):
+        n_in = sizes[layer]
+        n_out = sizes[layer + 1]
+        w = params + p_offs[layer]
+        dst = out if layer == n_layers - 1 else nxt
+        for c in range(n_out):
+            dst[c] = w[n_in * n_out + c]
+        for i in range(n_in):
+            if src[i] != 0:
+                _axpy(dst, src[i], w + i * n_out, n_out)
+        if layer < n_layers - 1:
+            _activate(dst, n_out, act)
+            src = dst
+            tmp = cur
+            cur = nxt
+            nxt = tmp
+    _softmax_row(out, out, sizes[n_layers], -1, &hit)
+
+
+def predict_proba(floating[:, ::1] out, const floating[:, ::1] X, const floating[::1] params,
+                  const long long[::1] sizes, const long long[::1] p_offs, Py_ssize_t width,
+                  int act, bint parallel_rows):
+    """Probabilities of every row of X, rows split between threads when parallel_rows."""
+    cdef Py_ssize_t n = X.shape[0], n_layers = sizes.shape[0] - 1, r
+    cdef int n_threads = fastmlp_max_threads() if parallel_rows else 1
+    cdef floating* scratch
+    cdef floating* mine
+    if n == 0:
+        return
+    scratch = <floating*>malloc(2 * n_threads * width * sizeof(floating))
+    if scratch == NULL:
+        raise MemoryError("no memory for the prediction buffers")
+    try:
+        with nogil:
+            if n_threads > 1:
+                for r in prange(n, schedule="static", num_threads=n_threads):
+                    mine = scratch + 2 * width * threadid()
+                    _predict_row(&out[r, 0], &X[r, 0], &params[0], &sizes[0], &p_offs[0],
+                                 n_layers, mine, mine + width, act)
+            else:
+                for r in range(n):
+                    _predict_row(&out[r, 0], &X[r, 0], &params[0], &sizes[0], &p_offs[0],
+                                 n_layers, scratch, scratch + width, act)
+    finally:
+        free(scratch)

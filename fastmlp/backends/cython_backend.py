@@ -1,0 +1,144 @@
+"""The Cython backend: the kernel set compiled ahead of time from ext/_cykernels.pyx.
+
+Nothing is compiled when it is first used, so a new process pays no start-up cost beyond
+the import; this is the backend for short scripts and many worker processes. It needs the
+extension that ``pip install`` builds when Cython and a C compiler are there (see setup.py
+and FASTMLP_CYTHON); importing this module raises ImportError when it was not built.
+
+This module allocates buffers, lays out offsets and calls the nogil kernels; the kernels
+themselves are in the extension. Same contract as ``numpy_backend``. The fused epoch
+splits its work so that results are the same bits for any thread count (see the
+extension's notes); the thread count is OpenMP's, which ``n_jobs`` sets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _cykernels as _k
+from ._common import SparseRows
+from .numpy_backend import adam_lr  # noqa: F401  (part of the contract; pure arithmetic)
+
+NAME = "cython"
+OPENMP = _k.OPENMP
+# predicting fewer rows than this runs on the calling thread alone
+PARALLEL_ROWS = 256
+
+
+def max_threads() -> int:
+    """Threads the extension's parallel loops use (OpenMP's current setting)."""
+    return int(_k.max_threads())
+
+
+# ------------------------------------------------------------------------ standalone kernels
+
+linear_forward = _k.linear_forward
+activation_backward = _k.activation_backward
+softmax_xent_backward = _k.softmax_xent_backward
+linear_backward = _k.linear_backward
+
+
+def relu_backward(delta, a):
+    """delta *= (a > 0)."""
+    _k.activation_backward(delta, a, 1)
+
+
+def softmax_xent_forward(probs, logits, y):
+    """Softmax probabilities, summed cross-entropy and count of correct predictions."""
+    loss, hits = _k.softmax_xent_forward(probs, logits, y)
+    return float(loss), int(hits)
+
+
+def sgd_update(param, grad, velocity, lr, momentum, nesterov):
+    """SGD with (Nesterov) momentum, as in scikit-learn's SGDOptimizer."""
+    _k.sgd_update(param, grad, velocity, float(lr), float(momentum), bool(nesterov))
+
+
+def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
+    """Adam step with the bias correction already folded into ``lr_t``."""
+    _k.adam_update(param, grad, m, v, float(lr_t), float(beta1), float(beta2), float(eps))
+
+
+# ------------------------------------------------------------------------ training
+
+
+def prepare_inputs(X):
+    """X as SparseRows (see fastmlp.backends._common), built once per fit."""
+    # X (N, I0)
+    counts = np.empty(X.shape[0], dtype=np.int64)
+    _k.count_row_nonzeros(counts, X)
+    indptr = np.zeros(X.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    indices = np.empty(int(indptr[-1]), dtype=np.int32)
+    values = np.empty(int(indptr[-1]), dtype=X.dtype)
+    _k.fill_sparse_rows(indices, values, indptr, X)
+    return SparseRows(indptr, indices, values, X.shape)
+
+
+def _sparse(data):
+    return data if isinstance(data, SparseRows) else prepare_inputs(data)
+
+
+class _Buffers:
+    """Offsets and per-batch buffers for batches of up to ``rows`` rows."""
+
+    def __init__(self, layer_sizes, rows, dtype):
+        sizes = np.ascontiguousarray(layer_sizes, dtype=np.int64)
+        widths = sizes[1:]
+        self.sizes = sizes
+        # start of each layer in the flat parameters, and the total as the last entry
+        self.p_offs = np.concatenate(([0], np.cumsum(sizes[:-1] * widths + widths)))
+        self.p_offs = self.p_offs.astype(np.int64)
+        # start of each weight layer's outputs in acts / deltas, (rows, width) each
+        self.a_offs = (rows * np.concatenate(([0], np.cumsum(widths)[:-1]))).astype(np.int64)
+        total = max(1, rows * int(widths.sum()))
+        self.acts = np.empty(total, dtype=dtype)
+        self.deltas = np.empty(total, dtype=dtype)
+        self.row_loss = np.empty(max(1, rows), dtype=np.float64)
+        self.row_hit = np.empty(max(1, rows), dtype=np.intc)
+        self.pen_rows = np.empty(int(sizes[:-1].sum()), dtype=np.float64)
+
+    def arrays(self):
+        return (self.acts, self.deltas, self.row_loss, self.row_hit, self.pen_rows)
+
+
+def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_size, alpha,
+                solver, lr, momentum, nesterov, beta1, beta2, eps, t):
+    """One epoch of mini-batch training in one call into the extension (no Python between
+    mini-batches, nothing allocated per mini-batch). Same contract as the NumPy backend's;
+    ``data`` is what ``prepare_inputs`` returned (a plain X is converted, at a cost)."""
+    if order.shape[0] == 0:
+        return 0.0, 0, int(t)
+    data = _sparse(data)
+    buf = _Buffers(layer_sizes, min(int(batch_size), order.shape[0]), params.dtype)
+    loss, hits, t = _k.train_epoch(params, grads, m, v, buf.sizes, buf.p_offs, buf.a_offs,
+                                   data.indptr, data.indices, data.values, y, order,
+                                   int(batch_size), *buf.arrays(), int(act), float(alpha),
+                                   int(solver), float(lr), float(momentum), bool(nesterov),
+                                   float(beta1), float(beta2), float(eps), int(t))
+    return float(loss), int(hits), int(t)
+
+
+def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
+    """Gradient of the batch objective (mean cross-entropy + alpha/2N ||W||^2) into grads.
+
+    Returns the objective's value.
+    """
+    n = X.shape[0]
+    buf = _Buffers(layer_sizes, n, params.dtype)
+    data = prepare_inputs(X)
+    rows = np.arange(n, dtype=np.int64)
+    loss = _k.loss_and_grad(params, grads, buf.sizes, buf.p_offs, buf.a_offs, data.indptr,
+                            data.indices, data.values, y, rows, *buf.arrays(), int(act),
+                            float(alpha))
+    return loss / n
+
+
+def predict_proba(out, X, params, layer_sizes, act):
+    """Class probabilities of the rows of X: a row at a time, zero inputs skipped, rows
+    split between threads when there are many."""
+    sizes = np.ascontiguousarray(layer_sizes, dtype=np.int64)
+    widths = sizes[1:]
+    p_offs = np.concatenate(([0], np.cumsum(sizes[:-1] * widths + widths))).astype(np.int64)
+    _k.predict_proba(out, X, params, sizes, p_offs, int(widths.max()), int(act),
+                     X.shape[0] >= PARALLEL_ROWS)
