@@ -167,6 +167,16 @@ cdef inline double _softmax_row(floating* out, const floating* z, Py_ssize_t k,
     return log(total) - target
 
 
+cdef inline void _loss_row(floating* o, floating* d, Py_ssize_t k, long long label,
+                           floating inv_n, double* loss, int* hit) noexcept nogil:
+    # softmax of the logits o in place, the row's loss and hit, and d = (p - onehot) / n
+    cdef Py_ssize_t c
+    loss[0] = _softmax_row(o, o, k, label, hit)
+    for c in range(k):
+        d[c] = o[c] * inv_n
+    d[label] -= inv_n
+
+
 cdef void _gemm(char transa, char transb, int m, int n, int k, floating alpha,
                 const floating* a, int lda, const floating* b, int ldb, floating beta,
                 floating* c, int ldc) noexcept nogil:
@@ -387,7 +397,8 @@ cdef double _batch(floating* params, floating* grads, floating* m, floating* v,
     sparse X. acts/deltas hold, for each weight layer, its (n, width) outputs and their
     gradients at a_offs[layer]. Returns the summed loss including alpha/2 ||W||^2; per-row
     correctness is left in row_hit."""
-    cdef Py_ssize_t top = n_layers - 1, layer, r, c, i, q, k, j0, j1, per
+    cdef Py_ssize_t top = n_layers - 1, layer, r, c, i, q, k, j0, j1, per, tail, tail_per
+    cdef Py_ssize_t t0, t1
     cdef Py_ssize_t n_in, n_out, n_k = sizes[n_layers], n_pix = sizes[0], pen_off
     cdef floating* w
     cdef floating* b
@@ -415,8 +426,12 @@ cdef double _batch(floating* params, floating* grads, floating* m, floating* v,
             _axpy(o, values[q], w + <Py_ssize_t>indices[q] * n_out, n_out)
         if top > 0:
             _activate(o, n_out, act)
+        else:
+            _loss_row(o, deltas + a_offs[0] + r * n_out, n_out, y[row], inv_n, &row_loss[r],
+                      &row_hit[r])
 
-    # 2. layers above: out = b + h @ W as a sum of rows of W, zero inputs skipped
+    # 2. layers above: out = b + h @ W as a sum of rows of W, zero inputs skipped; at the
+    #    top, softmax, loss, accuracy and the gradient of the mean loss w.r.t. the logits
     for layer in range(1, n_layers):
         n_in = sizes[layer]
         n_out = sizes[layer + 1]
@@ -432,18 +447,11 @@ cdef double _batch(floating* params, floating* grads, floating* m, floating* v,
                     _axpy(o, h[i], w + i * n_out, n_out)
             if layer < top:
                 _activate(o, n_out, act)
+            else:
+                _loss_row(o, deltas + a_offs[top] + r * n_k, n_k, y[rows[r]], inv_n,
+                          &row_loss[r], &row_hit[r])
 
-    # 3. softmax, loss, accuracy and the gradient of the mean loss w.r.t. the logits
-    for r in prange(n, schedule="static", num_threads=n_blocks):
-        o = acts + a_offs[top] + r * n_k
-        d = deltas + a_offs[top] + r * n_k
-        label = y[rows[r]]
-        row_loss[r] = _softmax_row(o, o, n_k, label, &row_hit[r])
-        for c in range(n_k):
-            d[c] = o[c] * inv_n
-        d[label] -= inv_n
-
-    # 4. backward through the layers above the first, top down
+    # 3. backward through the layers above the first, top down
     pen_off = 0
     for layer in range(top, 0, -1):
         n_in = sizes[layer]
@@ -474,12 +482,20 @@ cdef double _batch(floating* params, floating* grads, floating* m, floating* v,
             _axpy(dw, 1, deltas + a_offs[layer] + r * n_out, n_out)
         pen_off = pen_off + n_in
 
-    # 5. first layer's weight gradient, by blocks of input pixels: each block scans the
-    #    batch's non-zeros and takes those in its range
+    # 4. first layer's bias gradient, then its weight gradient by blocks of input pixels:
+    #    each block takes the batch's non-zeros in its range (a row's indices are sorted).
+    #    Each block then updates its rows of W and its share of everything after them.
     n_out = sizes[1]
     w = params
+    dw = grads + n_pix * n_out
+    for c in range(n_out):
+        dw[c] = 0
+    for r in range(n):
+        _axpy(dw, 1, deltas + a_offs[0] + r * n_out, n_out)
     dw = grads
     per = (n_pix + n_blocks - 1) // n_blocks
+    tail = n_pix * n_out
+    tail_per = ((p_offs[n_layers] - tail + n_blocks - 1) // n_blocks + 15) // 16 * 16
     for k in prange(n_blocks, schedule="static", num_threads=n_blocks):
         j0 = k * per
         j1 = j0 + per
@@ -494,19 +510,23 @@ cdef double _batch(floating* params, floating* grads, floating* m, floating* v,
             row = rows[r]
             for q in range(indptr[row], indptr[row + 1]):
                 i = indices[q]
-                if i >= j0 and i < j1:
+                if i >= j1:
+                    break
+                if i >= j0:
                     _axpy(dw + i * n_out, values[q], d, n_out)
-    dw = grads + n_pix * n_out
-    for c in range(n_out):
-        dw[c] = 0
-    for r in range(n):
-        _axpy(dw, 1, deltas + a_offs[0] + r * n_out, n_out)
+        if update:
+            if j0 < j1:
+                _update(params + j0 * n_out, grads + j0 * n_out, m + j0 * n_out,
+                        v + j0 * n_out, (j1 - j0) * n_out, solver, lr, momentum, nesterov,
+                        beta1, beta2, eps, lr_t)
+            t0 = tail + k * tail_per
+            t1 = t0 + tail_per
+            if t1 > p_offs[n_layers]:
+                t1 = p_offs[n_layers]
+            if t0 < t1:
+                _update(params + t0, grads + t0, m + t0, v + t0, t1 - t0, solver, lr,
+                        momentum, nesterov, beta1, beta2, eps, lr_t)
     pen_off = pen_off + n_pix
-
-    # 6. the optimizer step over the whole flat vector
-    if update:
-        _update_parallel(params, grads, m, v, p_offs[n_layers], solver, lr, momentum,
-                         nesterov, beta1, beta2, eps, lr_t, n_blocks)
 
     for r in range(n):
         loss += row_loss[r]
