@@ -30,9 +30,11 @@ cdef extern from *:
     #include <omp.h>
     #define FASTMLP_OPENMP 1
     static int fastmlp_max_threads(void) { return omp_get_max_threads(); }
+    static void fastmlp_set_threads(int n) { omp_set_num_threads(n); }
     #else
     #define FASTMLP_OPENMP 0
     static int fastmlp_max_threads(void) { return 1; }
+    static void fastmlp_set_threads(int n) { (void)n; }
     #endif
 
     /* y[0:n] += a * x[0:n]. restrict lets the compiler vectorise without overlap checks,
@@ -51,6 +53,7 @@ cdef extern from *:
     """
     int FASTMLP_OPENMP
     int fastmlp_max_threads() nogil
+    void fastmlp_set_threads(int n) nogil
     void fastmlp_axpy_f(float* y, float a, const float* x, Py_ssize_t n) nogil
     void fastmlp_axpy_d(double* y, double a, const double* x, Py_ssize_t n) nogil
 
@@ -68,6 +71,13 @@ OPENMP = bool(FASTMLP_OPENMP)
 def max_threads():
     """Threads a parallel region would use now (1 when built without OpenMP)."""
     return fastmlp_max_threads()
+
+
+def set_max_threads(int n):
+    """Threads for the following parallel regions (no effect without OpenMP)."""
+    if n < 1:
+        raise ValueError(f"the thread count must be at least 1, got {n}")
+    fastmlp_set_threads(n)
 
 
 # ------------------------------------------------------------------------ small helpers

@@ -114,6 +114,13 @@ def cmd_info(args) -> int:
         mark = "available" if why is None else f"not available ({why})"
         chosen = "  <- auto" if name == auto else ""
         print(f"  {name:8s} {mark}{chosen}")
+    if status.get("cython") is None:
+        from .backends import cython_backend
+
+        openmp = "OpenMP" if cython_backend.OPENMP else "serial (built without OpenMP)"
+        print(f"cython: extension built, {openmp}, {cython_backend.max_threads()} threads")
+    else:
+        print("cython: extension not built (see the install notes in README.md)")
     if status.get("numba") is None:
         import numba
 

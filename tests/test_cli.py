@@ -46,8 +46,14 @@ def test_info(capsys):
     assert re.search(r"numpy +available", out)
     assert "<- auto" in out
     assert "BLAS:" in out
-    from fastmlp.backends import available_backends
+    from fastmlp.backends import AUTO_ORDER, available_backends
 
+    auto = next(name for name in AUTO_ORDER if name in available_backends())
+    assert re.search(rf"{auto} +available +<- auto", out)
+    assert out.count("<- auto") == 1
     if "numba" in available_backends():
-        assert re.search(r"numba +available +<- auto", out)
         assert re.search(r"numba: \d+ threads .* threading layer (omp|tbb|workqueue)", out)
+    if "cython" in available_backends():
+        assert re.search(r"cython: extension built, (OpenMP|serial)", out)
+    else:
+        assert "cython: extension not built" in out

@@ -82,7 +82,10 @@ def test_fitted_attributes(backend_name):
 def test_auto_backend_records_choice():
     X, y = _blobs(n=50)
     clf = FastMLP(max_iter=2).fit(X, y)
-    assert clf.backend_ == available_backends()[0] or clf.backend_ in available_backends()
+    from fastmlp.backends import AUTO_ORDER
+
+    expected = next(name for name in AUTO_ORDER if name in available_backends())
+    assert clf.backend_ == expected
 
 
 def test_string_labels_and_binary(backend_name):

@@ -13,6 +13,9 @@ extension's notes); the thread count is OpenMP's, which ``n_jobs`` sets.
 
 from __future__ import annotations
 
+import functools
+from contextlib import contextmanager
+
 import numpy as np
 
 from . import _cykernels as _k
@@ -28,6 +31,17 @@ PARALLEL_ROWS = 256
 def max_threads() -> int:
     """Threads the extension's parallel loops use (OpenMP's current setting)."""
     return int(_k.max_threads())
+
+
+@contextmanager
+def thread_limit(n):
+    """The extension's OpenMP thread count set to n, restored on exit."""
+    previous = max_threads()
+    _k.set_max_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        _k.set_max_threads(previous)
 
 
 # ------------------------------------------------------------------------ standalone kernels
@@ -134,11 +148,26 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
     return loss / n
 
 
+@functools.lru_cache(maxsize=64)
+def _predict_layout(sizes_key):
+    """(sizes, parameter offsets, widest layer) of a network, kept for the next call: a
+    one-row prediction costs microseconds, and building these costs several."""
+    sizes = np.array(sizes_key, dtype=np.int64)
+    widths = sizes[1:]
+    p_offs = np.concatenate(([0], np.cumsum(sizes[:-1] * widths + widths))).astype(np.int64)
+    sizes.setflags(write=False)
+    p_offs.setflags(write=False)
+    return sizes, p_offs, int(widths.max())
+
+
 def predict_proba(out, X, params, layer_sizes, act):
     """Class probabilities of the rows of X: a row at a time, zero inputs skipped, rows
     split between threads when there are many."""
-    sizes = np.ascontiguousarray(layer_sizes, dtype=np.int64)
-    widths = sizes[1:]
-    p_offs = np.concatenate(([0], np.cumsum(sizes[:-1] * widths + widths))).astype(np.int64)
-    _k.predict_proba(out, X, params, sizes, p_offs, int(widths.max()), int(act),
-                     X.shape[0] >= PARALLEL_ROWS)
+    sizes, p_offs, width = _predict_layout(tuple(int(s) for s in layer_sizes))
+    kernel = _PREDICT[params.dtype.type]
+    kernel(out, X, params, sizes, p_offs, width, int(act), X.shape[0] >= PARALLEL_ROWS)
+
+
+# the kernel's specialisations, picked by dtype here rather than by Cython's dispatcher,
+# which inspects every argument on each call
+_PREDICT = {np.float32: _k.predict_proba["float"], np.float64: _k.predict_proba["double"]}
