@@ -41,7 +41,7 @@ def test_fit_mnist(benchmark, mnist, backend_name):
     (X, y), (X_test, y_test) = mnist
     _fit(backend_name, X[:256], y[:256], epochs=1)  # warm up: compile, fault in pages
     benchmark.group = "fit MNIST 784-128-10 adam batch=64 5 epochs"
-    clf = benchmark.pedantic(_fit, args=(backend_name, X, y), rounds=3, iterations=1)
+    clf = benchmark.pedantic(_fit, args=(backend_name, X, y), rounds=5, iterations=1)
     record(benchmark, dtype=np.float32, test_accuracy=clf.score(X_test, y_test))
 
 

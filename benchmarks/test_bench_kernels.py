@@ -146,7 +146,7 @@ def test_train_epoch(benchmark, backend, mnist, gemm_gflops, batch):
 
     run(*fresh()[0])  # warm up
     benchmark.group = f"train_epoch MNIST 784-128-10 adam batch={batch}"
-    result = benchmark.pedantic(run, setup=fresh, rounds=3, iterations=1)
+    result = benchmark.pedantic(run, setup=fresh, rounds=5, iterations=1)
     # forward (2 products), dW of both layers, dX of the second: 2 flops per multiply-add
     flops = 2 * X.shape[0] * (784 * 128 + 128 * 10) * 2 + 2 * X.shape[0] * 128 * 10
     record(benchmark, dtype=dtype, flops=flops, gemm=gemm_gflops,

@@ -288,12 +288,47 @@ def _linear_forward(out, x, w, b, n, n_in, n_out, act, n_blocks):
             _activate_f(out, o, n_out, act)
 
 
+# Narrow layers go to BLAS instead: adding a row of W into fewer than a vector's worth of
+# outputs per input is bound by the latency of reloading what was just stored (a
+# 64x128x10 product took 36 us that way, 5 us through BLAS). The elementwise passes after
+# the product stay serial: a parallel region next to BLAS's own threads made both wait.
+NARROW = 32
+
+
+@_jit
+def _linear_forward_blas(out, x, w, b, act):
+    np.dot(x, w, out)
+    flat = out.reshape(out.size)
+    n_out = U(out.shape[1])
+    for r in range(out.shape[0]):
+        o = U(r) * n_out
+        _axpy_f(flat, o, out.dtype.type(1), b, U(0), n_out)
+        _activate_f(flat, o, n_out, act)
+
+
+@_jit
+def _linear_backward_blas(dw, db, dx, delta, w, x, alpha_n):
+    np.dot(x.T, delta, dw)
+    n_out = U(dw.shape[1])
+    if alpha_n != 0:
+        flat_dw = dw.reshape(dw.size)
+        flat_w = w.reshape(w.size)
+        _axpy_f(flat_dw, U(0), alpha_n, flat_w, U(0), U(dw.size))
+    _column_sums_f(db, U(0), delta.reshape(delta.size), U(0), n_out, U(delta.shape[0]), n_out)
+    if dx.size:
+        np.dot(delta, w.T, dx)
+
+
 def _dims(*values):
     return tuple(np.uint64(v) for v in values)
 
 
 def linear_forward(out, x, w, b, act):
-    """out = act(x @ w + b); rows split between threads, zero inputs skipped."""
+    """out = act(x @ w + b): rows split between threads, zero inputs skipped; narrow
+    layers through BLAS."""
+    if w.shape[1] < NARROW and x.shape[0] and x.shape[1]:
+        _linear_forward_blas(out, x, w, b, act)
+        return
     _linear_forward(out.ravel(), x.ravel(), w.ravel(), b, *_dims(*x.shape, w.shape[1]), act,
                     numba.get_num_threads())
 
@@ -378,7 +413,11 @@ def _linear_backward(dw, db, dx, delta, x, w, alpha_n, n, n_in, n_out, n_blocks)
 
 
 def linear_backward(dw, db, dx, delta, x, w, alpha_n):
-    """dw = x.T @ delta + alpha_n * w, db = sum(delta), dx = delta @ w.T (skipped if empty)."""
+    """dw = x.T @ delta + alpha_n * w, db = sum(delta), dx = delta @ w.T (skipped if empty);
+    narrow layers through BLAS."""
+    if w.shape[1] < NARROW and x.shape[0] and x.shape[1]:
+        _linear_backward_blas(dw, db, dx, delta, w, x, _scalar(w, alpha_n))
+        return
     _linear_backward(dw.ravel(), db, dx.ravel(), delta.ravel(), x.ravel(), w.ravel(),
                      _scalar(w, alpha_n), *_dims(*x.shape, w.shape[1]), numba.get_num_threads())
 
@@ -508,7 +547,7 @@ def _first_layer_block(params, grads, m, v, n_in, n_out, d_buf, d_base, d_stride
 
 @_pjit
 def _batch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values, y, rows,
-           act_buf, delta_buf, row_loss, row_hit, pen_parts, top_plain, act, alpha, solver, lr,
+           act_buf, delta_buf, row_loss, row_hit, pen_parts, act, alpha, solver, lr,
            momentum, nesterov, beta1, beta2, eps, lr_t, update, n_blocks, stages=3):
     """Forward, loss, backward and (if update) optimizer step for the rows ``rows`` of X.
 
@@ -573,13 +612,6 @@ def _batch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values,
     n_k = usizes[n_layers]
     w_off = p_offs[top]
     b_off = w_off + n_i * n_k
-    if top > 0:
-        # the top layer's W back in plain (I, K) order: the logits are then a sum of rows
-        # of W, with no reductions (whose order would depend on how they were compiled)
-        for k2 in range(n_blocks):
-            i0, i1 = _ublock(n_i, n_blocks, k2)
-            _move_block(top_plain, params, U(0), n_k, n_k, i0, i1, w_off + n_k * i0, True,
-                        False)
     for k in prange(n_blocks):
         r0, r1 = _ublock(U(n), n_blocks, k)
         for r in range(r0, r1):
@@ -596,11 +628,14 @@ def _batch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values,
                 else:
                     i_base, i_width, i0, i1 = _segment(a_offs[top - 1], b_rows, n_i,
                                                        n_blocks, k2, True)
+                    # one fixed-order dot product per class with the block's transposed
+                    # W: adding rows of W into so few logits was bound by reloading what
+                    # had just been stored (the stage took 9 % of a batch, now 7 %)
                     io = i_base + r * i_width
-                    for i in range(i_width):
-                        h = act_buf[io + i]
-                        if h != zero:
-                            _axpy_f(act_buf, o, h, top_plain, (i0 + i) * n_k, n_k)
+                    wt_base = w_off + n_k * i0
+                    for c in range(n_k):
+                        act_buf[o + c] += _dot_f(act_buf, io, params, wt_base + c * i_width,
+                                                 i_width)
             label = U(y[rows[r]])
             loss_r, hit = _softmax_f(act_buf, o, act_buf, o, n_k, label)
             _scale_f(delta_buf, o, inv_n, act_buf, o, n_k)
@@ -722,7 +757,6 @@ class _Workspace:
         self.delta_buf = _aligned_empty(total, dtype)
         self.row_loss = np.empty(rows, dtype=np.float64)
         self.row_hit = np.empty(rows, dtype=np.int64)
-        self.top_plain = np.empty(int(sizes[-2] * sizes[-1]), dtype=dtype)
         self.n_blocks = max(1, numba.get_num_threads())
         self.pen_parts = np.empty(self.n_blocks, dtype=np.float64)
         self.originals = (params, m, v)
@@ -735,8 +769,7 @@ class _Workspace:
         return (self.usizes, self.p_offs, self.a_offs)
 
     def buffers(self):
-        return (self.act_buf, self.delta_buf, self.row_loss, self.row_hit, self.pen_parts,
-                self.top_plain)
+        return (self.act_buf, self.delta_buf, self.row_loss, self.row_hit, self.pen_parts)
 
     def write_back(self, grads=None):
         """Copy the work-layout parameters (and moments, and optionally grads) back."""
@@ -790,7 +823,7 @@ def _sparse(data):
 
 @_jit
 def _epoch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values, y, order,
-           batch_size, act_buf, delta_buf, row_loss, row_hit, pen_parts, top_plain, act, alpha,
+           batch_size, act_buf, delta_buf, row_loss, row_hit, pen_parts, act, alpha,
            solver, lr, momentum, nesterov, beta1, beta2, eps, t, n_blocks):
     n = order.shape[0]
     loss = 0.0
@@ -804,7 +837,7 @@ def _epoch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values,
             lr_t = lr * np.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
         batch_loss, batch_hits = _batch(
             params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values, y,
-            order[start:stop], act_buf, delta_buf, row_loss, row_hit, pen_parts, top_plain, act,
+            order[start:stop], act_buf, delta_buf, row_loss, row_hit, pen_parts, act,
             alpha, solver, dt(lr), dt(momentum), nesterov, dt(beta1), dt(beta2), dt(eps),
             dt(lr_t), True, n_blocks)
         loss += batch_loss
@@ -853,8 +886,9 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
 
 
 @_inline
-def _predict_rows(out, X, params, usizes, p_offs, act, width, r0, r1):
-    # rows r0:r1 of X (N, I0) -> out (N, K), both flat; params in the flat layout
+def _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, r0, r1):
+    # rows r0:r1 of X (N, I0) -> out (N, K), both flat; params in the flat layout;
+    # top_t the top layer's W transposed, (K, I) (unused without hidden layers)
     n_layers = usizes.shape[0] - 1
     top = n_layers - 1
     n_k = usizes[n_layers]
@@ -896,9 +930,9 @@ def _predict_rows(out, X, params, usizes, p_offs, act, width, r0, r1):
             for t in range(cnt):
                 _axpy_f(out, o, nz_val[t], params, w_off + U(nz_idx[t]) * n_k, n_k)
         else:
-            for j in range(n_i):
-                if cur[j] != zero:
-                    _axpy_f(out, o, cur[j], params, w_off + j * n_k, n_k)
+            # a dot product per class with the transposed W (see _batch, stage 2)
+            for c in range(n_k):
+                out[o + c] += _dot_f(cur, U(0), top_t, c * n_i, n_i)
         _softmax_f(out, o, out, o, n_k, U(0))
 
 
@@ -917,25 +951,28 @@ def _predict_layout(sizes):
 
 
 @_pjit
-def _predict_proba_parallel(out, X, n_rows, params, sizes, act, n_blocks):
+def _predict_proba_parallel(out, X, n_rows, params, top_t, sizes, act, n_blocks):
     usizes, p_offs, width = _predict_layout(sizes)
     for k in prange(n_blocks):
         r0, r1 = _ublock(n_rows, n_blocks, k)
-        _predict_rows(out, X, params, usizes, p_offs, act, width, r0, r1)
+        _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, r0, r1)
 
 
 @_jit
-def _predict_proba_serial(out, X, n_rows, params, sizes, act):
+def _predict_proba_serial(out, X, n_rows, params, top_t, sizes, act):
     usizes, p_offs, width = _predict_layout(sizes)
-    _predict_rows(out, X, params, usizes, p_offs, act, width, U(0), n_rows)
+    _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, U(0), n_rows)
 
 
 def predict_proba(out, X, params, layer_sizes, act):
     """Class probabilities of the rows of X: rows split between threads (a few rows run
     on the calling thread alone), zero inputs skipped."""
     n_rows = np.uint64(X.shape[0])
+    n_i, n_k = int(layer_sizes[-2]), int(layer_sizes[-1])
+    start = params.shape[0] - n_k - n_i * n_k
+    top_t = np.ascontiguousarray(params[start : start + n_i * n_k].reshape(n_i, n_k).T).ravel()
     if X.shape[0] < 2 * PREDICT_CHUNK:
-        _predict_proba_serial(out.ravel(), X.ravel(), n_rows, params, layer_sizes, act)
+        _predict_proba_serial(out.ravel(), X.ravel(), n_rows, params, top_t, layer_sizes, act)
     else:
-        _predict_proba_parallel(out.ravel(), X.ravel(), n_rows, params, layer_sizes, act,
-                                numba.get_num_threads())
+        _predict_proba_parallel(out.ravel(), X.ravel(), n_rows, params, top_t, layer_sizes,
+                                act, numba.get_num_threads())
