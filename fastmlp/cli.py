@@ -1,4 +1,5 @@
-"""The ``fastmlp`` command: ``train`` (MNIST or any MNIST-style IDX data) and ``info``."""
+"""The ``fastmlp`` command: ``train`` (MNIST or any MNIST-style IDX data), ``info`` and
+``compare``."""
 
 from __future__ import annotations
 
@@ -136,6 +137,12 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import main as compare_main
+
+    return compare_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastmlp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +168,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="version, backends, threads and BLAS")
     info.set_defaults(func=cmd_info)
+
+    compare = sub.add_parser(
+        "compare", help="every kernel on every backend, and the MNIST fit against "
+                        "scikit-learn (and PyTorch when installed)")
+    compare.add_argument("--quick", action="store_true",
+                         help="float32, batches 64 and 256, a 10,000-row epoch and a 1-epoch "
+                              "fit: well under a minute once kernels are compiled")
+    compare.add_argument("--json", metavar="PATH", help="write every row, with the machine, "
+                         "thread counts and library versions, as JSON")
+    compare.add_argument("--plot", metavar="PATH", help="write a PNG bar chart (needs "
+                         "matplotlib: pip install 'fastmlp[plot]')")
+    compare.add_argument("--threads", type=int, default=None,
+                         help="the larger thread count (default: all CPUs); rows are also "
+                              "measured at 1 thread")
+    compare.set_defaults(func=cmd_compare)
     return parser
 
 

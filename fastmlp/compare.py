@@ -1,0 +1,531 @@
+"""``fastmlp compare``: every kernel on every available backend, side by side, against the
+machine's fp32 GEMM rate and the NumPy reference; then the MNIST fit against what users
+would otherwise pick (scikit-learn's MLPClassifier, and PyTorch when it is installed).
+
+The kernel cases are defined here once; the pytest-benchmark suite in benchmarks/ builds
+its rows from the same definitions, so the two report the same measurements.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .backends import available_backends, get_backend
+from .backends._common import ADAM, IDENTITY, RELU, n_params
+from .threads import blas_info, cpu_count, thread_limit
+
+SIZES = np.array([784, 128, 10], dtype=np.int64)
+N_PARAMS = n_params(SIZES)
+LEARNING_RATE = 2e-3  # fastmlp's default, used for every library in the fit comparison
+BLAS_PAUSE = 0.15  # seconds for OpenBLAS's idle threads to stop spinning (see kernel_rows)
+
+
+@dataclass
+class Case:
+    """One kernel call on one shape: ``make(backend)`` returns (run, outputs), where run()
+    calls the kernel and outputs() returns the arrays it computed, compared with the
+    NumPy backend's on the same inputs."""
+
+    kernel: str
+    shape: str
+    dtype: str
+    batch: int | None
+    flops: float | None
+    make: Callable = field(repr=False)
+
+    @property
+    def group(self):
+        batch = f" batch={self.batch}" if self.batch else ""
+        return f"{self.kernel} {self.shape} {self.dtype}{batch}"
+
+
+def _weights(rng, n_in, n_out, dtype):
+    return (rng.standard_normal((n_in, n_out)) * 0.05).astype(dtype)
+
+
+def _params(dtype, seed=0):
+    return (np.random.default_rng(seed).standard_normal(N_PARAMS) * 0.05).astype(dtype)
+
+
+def _linear_forward_case(X, batch, dtype, wide):
+    rng = np.random.default_rng(1)
+    if wide:
+        x, n_in, n_out, act, shape = X[:batch].astype(dtype), 784, 128, RELU, "784x128 relu"
+    else:
+        x = rng.random((batch, 128)).astype(dtype)
+        n_in, n_out, act, shape = 128, 10, IDENTITY, "128x10 identity"
+    w = _weights(rng, n_in, n_out, dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+
+    def make(backend):
+        out = np.empty((batch, n_out), dtype=dtype)
+        return (lambda: backend.linear_forward(out, x, w, b, act)), (lambda: [out])
+
+    return Case("linear_forward", shape, np.dtype(dtype).name, batch,
+                2.0 * batch * n_in * n_out, make)
+
+
+def _linear_backward_case(X, batch, dtype, wide):
+    rng = np.random.default_rng(2)
+    if wide:
+        x, n_in, n_out, shape = X[:batch].astype(dtype), 784, 128, "784x128 no-dx"
+        dx_shape = (0, 0)
+    else:
+        x, n_in, n_out, shape = rng.random((batch, 128)).astype(dtype), 128, 10, "128x10 with-dx"
+        dx_shape = (batch, 128)
+    w = _weights(rng, n_in, n_out, dtype)
+    delta = (rng.standard_normal((batch, n_out)) / batch).astype(dtype)
+    alpha_n = 1e-4 / batch
+    products = 1 if wide else 2
+
+    def make(backend):
+        dw, db = np.empty((n_in, n_out), dtype=dtype), np.empty(n_out, dtype=dtype)
+        dx = np.empty(dx_shape, dtype=dtype)
+        return ((lambda: backend.linear_backward(dw, db, dx, delta, x, w, alpha_n)),
+                (lambda: [dw, db, dx]))
+
+    return Case("linear_backward", shape, np.dtype(dtype).name, batch,
+                2.0 * products * batch * n_in * n_out, make)
+
+
+def _softmax_case(batch, dtype):
+    rng = np.random.default_rng(3)
+    logits = (rng.standard_normal((batch, 10)) * 3).astype(dtype)
+    y = rng.integers(0, 10, batch).astype(np.int64)
+
+    def make(backend):
+        probs, delta = np.empty_like(logits), np.empty_like(logits)
+
+        def run():
+            backend.softmax_xent_forward(probs, logits, y)
+            backend.softmax_xent_backward(delta, probs, y)
+
+        return run, (lambda: [probs, delta])
+
+    return Case("softmax_xent", f"{batch}x10 fwd+bwd", np.dtype(dtype).name, batch, None, make)
+
+
+def _update_case(solver, dtype):
+    grad = (np.random.default_rng(4).standard_normal(N_PARAMS) * 1e-2).astype(dtype)
+
+    def make(backend):
+        param, m, v = _params(dtype), np.zeros(N_PARAMS, dtype), np.zeros(N_PARAMS, dtype)
+        if solver == "adam":
+            def run():
+                backend.adam_update(param, grad, m, v, 1e-3, 0.9, 0.999, 1e-8)
+        else:
+            def run():
+                backend.sgd_update(param, grad, m, 1e-2, 0.9, True)
+        # outputs compare the first step from the same start (the timed calls go on)
+        first = _params(dtype), np.zeros(N_PARAMS, dtype), np.zeros(N_PARAMS, dtype)
+        if solver == "adam":
+            backend.adam_update(first[0], grad, first[1], first[2], 1e-3, 0.9, 0.999, 1e-8)
+        else:
+            backend.sgd_update(first[0], grad, first[1], 1e-2, 0.9, True)
+        return run, (lambda: [first[0]])
+
+    return Case(f"{solver}_update", f"{N_PARAMS} params", np.dtype(dtype).name, None, None,
+                make)
+
+
+def _epoch_case(X, y, batch, dtype):
+    # X already of dtype (shared by the cases of one dtype: MNIST is 188 MB in float32)
+    n = X.shape[0]
+    order = np.random.default_rng(5).permutation(n).astype(np.int64)
+    # forward (both layers), both weight gradients, the second layer's input gradient
+    flops = 2.0 * n * (2 * (784 * 128 + 128 * 10) + 128 * 10)
+
+    def make(backend):
+        data = backend.prepare_inputs(X)  # once per fit, outside the timing
+
+        def epoch(state):
+            p, g, m, v = state
+            backend.train_epoch(p, g, m, v, SIZES, RELU, data, y, order, batch, 1e-4, ADAM,
+                                LEARNING_RATE, 0.9, True, 0.9, 0.999, 1e-8, 0)
+
+        first = [_params(dtype)] + [np.zeros(N_PARAMS, dtype) for _ in range(3)]
+        epoch(first)
+        state = [_params(dtype)] + [np.zeros(N_PARAMS, dtype) for _ in range(3)]
+        return (lambda: epoch(state)), (lambda: [first[0]])
+
+    return Case("train_epoch", f"MNIST {n} rows 784-128-10 adam", np.dtype(dtype).name, batch,
+                flops, make)
+
+
+def _predict_case(X_test, dtype):
+    params = _params(dtype)
+    n = X_test.shape[0]
+
+    def make(backend):
+        out = np.empty((n, 10), dtype=dtype)
+        return (lambda: backend.predict_proba(out, X_test, params, SIZES, RELU)), (lambda: [out])
+
+    return Case("predict_proba", f"{n} rows 784-128-10", np.dtype(dtype).name, None,
+                2.0 * n * (784 * 128 + 128 * 10), make)
+
+
+def kernel_cases(X, y, X_test, batches=(64, 256, 1024), dtypes=("float32", "float64"),
+                 epoch_rows=None):
+    """The kernel matrix: every kernel and shape, per dtype and batch size."""
+    cases = []
+    epoch_X, epoch_y = (X, y) if epoch_rows is None else (X[:epoch_rows], y[:epoch_rows])
+    for dtype in map(np.dtype, dtypes):
+        epoch_Xd = np.ascontiguousarray(epoch_X, dtype=dtype)
+        test_Xd = np.ascontiguousarray(X_test, dtype=dtype)
+        for batch in batches:
+            cases += [_linear_forward_case(X, batch, dtype, True),
+                      _linear_forward_case(X, batch, dtype, False),
+                      _linear_backward_case(X, batch, dtype, True),
+                      _linear_backward_case(X, batch, dtype, False),
+                      _softmax_case(batch, dtype)]
+        cases += [_update_case("adam", dtype), _update_case("sgd", dtype)]
+        cases += [_epoch_case(epoch_Xd, epoch_y, batch, dtype) for batch in batches]
+        cases.append(_predict_case(test_Xd, dtype))
+    return cases
+
+
+def max_abs_error(outputs, reference):
+    """Largest absolute difference between two lists of arrays (0 for empty arrays)."""
+    worst = 0.0
+    for a, b in zip(outputs, reference):
+        if a.size:
+            worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b))))
+    return worst
+
+
+def median_time(run, min_time=0.2, min_repeats=3, max_repeats=200):
+    """Median seconds of run() over repeats totalling at least min_time (after one
+    unmeasured call, which compiles JIT backends and faults memory in)."""
+    run()
+    times = []
+    while len(times) < max_repeats and (len(times) < min_repeats or sum(times) < min_time):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def gemm_gflops(n=2048, repeats=3):
+    """fp32 GFLOP/s of an n x n NumPy matmul with the current thread settings."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2.0 * n**3 / best / 1e9
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------ the MNIST fits
+
+
+def _fit_fastmlp(name, data, epochs, threads):
+    from .estimator import FastMLP
+    (X, y), (X_test, y_test) = data
+    clf = FastMLP(hidden_layer_sizes=(128,), batch_size=64, solver="adam", max_iter=epochs,
+                  learning_rate_init=LEARNING_RATE, n_iter_no_change=epochs + 1,
+                  random_state=0, backend=name, n_jobs=threads)
+    FastMLP(max_iter=1, backend=name, n_jobs=threads).fit(X[:256], y[:256])  # compile
+    start = time.perf_counter()
+    clf.fit(X, y)
+    seconds = time.perf_counter() - start
+    return seconds, clf.score(X_test, y_test)
+
+
+def _fit_sklearn(data, epochs, threads):
+    from sklearn.neural_network import MLPClassifier
+    (X, y), (X_test, y_test) = data
+    clf = MLPClassifier(hidden_layer_sizes=(128,), batch_size=64, solver="adam",
+                        max_iter=epochs, learning_rate_init=LEARNING_RATE,
+                        n_iter_no_change=epochs + 1, random_state=0)
+    with thread_limit(threads):
+        start = time.perf_counter()
+        clf.fit(X, y)
+        seconds = time.perf_counter() - start
+        return seconds, clf.score(X_test, y_test)
+
+
+def _fit_torch(torch, data, epochs, threads):
+    (X, y), (X_test, y_test) = data
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(784, 128), torch.nn.ReLU(),
+                                    torch.nn.Linear(128, 10))
+        opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+        X_t, y_t = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
+        start = time.perf_counter()
+        for _ in range(epochs):
+            perm = torch.randperm(X_t.shape[0])
+            for i in range(0, X_t.shape[0], 64):
+                idx = perm[i:i + 64]
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(X_t[idx]), y_t[idx])
+                loss.backward()
+                opt.step()
+        seconds = time.perf_counter() - start
+        with torch.no_grad():
+            pred = model(torch.from_numpy(X_test)).argmax(1).numpy()
+        return seconds, float(np.mean(pred == y_test))
+    finally:
+        torch.set_num_threads(previous)
+
+
+def fit_rows(data, epochs, threads, progress):
+    """The MNIST fit (784-128-10, batch 64, Adam) with each backend and each library."""
+    rows = []
+    engines = [(f"fastmlp[{name}]", lambda name=name: _fit_fastmlp(name, data, epochs, threads))
+               for name in available_backends()]
+    engines.append(("scikit-learn MLPClassifier", lambda: _fit_sklearn(data, epochs, threads)))
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        engines.append((f"PyTorch {torch.__version__}",
+                        lambda: _fit_torch(torch, data, epochs, threads)))
+    for label, fit in engines:
+        progress(f"MNIST fit, {epochs} epochs: {label}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            seconds, accuracy = fit()
+        rows.append({"engine": label, "epochs": epochs, "threads": threads,
+                     "seconds": seconds, "test_accuracy": accuracy})
+    note = None if torch is not None else "PyTorch is not installed: its row is skipped"
+    return rows, note
+
+
+# ------------------------------------------------------------------------ the report
+
+
+def machine_info(threads):
+    info = {"cpu_model": _cpu_model(), "cpus": cpu_count(), "threads": threads,
+            "python": platform.python_version(), "platform": platform.platform()}
+    versions = {}
+    for module in ("fastmlp", "numpy", "scipy", "sklearn", "numba", "threadpoolctl", "torch"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            versions[module] = None
+    info["versions"] = versions
+    info["blas"] = blas_info()
+    info["backends"] = available_backends()
+    return info
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _fmt_time(seconds):
+    if seconds >= 1:
+        return f"{seconds:.3f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} us"
+
+
+def kernel_rows(cases, backends, thread_counts, min_time, progress):
+    """Time every case on every backend at every thread count, with each row's speed-up
+    over numpy and its largest difference from numpy's result on the same inputs.
+
+    Every measurement is followed by a short pause: OpenBLAS's threads keep spinning for
+    about 0.1 s after a call (and this process may hold two OpenBLAS copies, NumPy's and
+    SciPy's), and a parallel kernel measured while they spin shares the cores with them
+    (on 2 cores a 100 us call then took 8 ms). numpy runs last for each case."""
+    rows, gemm = [], {}
+    numpy_backend = get_backend("numpy")
+    order = [name for name in backends if name != "numpy"] + ["numpy"]
+    total = len(cases) * len(order) * len(thread_counts)
+    done = 0
+    references = []
+    for case in cases:
+        ref_run, ref_out = case.make(numpy_backend)
+        ref_run()
+        references.append([a.astype(np.float64) for a in ref_out()])
+    for threads in thread_counts:
+        with thread_limit(threads):
+            gemm[threads] = gemm_gflops()
+        time.sleep(BLAS_PAUSE)
+        for case, reference in zip(cases, references):
+            times = {}
+            for name in order:
+                done += 1
+                progress(f"[{done}/{total}] {case.group}, {name}, {threads} thread(s)")
+                backend = get_backend(name)
+                with thread_limit(threads, backend):
+                    run, outputs = case.make(backend)
+                    run()
+                    error = max_abs_error(outputs(), reference) if name != "numpy" else 0.0
+                    times[name] = median_time(run, min_time=min_time)
+                time.sleep(BLAS_PAUSE)
+                gflops = case.flops / times[name] / 1e9 if case.flops else None
+                rows.append({"kernel": case.kernel, "shape": case.shape, "dtype": case.dtype,
+                             "batch": case.batch, "threads": threads, "backend": name,
+                             "median_s": times[name], "gflops": gflops,
+                             "fraction_of_gemm": gflops / gemm[threads] if gflops else None,
+                             "max_abs_error": error})
+            for row in rows[-len(order):]:
+                row["speedup_vs_numpy"] = times["numpy"] / row["median_s"]
+    return rows, gemm
+
+
+def format_kernel_table(rows, gemm):
+    lines = ["fp32 GEMM (NumPy 2048x2048): " + ", ".join(
+        f"{g:.0f} GFLOP/s at {t} thread(s)" for t, g in gemm.items())]
+    header = (f"{'kernel':15s} {'shape':32s} {'dtype':7s} {'batch':>5s} {'thr':>3s} "
+              f"{'backend':7s} {'median':>10s} {'GFLOP/s':>8s} {'%GEMM':>6s} {'x numpy':>8s} "
+              f"{'max err':>8s}")
+    lines += [header, "-" * len(header)]
+    previous = None
+    for r in rows:
+        key = (r["kernel"], r["shape"], r["dtype"], r["batch"], r["threads"])
+        if previous is not None and key != previous:
+            lines.append("")
+        previous = key
+        gf = f"{r['gflops']:.1f}" if r["gflops"] else "-"
+        share = f"{r['fraction_of_gemm']:.0%}" if r["fraction_of_gemm"] else "-"
+        lines.append(f"{r['kernel']:15s} {r['shape']:32s} {r['dtype']:7s} "
+                     f"{r['batch'] or '-':>5} {r['threads']:>3d} {r['backend']:7s} "
+                     f"{_fmt_time(r['median_s']):>10s} {gf:>8s} {share:>6s} "
+                     f"{r['speedup_vs_numpy']:7.2f}x {r['max_abs_error']:8.1e}")
+    return "\n".join(lines)
+
+
+def format_fit_table(rows):
+    header = f"{'engine':32s} {'epochs':>6s} {'thr':>3s} {'time':>9s} {'test acc':>8s}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{r['engine']:32s} {r['epochs']:6d} {r['threads']:3d} "
+                     f"{r['seconds']:8.2f}s {r['test_accuracy']:8.2%}")
+    return "\n".join(lines)
+
+
+def _sort_rows(rows):
+    # kernel rows grouped by kernel, shape, dtype, batch, then threads
+    order = {}
+    for r in rows:
+        order.setdefault((r["kernel"], r["shape"]), len(order))
+    rank = {"numpy": 0, "numba": 1, "cython": 2}
+    return sorted(rows, key=lambda r: (order[(r["kernel"], r["shape"])], r["dtype"],
+                                       r["batch"] or 0, r["threads"],
+                                       rank.get(r["backend"], 9)))
+
+
+def plot(path, kernel_rows_, fit_rows_, threads):
+    """A PNG: speed-up over numpy per kernel (float32, all threads), and the fit times."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = [r for r in kernel_rows_ if r["dtype"] == "float32" and r["threads"] == threads
+              and r["batch"] in (None, 64) and r["backend"] != "numpy"]
+    labels = list(dict.fromkeys(f"{r['kernel']}\n{r['shape']}" for r in chosen))
+    backends = list(dict.fromkeys(r["backend"] for r in chosen))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 6),
+                                   gridspec_kw={"width_ratios": [2.2, 1]})
+    width = 0.8 / max(1, len(backends))
+    for i, name in enumerate(backends):
+        values = [next((r["speedup_vs_numpy"] for r in chosen if r["backend"] == name
+                        and f"{r['kernel']}\n{r['shape']}" == label), 0) for label in labels]
+        ax1.bar(np.arange(len(labels)) + i * width, values, width, label=name)
+    ax1.axhline(1.0, color="black", linewidth=0.8)
+    ax1.set_xticks(np.arange(len(labels)) + width * (len(backends) - 1) / 2)
+    ax1.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
+    ax1.set_ylabel("speed-up over the numpy backend")
+    ax1.set_title(f"kernels, float32, batch 64, {threads} thread(s)")
+    ax1.legend()
+    names = [r["engine"] for r in fit_rows_]
+    ax2.barh(names, [r["seconds"] for r in fit_rows_], color="tab:gray")
+    for i, r in enumerate(fit_rows_):
+        ax2.text(r["seconds"], i, f" {r['test_accuracy']:.2%}", va="center", fontsize=8)
+    ax2.set_xlabel("seconds (test accuracy at the bar's end)")
+    ax2.set_title(f"MNIST 784-128-10 fit, {fit_rows_[0]['epochs'] if fit_rows_ else 0} epochs")
+    ax2.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(args) -> int:
+    """Run the comparison for the parsed ``fastmlp compare`` arguments."""
+    from .datasets import load_mnist
+
+    threads = cpu_count() if args.threads is None else args.threads
+    if threads < 1:
+        print("fastmlp compare: --threads must be at least 1", file=sys.stderr)
+        return 2
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            matplotlib = None
+    thread_counts = sorted({1, threads})
+    quick = args.quick
+
+    def progress(message):
+        print(message, file=sys.stderr, flush=True)
+
+    (X, y), (X_test, y_test) = load_mnist()
+    backends = available_backends()
+    if quick:
+        cases = kernel_cases(X, y, X_test, batches=(64, 256), dtypes=("float32",),
+                             epoch_rows=10_000)
+        min_time, epochs = 0.05, 1
+    else:
+        cases = kernel_cases(X, y, X_test)
+        min_time, epochs = 0.2, 5
+    rows, gemm = kernel_rows(cases, backends, thread_counts, min_time, progress)
+    rows = _sort_rows(rows)
+    fits, fit_note = fit_rows(((X, y), (X_test, y_test)), epochs, threads, progress)
+
+    info = machine_info(threads)
+    print(f"\nfastmlp compare on {info['cpu_model']} ({info['cpus']} CPUs), thread counts "
+          f"{thread_counts}, backends {', '.join(backends)}")
+    print(format_kernel_table(rows, gemm))
+    print(f"\nMNIST 784-128-10, batch 64, Adam (lr {LEARNING_RATE}), {epochs} epoch(s), "
+          f"{threads} thread(s):")
+    print(format_fit_table(fits))
+    if fit_note:
+        print(f"note: {fit_note}")
+    if args.json:
+        report = {"machine": info, "gemm_gflops_fp32": gemm, "quick": quick,
+                  "kernels": rows, "fits": fits,
+                  "notes": [fit_note] if fit_note else []}
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+        print(f"wrote {args.json}")
+    if args.plot:
+        if matplotlib is None:
+            print("note: --plot needs matplotlib, which is not installed; install it with "
+                  "pip install 'fastmlp[plot]'. The table above is complete; no chart was "
+                  "written.")
+        else:
+            plot(args.plot, rows, fits, threads)
+            print(f"wrote {args.plot}")
+    return 0
+
+
+__all__ = ["Case", "kernel_cases", "median_time", "gemm_gflops", "max_abs_error", "main"]

@@ -1,0 +1,109 @@
+"""``fastmlp compare``: its cases agree with the NumPy reference on every backend, and the
+command writes its table, JSON and chart (or explains why there is no chart)."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+import fastmlp.compare as compare
+from fastmlp.backends import available_backends
+from fastmlp.cli import main
+
+
+@pytest.fixture(scope="module")
+def small_mnist(mnist):
+    (X, y), (X_test, y_test) = mnist
+    return (X[:1500], y[:1500]), (X_test[:300], y_test[:300])
+
+
+def test_every_case_matches_the_reference(backend, small_mnist):
+    (X, y), (X_test, _) = small_mnist
+    cases = compare.kernel_cases(X, y, X_test, batches=(64,), epoch_rows=640)
+    kernels = {c.kernel for c in cases}
+    assert kernels == {"linear_forward", "linear_backward", "softmax_xent", "adam_update",
+                       "sgd_update", "train_epoch", "predict_proba"}
+    numpy_backend = compare.get_backend("numpy")
+    for case in cases:
+        ref_run, ref_out = case.make(numpy_backend)
+        ref_run()
+        run, out = case.make(backend)
+        run()
+        error = compare.max_abs_error(out(), [a.astype(np.float64) for a in ref_out()])
+        # one Adam epoch amplifies rounding differences in weights whose gradients are
+        # near zero; every other kernel matches to rounding
+        limit = 0.1 if case.kernel == "train_epoch" else (
+            1e-4 if case.dtype == "float32" else 1e-9)
+        assert error <= limit, (case.group, error)
+
+
+def test_median_time_repeats_until_min_time():
+    calls = []
+    seconds = compare.median_time(lambda: calls.append(1), min_time=0.0, min_repeats=5)
+    assert len(calls) == 6  # one unmeasured call, then five measured
+    assert 0 <= seconds < 0.01
+
+
+def _run_quick(monkeypatch, small_mnist, tmp_path, capsys, extra=()):
+    monkeypatch.setattr("fastmlp.datasets.load_mnist", lambda *a, **k: small_mnist)
+    monkeypatch.setattr(compare, "BLAS_PAUSE", 0.0)
+    out_json = tmp_path / "out.json"
+    code = main(["compare", "--quick", "--threads", "2", "--json", str(out_json), *extra])
+    captured = capsys.readouterr()
+    return code, captured, json.loads(out_json.read_text())
+
+
+def test_quick_report_json_and_table(monkeypatch, small_mnist, tmp_path, capsys):
+    code, captured, report = _run_quick(monkeypatch, small_mnist, tmp_path, capsys)
+    assert code == 0
+    assert "[1/" in captured.err  # progress goes to stderr
+    backends = available_backends()
+    rows = report["kernels"]
+    assert {r["backend"] for r in rows} == set(backends)
+    assert {r["threads"] for r in rows} == {1, 2}
+    assert {r["dtype"] for r in rows} == {"float32"}
+    assert {r["batch"] for r in rows} == {None, 64, 256}
+    for r in rows:
+        assert r["median_s"] > 0
+        if r["backend"] == "numpy":
+            assert r["speedup_vs_numpy"] == 1.0 and r["max_abs_error"] == 0.0
+    # the machine, threads and versions travel with the numbers
+    machine = report["machine"]
+    assert machine["threads"] == 2 and machine["cpus"] >= 1 and machine["cpu_model"]
+    assert machine["versions"]["numpy"] == np.__version__
+    assert set(report["gemm_gflops_fp32"]) == {"1", "2"}
+    engines = [f["engine"] for f in report["fits"]]
+    assert engines[: len(backends)] == [f"fastmlp[{b}]" for b in backends]
+    assert "scikit-learn MLPClassifier" in engines
+    for fit in report["fits"]:
+        assert fit["seconds"] > 0 and 0.5 < fit["test_accuracy"] <= 1.0
+    # the printed table carries the same rows
+    assert "x numpy" in captured.out and "scikit-learn MLPClassifier" in captured.out
+    assert captured.out.count("train_epoch") == 2 * 2 * len(backends)
+
+
+def test_plot_is_written(monkeypatch, small_mnist, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "chart.png"
+    code, captured, _ = _run_quick(monkeypatch, small_mnist, tmp_path, capsys,
+                                   ["--plot", str(png)])
+    assert code == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_explains(monkeypatch, small_mnist, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    png = tmp_path / "chart.png"
+    code, captured, report = _run_quick(monkeypatch, small_mnist, tmp_path, capsys,
+                                        ["--plot", str(png)])
+    assert code == 0
+    assert not png.exists()
+    assert "--plot needs matplotlib" in captured.out
+    assert "pip install 'fastmlp[plot]'" in captured.out
+    assert report["kernels"]  # the table and JSON are still complete
+
+
+def test_threads_must_be_positive(capsys):
+    assert main(["compare", "--threads", "0"]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err
