@@ -213,7 +213,7 @@ def median_time(run, min_time=0.2, min_repeats=3, max_repeats=200):
     return float(np.median(times))
 
 
-def gemm_gflops(n=2048, repeats=3):
+def gemm_gflops(n=2048, repeats=5):
     """fp32 GFLOP/s of an n x n NumPy matmul with the current thread settings."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
@@ -322,7 +322,7 @@ def machine_info(threads):
         except ImportError:
             versions[module] = None
     info["versions"] = versions
-    info["blas"] = blas_info()
+    info["blas"] = [{k: v for k, v in entry.items() if k != "filepath"} for entry in blas_info()]
     info["backends"] = available_backends()
     return info
 
