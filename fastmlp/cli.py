@@ -81,10 +81,7 @@ def cmd_train(args) -> int:
     elapsed = time.perf_counter() - start
     print(f"Training completed in {elapsed:.2f} seconds")
     if args.save:
-        import pickle
-
-        with open(args.save, "wb") as fh:
-            pickle.dump(clf, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        clf.save(args.save)
         print(f"Model saved to {args.save}")
     return 0
 
@@ -163,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--data", default=None,
                        help="folder with the four MNIST-style IDX files (default: bundled MNIST)")
-    train.add_argument("--save", default=None, help="write the trained model to this file")
+    train.add_argument("--save", default=None,
+                       help="write the trained model to this file (fastmlp's .npz model "
+                            "format; read it with FastMLP.load)")
     train.set_defaults(func=cmd_train)
 
     info = sub.add_parser("info", help="version, backends, threads and BLAS")

@@ -384,41 +384,44 @@ class FastMLP(ClassifierMixin, BaseEstimator):
         opt = self._optimizer
         with thread_limit(self.n_jobs, backend):
             for _ in range(epochs):
-                order = (self._random_state.permutation(n_samples) if self.shuffle
-                         else np.arange(n_samples)).astype(np.int64)
-                loss_sum, n_correct, opt.t = backend.train_epoch(
-                    self._params, self._grads, opt.m, opt.v, self._layer_sizes, p["activation"],
-                    data, y_idx, order, batch_size, float(self.alpha), p["solver"],
-                    float(opt.learning_rate), float(self.momentum), bool(self.nesterovs_momentum),
-                    float(self.beta_1), float(self.beta_2), float(self.epsilon), int(opt.t))
-                self.n_iter_ += 1
-                self.t_ += n_samples
-                self.loss_ = loss_sum / n_samples
-                self.loss_curve_.append(self.loss_)
-                extra = None
-                if early_stopping:
-                    score = self._accuracy(backend, p["activation"], X_val, y_val)
-                    self.validation_scores_.append(score)
-                    extra = ("Validation", score)
-                if eval_data is not None:
-                    score = self.score(*eval_data)
-                    self.eval_scores_.append(score)
-                    extra = ("Test", score)
-                if self.verbose:
-                    total = self.n_iter_ if incremental else self.max_iter
-                    print(_format_epoch(self.n_iter_, total, self.loss_, n_correct / n_samples,
-                                        extra), flush=True)
-                    sys.stdout.flush()
-                best_params = self._update_no_improvement(early_stopping, best_params)
-                opt.epoch_ended(self.t_)
-                if self._no_improvement_count > self.n_iter_no_change:
-                    stop, reason = opt.should_stop()
-                    if self.verbose:
-                        print(f"Validation score did not improve more than tol={self.tol} for "
-                              f"{self.n_iter_no_change} consecutive epochs: {reason}.")
-                    if stop:
+                snapshot = self._snapshot()
+                try:
+                    order = (self._random_state.permutation(n_samples) if self.shuffle
+                             else np.arange(n_samples)).astype(np.int64)
+                    # overflow is detected below and reported once, clearly; NumPy's
+                    # own floating-point warnings would only repeat it
+                    with np.errstate(all="ignore"):
+                        loss_sum, n_correct, t = backend.train_epoch(
+                            self._params, self._grads, opt.m, opt.v, self._layer_sizes,
+                            p["activation"], data, y_idx, order, batch_size,
+                            float(self.alpha), p["solver"], float(opt.learning_rate),
+                            float(self.momentum), bool(self.nesterovs_momentum),
+                            float(self.beta_1), float(self.beta_2), float(self.epsilon),
+                            int(opt.t))
+                    if not (np.isfinite(loss_sum) and np.isfinite(self._params).all()):
+                        self._restore(snapshot)
+                        warnings.warn(
+                            f"training diverged in epoch {self.n_iter_ + 1}: the loss or the "
+                            "weights became infinite or NaN, so training stopped and the "
+                            f"model keeps the weights of epoch {self.n_iter_} (the last "
+                            "finite ones; epoch 0 means the initial weights). Lower "
+                            "learning_rate_init, or scale X to a small range.",
+                            RuntimeWarning, stacklevel=3)
                         break
-                    self._no_improvement_count = 0
+                    opt.t = t
+                    stop = self._end_epoch(incremental, early_stopping, loss_sum, n_correct,
+                                           n_samples, X_val, y_val, eval_data, backend, p,
+                                           best_params)
+                    best_params, stop = stop
+                except KeyboardInterrupt:
+                    self._restore(snapshot)
+                    warnings.warn(f"training interrupted by the user during epoch "
+                                  f"{snapshot['n_iter_'] + 1}; the model keeps the weights "
+                                  f"of epoch {snapshot['n_iter_']}, the last completed one.",
+                                  UserWarning, stacklevel=3)
+                    break
+                if stop:
+                    break
             else:
                 if not incremental and self.max_iter > 0:
                     warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
@@ -427,6 +430,68 @@ class FastMLP(ClassifierMixin, BaseEstimator):
         if early_stopping and best_params is not None:
             self._params[...] = best_params
         return self
+
+    def _end_epoch(self, incremental, early_stopping, loss_sum, n_correct, n_samples, X_val,
+                   y_val, eval_data, backend, p, best_params):
+        """Bookkeeping after a completed epoch; returns (best_params, whether to stop)."""
+        opt = self._optimizer
+        self.n_iter_ += 1
+        self.t_ += n_samples
+        self.loss_ = loss_sum / n_samples
+        self.loss_curve_.append(self.loss_)
+        extra = None
+        if early_stopping:
+            score = self._accuracy(backend, p["activation"], X_val, y_val)
+            self.validation_scores_.append(score)
+            extra = ("Validation", score)
+        if eval_data is not None:
+            score = self.score(*eval_data)
+            self.eval_scores_.append(score)
+            extra = ("Test", score)
+        if self.verbose:
+            total = self.n_iter_ if incremental else self.max_iter
+            print(_format_epoch(self.n_iter_, total, self.loss_, n_correct / n_samples, extra),
+                  flush=True)
+            sys.stdout.flush()
+        best_params = self._update_no_improvement(early_stopping, best_params)
+        opt.epoch_ended(self.t_)
+        if self._no_improvement_count > self.n_iter_no_change:
+            stop, reason = opt.should_stop()
+            if self.verbose:
+                print(f"Validation score did not improve more than tol={self.tol} for "
+                      f"{self.n_iter_no_change} consecutive epochs: {reason}.")
+            if stop:
+                return best_params, True
+            self._no_improvement_count = 0
+        return best_params, False
+
+    _SNAPSHOT_LISTS = ("loss_curve_", "validation_scores_", "eval_scores_")
+    _SNAPSHOT_SCALARS = ("n_iter_", "t_", "loss_", "best_loss_", "best_validation_score_",
+                         "_no_improvement_count")
+
+    def _snapshot(self):
+        """What an epoch changes, so that an interrupted or diverged epoch can be undone."""
+        opt = self._optimizer
+        snap = {"params": self._params.copy(), "m": opt.m.copy(), "v": opt.v.copy(),
+                "t": opt.t, "learning_rate": opt.learning_rate}
+        for name in self._SNAPSHOT_SCALARS:
+            snap[name] = getattr(self, name, None)
+        for name in self._SNAPSHOT_LISTS:
+            value = getattr(self, name, None)
+            snap[name] = None if value is None else list(value)
+        return snap
+
+    def _restore(self, snap):
+        opt = self._optimizer
+        self._params[...] = snap["params"]
+        opt.m[...] = snap["m"]
+        opt.v[...] = snap["v"]
+        opt.t = snap["t"]
+        opt.learning_rate = snap["learning_rate"]
+        for name in self._SNAPSHOT_SCALARS + self._SNAPSHOT_LISTS:
+            if snap[name] is None and not hasattr(self, name):
+                continue
+            setattr(self, name, snap[name])
 
     def _update_no_improvement(self, early_stopping, best_params):
         if early_stopping:
@@ -464,16 +529,32 @@ class FastMLP(ClassifierMixin, BaseEstimator):
 
     def _forward(self, backend, activation, X):
         out = np.empty((X.shape[0], self._layer_sizes[-1]), dtype=self._params.dtype)
-        with thread_limit(self.n_jobs, backend):
+        with thread_limit(self.n_jobs, backend), np.errstate(all="ignore"):
             backend.predict_proba(out, X, self._params, self._layer_sizes, activation)
+        if not np.isfinite(out).all():
+            bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+            raise ValueError(
+                f"{bad.size} row(s) of X (the first is row {bad[0]}) overflow the network's "
+                f"{self._params.dtype} arithmetic and give no finite probabilities; the "
+                "inputs are far larger than the data the model was trained on (scale X "
+                "as for training, or fit with dtype='float64')")
         return out
+
+    def _prediction_backend(self):
+        """The backend that trained the model, or auto's pick where that one is not
+        available (a model saved on a machine with the compiled extension and loaded on
+        one without): every backend computes the same function."""
+        try:
+            return get_backend(self.backend_)
+        except ImportError:
+            return get_backend("auto")
 
     def predict_proba(self, X):
         """Class probabilities, of shape (n_samples, n_classes), columns in ``classes_`` order."""
         if not hasattr(self, "_params"):
             check_is_fitted(self, "_params")  # raises NotFittedError with sklearn's message
         X = self._validate_X(X)
-        return self._forward(get_backend(self.backend_), self._activation_code, X)
+        return self._forward(self._prediction_backend(), self._activation_code, X)
 
     def predict_log_proba(self, X):
         """Logarithm of ``predict_proba``."""
@@ -510,6 +591,24 @@ class FastMLP(ClassifierMixin, BaseEstimator):
         return n_params(self._layer_sizes)
 
     # ------------------------------------------------------------------ pickling
+
+    # ------------------------------------------------------------------ model files
+
+    def save(self, path):
+        """Write the fitted model to ``path`` in fastmlp's model format (an ``.npz``
+        archive with JSON metadata, read back without pickle: loading it cannot run code).
+        See ``fastmlp.persistence`` for the format. The file is replaced atomically."""
+        from .persistence import save
+
+        save(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """Read a model written by ``save``. A truncated or corrupted file, a file of
+        another format version, or one holding pickled or object data raises ValueError."""
+        from .persistence import load
+
+        return load(cls, path)
 
     def __getstate__(self):
         state = super().__getstate__()

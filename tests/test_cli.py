@@ -1,8 +1,8 @@
-import pickle
 import re
 
 import numpy as np
 
+from fastmlp import FastMLP
 from fastmlp.cli import main
 
 from .idx_util import write_mnist_like
@@ -13,7 +13,7 @@ EPOCH_LINE = re.compile(r"Epoch \[(\d+)/(\d+)\], Train Loss: (\d+\.\d{4}), "
 
 def test_train_on_idx_directory(tmp_path, capsys, backend_name):
     write_mnist_like(tmp_path)
-    model_path = tmp_path / "model.pkl"
+    model_path = tmp_path / "model.npz"
     code = main(["train", "--data", str(tmp_path), "--epochs", "3", "--hidden", "16",
                  "--batch-size", "32", "--lr", "0.01", "--seed", "1", "--threads", "1",
                  "--backend", backend_name, "--save", str(model_path)])
@@ -25,8 +25,7 @@ def test_train_on_idx_directory(tmp_path, capsys, backend_name):
     assert float(epochs[-1].group(5)) > 90.0
     assert re.fullmatch(r"Training completed in \d+\.\d{2} seconds", lines[3])
     assert lines[4] == f"Model saved to {model_path}"
-    with open(model_path, "rb") as fh:
-        clf = pickle.load(fh)
+    clf = FastMLP.load(model_path)
     assert clf.coefs_[0].shape == (64, 16)
     assert clf.backend_ == backend_name
     assert isinstance(clf.predict(np.zeros((1, 64), dtype=np.float32))[0], np.integer)

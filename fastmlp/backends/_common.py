@@ -50,3 +50,34 @@ class SparseRows(NamedTuple):
     indices: np.ndarray
     values: np.ndarray
     shape: tuple
+
+
+def check_index_array(name, idx, upper, length=None):
+    """Raise ValueError unless ``idx`` is an int64 vector (of ``length`` entries, when
+    given) with every entry in [0, upper). Compiled kernels index memory with these
+    values and check no bounds, so the compiled backends call this before each call."""
+    if not isinstance(idx, np.ndarray) or idx.ndim != 1 or idx.dtype != np.int64:
+        raise ValueError(f"{name} must be a 1-D int64 array, got "
+                         f"{getattr(idx, 'dtype', type(idx))} of shape {np.shape(idx)}")
+    if length is not None and idx.shape[0] != length:
+        raise ValueError(f"{name} has {idx.shape[0]} entries, expected {length}")
+    if idx.size and (idx.min() < 0 or idx.max() >= upper):
+        raise ValueError(f"{name} must lie in [0, {upper}); found values from {idx.min()} to "
+                         f"{idx.max()}")
+
+
+def check_shapes(layer_sizes, params, *, X=None, out=None, state=()):
+    """Raise ValueError unless the arrays fit the network ``layer_sizes``: the compiled
+    kernels take their extents from layer_sizes and read and write without bounds checks.
+    (A few microseconds: it runs on every prediction, one row included.)"""
+    sizes = layer_sizes.tolist() if isinstance(layer_sizes, np.ndarray) else list(layer_sizes)
+    p = sum((i + 1) * o for i, o in zip(sizes[:-1], sizes[1:]))
+    if params.shape != (p,):
+        raise ValueError(f"params has shape {params.shape}, expected ({p},) for layers {sizes}")
+    for name, arr in state:
+        if arr.shape != params.shape and not (name == "v" and arr.size == 0):
+            raise ValueError(f"{name} has shape {arr.shape}, expected {params.shape}")
+    if X is not None and (X.ndim != 2 or X.shape[1] != sizes[0]):
+        raise ValueError(f"X has shape {X.shape}, expected (n, {sizes[0]})")
+    if out is not None and out.shape != (X.shape[0], sizes[-1]):
+        raise ValueError(f"out has shape {out.shape}, expected ({X.shape[0]}, {sizes[-1]})")

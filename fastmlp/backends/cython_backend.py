@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import _cykernels as _k
-from ._common import SparseRows
+from ._common import SparseRows, check_index_array, check_shapes
 from .numpy_backend import adam_lr  # noqa: F401  (part of the contract; pure arithmetic)
 
 NAME = "cython"
@@ -48,7 +48,6 @@ def thread_limit(n):
 
 linear_forward = _k.linear_forward
 activation_backward = _k.activation_backward
-softmax_xent_backward = _k.softmax_xent_backward
 linear_backward = _k.linear_backward
 
 
@@ -59,8 +58,15 @@ def relu_backward(delta, a):
 
 def softmax_xent_forward(probs, logits, y):
     """Softmax probabilities, summed cross-entropy and count of correct predictions."""
+    check_index_array("y", y, logits.shape[1], length=logits.shape[0])
     loss, hits = _k.softmax_xent_forward(probs, logits, y)
     return float(loss), int(hits)
+
+
+def softmax_xent_backward(delta, probs, y):
+    """delta = (probs - onehot(y)) / N."""
+    check_index_array("y", y, probs.shape[1], length=probs.shape[0])
+    _k.softmax_xent_backward(delta, probs, y)
 
 
 def sgd_update(param, grad, velocity, lr, momentum, nesterov):
@@ -124,6 +130,11 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
     if order.shape[0] == 0:
         return 0.0, 0, int(t)
     data = _sparse(data)
+    check_index_array("y", y, int(layer_sizes[-1]), length=data.shape[0])
+    check_index_array("order", order, data.shape[0])
+    check_shapes(layer_sizes, params, state=(("grads", grads), ("m", m), ("v", v)))
+    if data.shape[1] != layer_sizes[0]:
+        raise ValueError(f"X has {data.shape[1]} columns, expected {int(layer_sizes[0])}")
     buf = _Buffers(layer_sizes, min(int(batch_size), order.shape[0]), params.dtype)
     loss, hits, t = _k.train_epoch(params, grads, m, v, buf.sizes, buf.p_offs, buf.a_offs,
                                    data.indptr, data.indices, data.values, y, order,
@@ -139,6 +150,7 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
     Returns the objective's value.
     """
     n = X.shape[0]
+    check_index_array("y", y, int(layer_sizes[-1]), length=n)
     buf = _Buffers(layer_sizes, n, params.dtype)
     data = prepare_inputs(X)
     rows = np.arange(n, dtype=np.int64)
@@ -163,6 +175,7 @@ def _predict_layout(sizes_key):
 def predict_proba(out, X, params, layer_sizes, act):
     """Class probabilities of the rows of X: a row at a time, zero inputs skipped, rows
     split between threads when there are many."""
+    check_shapes(layer_sizes, params, X=X, out=out)
     sizes, p_offs, width = _predict_layout(tuple(int(s) for s in layer_sizes))
     kernel = _PREDICT[params.dtype.type]
     kernel(out, X, params, sizes, p_offs, width, int(act), X.shape[0] >= PARALLEL_ROWS)

@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _numba_config as cfg
-from ._common import ADAM, LOGISTIC, RELU, SGD, TANH, SparseRows
+from ._common import ADAM, LOGISTIC, RELU, SGD, TANH, SparseRows, check_index_array, check_shapes
 
 NAME = "numba"
 # A block of units handed to one thread starts on a multiple of this many elements (64
@@ -369,6 +369,7 @@ def softmax_xent_forward(probs, logits, y):
     """Softmax probabilities, summed cross-entropy and count of correct predictions.
 
     ``probs`` may be the same array as ``logits``."""
+    check_index_array("y", y, logits.shape[1], length=logits.shape[0])
     loss, correct = _softmax_xent_forward(probs.ravel(), logits.ravel(), y, logits.shape[0],
                                           np.uint64(logits.shape[1]))
     return float(loss), int(correct)
@@ -386,6 +387,7 @@ def _softmax_xent_backward(delta, probs, y, n, k):
 
 def softmax_xent_backward(delta, probs, y):
     """delta = (probs - onehot(y)) / N."""
+    check_index_array("y", y, probs.shape[1], length=probs.shape[0])
     _softmax_xent_backward(delta.ravel(), probs.ravel(), y, probs.shape[0],
                            np.uint64(probs.shape[1]))
 
@@ -853,6 +855,11 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
     ``prepare_inputs(X)`` returned (a plain X is accepted and converted, at a cost).
     """
     data = _sparse(data)
+    check_index_array("y", y, int(layer_sizes[-1]), length=data.shape[0])
+    check_index_array("order", order, data.shape[0])
+    check_shapes(layer_sizes, params, state=(("grads", grads), ("m", m), ("v", v)))
+    if data.shape[1] != layer_sizes[0]:
+        raise ValueError(f"X has {data.shape[1]} columns, expected {int(layer_sizes[0])}")
     ws = _Workspace(layer_sizes, min(int(batch_size), order.shape[0]), params, m, v)
     p, mw, vw = ws.work
     try:
@@ -872,6 +879,7 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
     Returns the objective's value.
     """
     n = X.shape[0]
+    check_index_array("y", y, int(layer_sizes[-1]), length=n)
     empty = params[:0]
     ws = _Workspace(layer_sizes, n, params, empty, empty)
     rows = np.arange(n, dtype=np.int64)
@@ -967,6 +975,7 @@ def _predict_proba_serial(out, X, n_rows, params, top_t, sizes, act):
 def predict_proba(out, X, params, layer_sizes, act):
     """Class probabilities of the rows of X: rows split between threads (a few rows run
     on the calling thread alone), zero inputs skipped."""
+    check_shapes(layer_sizes, params, X=X, out=out)
     n_rows = np.uint64(X.shape[0])
     n_i, n_k = int(layer_sizes[-2]), int(layer_sizes[-1])
     start = params.shape[0] - n_k - n_i * n_k

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import ADAM, IDENTITY, LOGISTIC, RELU, TANH, layer_views
+from ._common import ADAM, IDENTITY, LOGISTIC, RELU, TANH, check_index_array, layer_views
 
 NAME = "numpy"
 PREDICT_CHUNK = 4096
@@ -68,6 +68,7 @@ def softmax_xent_forward(probs, logits, y):
     Returns (loss_sum, n_correct); loss_sum is a Python float summed over the N rows.
     """
     # logits (N, K), probs (N, K), y (N,)
+    check_index_array("y", y, logits.shape[1], length=logits.shape[0])
     n = logits.shape[0]
     rows = np.arange(n)
     n_correct = int(np.count_nonzero(np.argmax(logits, axis=1) == y))
@@ -82,6 +83,7 @@ def softmax_xent_forward(probs, logits, y):
 def softmax_xent_backward(delta, probs, y):
     """delta = (probs - onehot(y)) / N: gradient of the mean cross-entropy w.r.t. logits."""
     # probs (N, K), y (N,), delta (N, K)
+    check_index_array("y", y, probs.shape[1], length=probs.shape[0])
     n = probs.shape[0]
     np.copyto(delta, probs)
     delta[np.arange(n), y] -= 1
@@ -166,6 +168,7 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
     Writes the gradient into ``grads`` and returns the objective's value.
     """
     # X (N, I0), y (N,), params (P,), grads (P,)
+    check_index_array("y", y, int(layer_sizes[-1]), length=X.shape[0])
     acts, deltas = _allocate_workspace(layer_sizes, X.shape[0], params.dtype)
     acts[0][...] = X
     loss_sum, _ = _batch_step(layer_views(params, layer_sizes), layer_views(grads, layer_sizes),
@@ -194,6 +197,10 @@ def train_epoch(params, grads, m, v, layer_sizes, act, X, y, order, batch_size, 
     step count.
     """
     # params, grads, m, v (P,), X (rows, I0), y (rows,), order (n,)
+    # a negative index would silently wrap around here: refuse it, as the compiled
+    # backends must
+    check_index_array("y", y, int(layer_sizes[-1]), length=X.shape[0])
+    check_index_array("order", order, X.shape[0])
     n = order.shape[0]
     full_acts, full_deltas = _allocate_workspace(layer_sizes, min(batch_size, n), params.dtype)
     layers = layer_views(params, layer_sizes)
