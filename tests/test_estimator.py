@@ -300,9 +300,9 @@ def test_mismatched_lengths(backend_name):
         FastMLP(backend=backend_name).fit(np.zeros((10, 2)), np.zeros(9))
 
 
-def test_predict_before_fit():
+def test_predict_before_fit(backend_name):
     with pytest.raises(NotFittedError):
-        FastMLP().predict(np.zeros((1, 2)))
+        FastMLP(backend=backend_name).predict(np.zeros((1, 2)))
 
 
 @pytest.mark.parametrize("param, value, message", [
@@ -326,19 +326,19 @@ def test_predict_before_fit():
     ("n_jobs", 0, "n_jobs must be"),
     ("tol", np.nan, "tol must be finite"),
 ])
-def test_bad_parameters(param, value, message):
+def test_bad_parameters(backend_name, param, value, message):
     X, y = _blobs(n=20)
-    clf = FastMLP(**{param: value})
+    clf = FastMLP(**{"backend": backend_name, param: value})
     with pytest.raises(ValueError, match=message):
         clf.fit(X, y)
 
 
 @pytest.mark.parametrize("param, value", [("max_iter", 2.5), ("batch_size", "big"),
                                           ("alpha", "0.1"), ("hidden_layer_sizes", None)])
-def test_wrongly_typed_parameters(param, value):
+def test_wrongly_typed_parameters(backend_name, param, value):
     X, y = _blobs(n=20)
     with pytest.raises(TypeError, match=param):
-        FastMLP(**{param: value}).fit(X, y)
+        FastMLP(**{"backend": backend_name, param: value}).fit(X, y)
 
 
 def test_batch_size_larger_than_data_is_clamped(backend_name):
