@@ -613,15 +613,22 @@ def loss_and_grad(floating[::1] params, floating[::1] grads, const long long[::1
 # ------------------------------------------------------------------------ predict
 
 
-cdef void _predict_row(floating* out, const floating* x, const floating* params,
-                       const long long* sizes, const long long* p_offs, Py_ssize_t n_layers,
-                       floating* cur, floating* nxt, int act) noexcept nogil:
+cdef int _predict_row(floating* out, const floating* x, const floating* params,
+                      const long long* sizes, const long long* p_offs, Py_ssize_t n_layers,
+                      floating* cur, floating* nxt, int act) noexcept nogil:
+    """One row's probabilities into out; returns 1 (and writes nothing) if the row holds
+    NaN or infinity (x - x is 0 exactly for finite x)."""
     cdef Py_ssize_t layer, i, c, n_in, n_out
     cdef const floating* w
     cdef const floating* src = x
     cdef floating* dst
     cdef floating* tmp
-    cdef int hit
+    cdef floating zero = 0
+    cdef int hit, finite = 1
+    for i in range(sizes[0]):
+        finite &= (x[i] - x[i]) == zero
+    if not finite:
+        return 1
     for layer in range(n_layers):
         n_in = sizes[layer]
         n_out = sizes[layer + 1]
@@ -639,18 +646,21 @@ cdef void _predict_row(floating* out, const floating* x, const floating* params,
             cur = nxt
             nxt = tmp
     _softmax_row(out, out, sizes[n_layers], -1, &hit)
+    return 0
 
 
 def predict_proba(floating[:, ::1] out, const floating[:, ::1] X, const floating[::1] params,
                   const long long[::1] sizes, const long long[::1] p_offs, Py_ssize_t width,
                   int act, bint parallel_rows):
-    """Probabilities of every row of X, rows split between threads when parallel_rows."""
+    """Probabilities of every row of X, rows split between threads when parallel_rows.
+    Returns the number of rows holding NaN or infinity (their outputs are not written)."""
     cdef Py_ssize_t n = X.shape[0], n_layers = sizes.shape[0] - 1, r
     cdef int n_threads = fastmlp_max_threads() if parallel_rows else 1
+    cdef Py_ssize_t bad = 0
     cdef floating* scratch
     cdef floating* mine
     if n == 0:
-        return
+        return 0
     scratch = <floating*>malloc(2 * n_threads * width * sizeof(floating))
     if scratch == NULL:
         raise MemoryError("no memory for the prediction buffers")
@@ -659,11 +669,12 @@ def predict_proba(floating[:, ::1] out, const floating[:, ::1] X, const floating
             if n_threads > 1:
                 for r in prange(n, schedule="static", num_threads=n_threads):
                     mine = scratch + 2 * width * threadid()
-                    _predict_row(&out[r, 0], &X[r, 0], &params[0], &sizes[0], &p_offs[0],
-                                 n_layers, mine, mine + width, act)
+                    bad += _predict_row(&out[r, 0], &X[r, 0], &params[0], &sizes[0],
+                                        &p_offs[0], n_layers, mine, mine + width, act)
             else:
                 for r in range(n):
-                    _predict_row(&out[r, 0], &X[r, 0], &params[0], &sizes[0], &p_offs[0],
-                                 n_layers, scratch, scratch + width, act)
+                    bad += _predict_row(&out[r, 0], &X[r, 0], &params[0], &sizes[0],
+                                        &p_offs[0], n_layers, scratch, scratch + width, act)
     finally:
         free(scratch)
+    return bad

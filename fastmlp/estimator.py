@@ -238,20 +238,21 @@ class FastMLP(ClassifierMixin, BaseEstimator):
             "backend": backend,
         }
 
-    def _validate_X(self, X):
+    def _validate_X(self, X, backend=None):
         """X for prediction: C-contiguous, of the model's dtype, finite, right width.
 
         A plain float ndarray of the right width takes a short path (predicting one row
         costs microseconds, and scikit-learn's full validation costs tens of them);
         anything else, or anything that fails a check, goes through scikit-learn's
-        validation, which raises its usual errors.
+        validation, which raises its usual errors. Backends that check finiteness while
+        they predict (CHECKS_FINITE_INPUT) are spared a separate pass over X.
         """
         dtype = self._params.dtype
         if (type(X) is np.ndarray and X.ndim == 2 and X.dtype.kind == "f" and X.shape[0] > 0
                 and X.shape[1] == self.n_features_in_
                 and not hasattr(self, "feature_names_in_")):
             converted = np.ascontiguousarray(X, dtype=dtype)
-            if np.isfinite(converted).all():
+            if getattr(backend, "CHECKS_FINITE_INPUT", False) or np.isfinite(converted).all():
                 return converted
         return validate_data(self, X, reset=False, dtype=dtype, order="C")
 
@@ -553,8 +554,9 @@ class FastMLP(ClassifierMixin, BaseEstimator):
         """Class probabilities, of shape (n_samples, n_classes), columns in ``classes_`` order."""
         if not hasattr(self, "_params"):
             check_is_fitted(self, "_params")  # raises NotFittedError with sklearn's message
-        X = self._validate_X(X)
-        return self._forward(self._prediction_backend(), self._activation_code, X)
+        backend = self._prediction_backend()
+        X = self._validate_X(X, backend)
+        return self._forward(backend, self._activation_code, X)
 
     def predict_log_proba(self, X):
         """Logarithm of ``predict_proba``."""

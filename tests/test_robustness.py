@@ -58,6 +58,20 @@ def test_non_numeric_X_is_rejected(backend_name, X, message):
         FastMLP(backend=backend_name).fit(X, np.arange(10) % 2)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("n_rows", [1, 700])  # one row, and enough to split between threads
+def test_non_finite_X_at_predict_is_rejected(backend_name, bad, n_rows):
+    # -inf matters: through a ReLU it could turn into a harmless-looking 0
+    X, y = _data()
+    clf = _fit(backend_name, X, y)
+    Z = np.resize(X, (n_rows, X.shape[1])).copy()
+    Z[n_rows // 2, 2] = bad
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        clf.predict(Z)
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        clf.predict_proba(Z)
+
+
 def test_single_class_predicts_that_class(backend_name):
     X, _ = _data(n=30)
     clf = _fit(backend_name, X, np.full(30, 7))

@@ -81,3 +81,10 @@ def check_shapes(layer_sizes, params, *, X=None, out=None, state=()):
         raise ValueError(f"X has shape {X.shape}, expected (n, {sizes[0]})")
     if out is not None and out.shape != (X.shape[0], sizes[-1]):
         raise ValueError(f"out has shape {out.shape}, expected ({X.shape[0]}, {sizes[-1]})")
+
+
+def refuse_non_finite(n_bad_rows):
+    """The error of a compiled predict_proba that found NaN or infinity in X."""
+    if n_bad_rows:
+        raise ValueError(f"Input X contains NaN or infinity ({int(n_bad_rows)} row(s)); "
+                         "every value must be finite")

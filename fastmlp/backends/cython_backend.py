@@ -19,10 +19,13 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import _cykernels as _k
-from ._common import SparseRows, check_index_array, check_shapes
+from ._common import SparseRows, check_index_array, check_shapes, refuse_non_finite
 from .numpy_backend import adam_lr  # noqa: F401  (part of the contract; pure arithmetic)
 
 NAME = "cython"
+# predict_proba raises ValueError for NaN or infinity in X (checked row by row as it
+# predicts); the estimator then skips its own pass over X
+CHECKS_FINITE_INPUT = True
 OPENMP = _k.OPENMP
 # predicting fewer rows than this runs on the calling thread alone
 PARALLEL_ROWS = 256
@@ -178,7 +181,8 @@ def predict_proba(out, X, params, layer_sizes, act):
     check_shapes(layer_sizes, params, X=X, out=out)
     sizes, p_offs, width = _predict_layout(tuple(int(s) for s in layer_sizes))
     kernel = _PREDICT[params.dtype.type]
-    kernel(out, X, params, sizes, p_offs, width, int(act), X.shape[0] >= PARALLEL_ROWS)
+    refuse_non_finite(kernel(out, X, params, sizes, p_offs, width, int(act),
+                             X.shape[0] >= PARALLEL_ROWS))
 
 
 # the kernel's specialisations, picked by dtype here rather than by Cython's dispatcher,

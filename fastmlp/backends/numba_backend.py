@@ -34,9 +34,22 @@ import numpy as np
 from numba import njit, prange
 
 from . import _numba_config as cfg
-from ._common import ADAM, LOGISTIC, RELU, SGD, TANH, SparseRows, check_index_array, check_shapes
+from ._common import (
+    ADAM,
+    LOGISTIC,
+    RELU,
+    SGD,
+    TANH,
+    SparseRows,
+    check_index_array,
+    check_shapes,
+    refuse_non_finite,
+)
 
 NAME = "numba"
+# predict_proba raises ValueError for NaN or infinity in X, checked in the same pass that
+# gathers each row's non-zero inputs; the estimator then skips its own pass over X
+CHECKS_FINITE_INPUT = True
 # A block of units handed to one thread starts on a multiple of this many elements (64
 # bytes of float32), so no cache line is written by two threads.
 ALIGN = 16
@@ -896,7 +909,8 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
 @_inline
 def _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, r0, r1):
     # rows r0:r1 of X (N, I0) -> out (N, K), both flat; params in the flat layout;
-    # top_t the top layer's W transposed, (K, I) (unused without hidden layers)
+    # top_t the top layer's W transposed, (K, I) (unused without hidden layers).
+    # Returns how many rows hold NaN or infinity (their outputs are left unwritten).
     n_layers = usizes.shape[0] - 1
     top = n_layers - 1
     n_k = usizes[n_layers]
@@ -906,6 +920,7 @@ def _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, r0, r1):
     nxt = np.empty(width, dtype=out.dtype)
     nz_idx = np.empty(n_in0, dtype=np.int64)
     nz_val = np.empty(n_in0, dtype=out.dtype)
+    n_bad = 0
     for r in range(r0, r1):
         # the row's non-zero inputs, gathered without a branch
         cnt = 0
@@ -914,6 +929,14 @@ def _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, r0, r1):
             nz_idx[cnt] = j
             nz_val[cnt] = xv
             cnt += 1 if xv != zero else 0
+        # NaN and infinity are non-zero, so checking the gathered values checks the row
+        # (v - v is 0 exactly for finite v)
+        finite = True
+        for t in range(cnt):
+            finite &= nz_val[t] - nz_val[t] == zero
+        if not finite:
+            n_bad += 1
+            continue
         # hidden layers: W (I, O) row by row, skipping zero inputs
         for layer in range(top):
             n_i = usizes[layer]
@@ -942,6 +965,7 @@ def _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, r0, r1):
             for c in range(n_k):
                 out[o + c] += _dot_f(cur, U(0), top_t, c * n_i, n_i)
         _softmax_f(out, o, out, o, n_k, U(0))
+    return n_bad
 
 
 @_inline
@@ -961,27 +985,32 @@ def _predict_layout(sizes):
 @_pjit
 def _predict_proba_parallel(out, X, n_rows, params, top_t, sizes, act, n_blocks):
     usizes, p_offs, width = _predict_layout(sizes)
+    bad = np.zeros(n_blocks, dtype=np.int64)
     for k in prange(n_blocks):
         r0, r1 = _ublock(n_rows, n_blocks, k)
-        _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, r0, r1)
+        bad[k] = _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, r0, r1)
+    return bad.sum()
 
 
 @_jit
 def _predict_proba_serial(out, X, n_rows, params, top_t, sizes, act):
     usizes, p_offs, width = _predict_layout(sizes)
-    _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, U(0), n_rows)
+    return _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, U(0), n_rows)
 
 
 def predict_proba(out, X, params, layer_sizes, act):
     """Class probabilities of the rows of X: rows split between threads (a few rows run
-    on the calling thread alone), zero inputs skipped."""
+    on the calling thread alone), zero inputs skipped. Checks that X is finite on the way
+    (see CHECKS_FINITE_INPUT)."""
     check_shapes(layer_sizes, params, X=X, out=out)
     n_rows = np.uint64(X.shape[0])
     n_i, n_k = int(layer_sizes[-2]), int(layer_sizes[-1])
     start = params.shape[0] - n_k - n_i * n_k
     top_t = np.ascontiguousarray(params[start : start + n_i * n_k].reshape(n_i, n_k).T).ravel()
     if X.shape[0] < 2 * PREDICT_CHUNK:
-        _predict_proba_serial(out.ravel(), X.ravel(), n_rows, params, top_t, layer_sizes, act)
+        bad = _predict_proba_serial(out.ravel(), X.ravel(), n_rows, params, top_t,
+                                    layer_sizes, act)
     else:
-        _predict_proba_parallel(out.ravel(), X.ravel(), n_rows, params, top_t, layer_sizes,
-                                act, numba.get_num_threads())
+        bad = _predict_proba_parallel(out.ravel(), X.ravel(), n_rows, params, top_t,
+                                      layer_sizes, act, numba.get_num_threads())
+    refuse_non_finite(bad)
