@@ -1,11 +1,10 @@
 """Shared set-up for the benchmark suites: backends, the machine's GEMM rate, and a helper
 that records what every row needs (threads, dtype, error against the reference, GFLOP/s)."""
 
-import time
-
 import numpy as np
 import pytest
 
+from fastmlp import compare
 from fastmlp.backends import available_backends, get_backend
 from fastmlp.threads import blas_info, cpu_count
 
@@ -20,17 +19,7 @@ def backend(request):
 @pytest.fixture(scope="session")
 def gemm_gflops():
     """fp32 GFLOP/s of a large NumPy matmul on this machine: the ceiling rows are compared to."""
-    n = 2048
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    a @ b
-    best = np.inf
-    for _ in range(5):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+    return compare.gemm_gflops()
 
 
 def threads_in_use():

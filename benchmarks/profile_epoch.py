@@ -19,15 +19,7 @@ import numpy as np
 from fastmlp import load_mnist
 from fastmlp.backends import numba_backend as nb
 from fastmlp.backends._common import ADAM, RELU, n_params
-
-
-def gemm_gflops(n=2048, repeats=5):
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n**3 / best / 1e9
+from fastmlp.compare import gemm_gflops
 
 
 def _timed(fn):

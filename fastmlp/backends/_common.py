@@ -83,6 +83,18 @@ def check_shapes(layer_sizes, params, *, X=None, out=None, state=()):
         raise ValueError(f"out has shape {out.shape}, expected ({X.shape[0]}, {sizes[-1]})")
 
 
+def check_epoch_inputs(layer_sizes, params, grads, m, v, data, y, order):
+    """Everything a compiled train_epoch indexes with, checked before the call: labels,
+    shuffled row indices, the state vectors' shapes and X's width (``data`` is X or the
+    SparseRows of X; both have a 2-D ``shape``)."""
+    n_rows, n_cols = data.shape
+    check_index_array("y", y, int(layer_sizes[-1]), length=n_rows)
+    check_index_array("order", order, n_rows)
+    check_shapes(layer_sizes, params, state=(("grads", grads), ("m", m), ("v", v)))
+    if n_cols != layer_sizes[0]:
+        raise ValueError(f"X has {n_cols} columns, expected {int(layer_sizes[0])}")
+
+
 def refuse_non_finite(n_bad_rows):
     """The error of a compiled predict_proba that found NaN or infinity in X."""
     if n_bad_rows:

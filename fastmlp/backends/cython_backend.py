@@ -19,7 +19,13 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import _cykernels as _k
-from ._common import SparseRows, check_index_array, check_shapes, refuse_non_finite
+from ._common import (
+    SparseRows,
+    check_epoch_inputs,
+    check_index_array,
+    check_shapes,
+    refuse_non_finite,
+)
 from .numpy_backend import adam_lr  # noqa: F401  (part of the contract; pure arithmetic)
 
 NAME = "cython"
@@ -133,11 +139,7 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
     if order.shape[0] == 0:
         return 0.0, 0, int(t)
     data = _sparse(data)
-    check_index_array("y", y, int(layer_sizes[-1]), length=data.shape[0])
-    check_index_array("order", order, data.shape[0])
-    check_shapes(layer_sizes, params, state=(("grads", grads), ("m", m), ("v", v)))
-    if data.shape[1] != layer_sizes[0]:
-        raise ValueError(f"X has {data.shape[1]} columns, expected {int(layer_sizes[0])}")
+    check_epoch_inputs(layer_sizes, params, grads, m, v, data, y, order)
     buf = _Buffers(layer_sizes, min(int(batch_size), order.shape[0]), params.dtype)
     loss, hits, t = _k.train_epoch(params, grads, m, v, buf.sizes, buf.p_offs, buf.a_offs,
                                    data.indptr, data.indices, data.values, y, order,

@@ -41,6 +41,7 @@ from ._common import (
     SGD,
     TANH,
     SparseRows,
+    check_epoch_inputs,
     check_index_array,
     check_shapes,
     refuse_non_finite,
@@ -868,11 +869,7 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
     ``prepare_inputs(X)`` returned (a plain X is accepted and converted, at a cost).
     """
     data = _sparse(data)
-    check_index_array("y", y, int(layer_sizes[-1]), length=data.shape[0])
-    check_index_array("order", order, data.shape[0])
-    check_shapes(layer_sizes, params, state=(("grads", grads), ("m", m), ("v", v)))
-    if data.shape[1] != layer_sizes[0]:
-        raise ValueError(f"X has {data.shape[1]} columns, expected {int(layer_sizes[0])}")
+    check_epoch_inputs(layer_sizes, params, grads, m, v, data, y, order)
     ws = _Workspace(layer_sizes, min(int(batch_size), order.shape[0]), params, m, v)
     p, mw, vw = ws.work
     try:
