@@ -25,6 +25,7 @@ from ._common import (
     check_index_array,
     check_shapes,
     refuse_non_finite,
+    sparse_rows,
 )
 from .numpy_backend import adam_lr  # noqa: F401  (part of the contract; pure arithmetic)
 
@@ -93,15 +94,7 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
 
 def prepare_inputs(X):
     """X as SparseRows (see fastmlp.backends._common), built once per fit."""
-    # X (N, I0)
-    counts = np.empty(X.shape[0], dtype=np.int64)
-    _k.count_row_nonzeros(counts, X)
-    indptr = np.zeros(X.shape[0] + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    indices = np.empty(int(indptr[-1]), dtype=np.int32)
-    values = np.empty(int(indptr[-1]), dtype=X.dtype)
-    _k.fill_sparse_rows(indices, values, indptr, X)
-    return SparseRows(indptr, indices, values, X.shape)
+    return sparse_rows(X, _k.count_row_nonzeros, _k.fill_sparse_rows)
 
 
 def _sparse(data):
