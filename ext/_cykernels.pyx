@@ -94,9 +94,10 @@ cdef inline void _activate(floating* z, Py_ssize_t n, int act) noexcept nogil:
     cdef Py_ssize_t c
     cdef floating zero = 0, one = 1
     if act == RELU:
+        # a select and a store per element, not a branch: a hidden unit's sign is a coin
+        # toss, and mispredicted branches cost more than the stores (NaN stays NaN)
         for c in range(n):
-            if z[c] < zero:
-                z[c] = zero
+            z[c] = zero if z[c] < zero else z[c]
     elif act == TANH:
         for c in range(n):
             if floating is float:
@@ -115,8 +116,7 @@ cdef inline void _act_derivative(floating* d, const floating* a, Py_ssize_t n,
     cdef floating zero = 0, one = 1
     if act == RELU:
         for c in range(n):
-            if a[c] <= zero:
-                d[c] = zero
+            d[c] = zero if a[c] <= zero else d[c]
     elif act == TANH:
         for c in range(n):
             d[c] *= one - a[c] * a[c]
@@ -622,9 +622,9 @@ def loss_and_grad(floating[::1] params, floating[::1] grads, const long long[::1
 
 cdef int _predict_row(floating* out, const floating* x, const floating* params,
                       const long long* sizes, const long long* p_offs, Py_ssize_t n_layers,
-                      floating* cur, floating* nxt, int act) noexcept nogil:
-    """One row's probabilities into out; returns 1 (and writes nothing) if the row holds
-    NaN or infinity (x - x is 0 exactly for finite x)."""
+                      floating* cur, floating* nxt, int act, bint softmax) noexcept nogil:
+    """One row's probabilities (or, without softmax, its logits) into out; returns 1 (and
+    writes nothing) if the row holds NaN or infinity (x - x is 0 exactly for finite x)."""
     cdef Py_ssize_t layer, i, c, n_in, n_out
     cdef const floating* w
     cdef const floating* src = x
@@ -652,15 +652,17 @@ cdef int _predict_row(floating* out, const floating* x, const floating* params,
             tmp = cur
             cur = nxt
             nxt = tmp
-    _softmax_row(out, out, sizes[n_layers], -1, &hit)
+    if softmax:
+        _softmax_row(out, out, sizes[n_layers], -1, &hit)
     return 0
 
 
 def predict_proba(floating[:, ::1] out, const floating[:, ::1] X, const floating[::1] params,
                   const long long[::1] sizes, const long long[::1] p_offs, Py_ssize_t width,
-                  int act, bint parallel_rows):
-    """Probabilities of every row of X, rows split between threads when parallel_rows.
-    Returns the number of rows holding NaN or infinity (their outputs are not written)."""
+                  int act, bint parallel_rows, bint softmax=True):
+    """Probabilities (or, without softmax, logits) of every row of X, rows split between
+    threads when parallel_rows. Returns the number of rows holding NaN or infinity (their
+    outputs are not written)."""
     cdef Py_ssize_t n = X.shape[0], n_layers = sizes.shape[0] - 1, r
     cdef int n_threads = fastmlp_max_threads() if parallel_rows else 1
     cdef Py_ssize_t bad = 0
@@ -677,11 +679,13 @@ def predict_proba(floating[:, ::1] out, const floating[:, ::1] X, const floating
                 for r in prange(n, schedule="static", num_threads=n_threads):
                     mine = scratch + 2 * width * threadid()
                     bad += _predict_row(&out[r, 0], &X[r, 0], &params[0], &sizes[0],
-                                        &p_offs[0], n_layers, mine, mine + width, act)
+                                        &p_offs[0], n_layers, mine, mine + width, act,
+                                        softmax)
             else:
                 for r in range(n):
                     bad += _predict_row(&out[r, 0], &X[r, 0], &params[0], &sizes[0],
-                                        &p_offs[0], n_layers, scratch, scratch + width, act)
+                                        &p_offs[0], n_layers, scratch, scratch + width, act,
+                                        softmax)
     finally:
         free(scratch)
     return bad

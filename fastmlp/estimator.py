@@ -523,20 +523,22 @@ class FastMLP(ClassifierMixin, BaseEstimator):
         self.intercepts_ = [b for _, b in views]
 
     def _accuracy(self, backend, activation, X, y_idx):
-        probs = self._forward(backend, activation, X)
-        return float(np.mean(np.argmax(probs, axis=1) == y_idx))
+        logits = self._forward(backend, activation, X, softmax=False)
+        return float(np.mean(np.argmax(logits, axis=1) == y_idx))
 
     # ------------------------------------------------------------------ prediction
 
-    def _forward(self, backend, activation, X):
+    def _forward(self, backend, activation, X, softmax=True):
+        # probabilities, or the logits (all that the most probable class needs)
         out = np.empty((X.shape[0], self._layer_sizes[-1]), dtype=self._params.dtype)
         with thread_limit(self.n_jobs, backend), np.errstate(all="ignore"):
-            backend.predict_proba(out, X, self._params, self._layer_sizes, activation)
+            backend.predict_proba(out, X, self._params, self._layer_sizes, activation,
+                                  softmax=softmax)
         if not np.isfinite(out).all():
             bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
             raise ValueError(
                 f"{bad.size} row(s) of X (the first is row {bad[0]}) overflow the network's "
-                f"{self._params.dtype} arithmetic and give no finite probabilities; the "
+                f"{self._params.dtype} arithmetic and give no finite outputs; the "
                 "inputs are far larger than the data the model was trained on (scale X "
                 "as for training, or fit with dtype='float64')")
         return out
@@ -552,11 +554,14 @@ class FastMLP(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X):
         """Class probabilities, of shape (n_samples, n_classes), columns in ``classes_`` order."""
+        return self._predict_forward(X, softmax=True)
+
+    def _predict_forward(self, X, softmax):
         if not hasattr(self, "_params"):
             check_is_fitted(self, "_params")  # raises NotFittedError with sklearn's message
         backend = self._prediction_backend()
         X = self._validate_X(X, backend)
-        return self._forward(backend, self._activation_code, X)
+        return self._forward(backend, self._activation_code, X, softmax=softmax)
 
     def predict_log_proba(self, X):
         """Logarithm of ``predict_proba``."""
@@ -565,8 +570,9 @@ class FastMLP(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         """Most probable class of each row, of shape (n_samples,)."""
-        proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)]
+        # the largest logit is the largest probability: no softmax needed
+        logits = self._predict_forward(X, softmax=False)
+        return self.classes_[np.argmax(logits, axis=1)]
 
     # ------------------------------------------------------------------ reporting
 

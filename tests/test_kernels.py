@@ -173,3 +173,8 @@ def test_predict_proba_matches_forward(backend, dtype, tol, layer_sizes, act_nam
         h = naive.linear_forward(h, w, b, IDENTITY if i == len(layer_sizes) - 2 else act)
     probs, _, _ = naive.softmax_xent(h, np.zeros(n, dtype=np.int64))
     np.testing.assert_allclose(out, probs, **tol)
+    # without the softmax: the logits themselves (what predict takes the arg-max of)
+    logits = np.full_like(out, np.nan)
+    backend.predict_proba(logits, X, params, sizes, act, softmax=False)
+    np.testing.assert_allclose(logits, h, **tol)
+    assert not np.allclose(logits, out), "logits must differ from probabilities"

@@ -170,14 +170,14 @@ def _predict_layout(sizes_key):
     return sizes, p_offs, int(widths.max())
 
 
-def predict_proba(out, X, params, layer_sizes, act):
-    """Class probabilities of the rows of X: a row at a time, zero inputs skipped, rows
-    split between threads when there are many."""
+def predict_proba(out, X, params, layer_sizes, act, softmax=True):
+    """Class probabilities of the rows of X (logits if not ``softmax``): a row at a time,
+    zero inputs skipped, rows split between threads when there are many."""
     check_shapes(layer_sizes, params, X=X, out=out)
     sizes, p_offs, width = _predict_layout(tuple(int(s) for s in layer_sizes))
     kernel = _PREDICT[params.dtype.type]
     refuse_non_finite(kernel(out, X, params, sizes, p_offs, width, int(act),
-                             X.shape[0] >= PARALLEL_ROWS))
+                             X.shape[0] >= PARALLEL_ROWS, bool(softmax)))
 
 
 # the kernel's specialisations, picked by dtype here rather than by Cython's dispatcher,

@@ -1040,7 +1040,7 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
 
 
 @_inline
-def _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, r0, r1):
+def _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, r0, r1, softmax):
     # rows r0:r1 of X (N, I0) -> out (N, K), both flat; params in the flat layout;
     # top_t the top layer's W transposed, (K, I) (unused without hidden layers).
     # Returns how many rows hold NaN or infinity (their outputs are left unwritten).
@@ -1099,7 +1099,8 @@ def _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, r0, r1):
             # a dot product per class with the transposed W (see _batch, stage 2)
             for c in range(n_k):
                 out[o + c] += _dot_f(cur, U(0), top_t, c * n_i, n_i)
-        _softmax_f(out, o, out, o, n_k, U(0))
+        if softmax:
+            _softmax_f(out, o, out, o, n_k, U(0))
     return n_bad
 
 
@@ -1118,25 +1119,27 @@ def _predict_layout(sizes):
 
 
 @_pjit
-def _predict_proba_parallel(out, X, n_rows, params, top_t, sizes, act, n_blocks):
+def _predict_proba_parallel(out, X, n_rows, params, top_t, sizes, act, n_blocks, softmax):
     usizes, p_offs, width = _predict_layout(sizes)
     bad = np.zeros(n_blocks, dtype=np.int64)
     for k in prange(n_blocks):
         r0, r1 = _ublock(n_rows, n_blocks, k)
-        bad[k] = _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, r0, r1)
+        bad[k] = _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, r0, r1,
+                               softmax)
     return bad.sum()
 
 
 @_jit
-def _predict_proba_serial(out, X, n_rows, params, top_t, sizes, act):
+def _predict_proba_serial(out, X, n_rows, params, top_t, sizes, act, softmax):
     usizes, p_offs, width = _predict_layout(sizes)
-    return _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, U(0), n_rows)
+    return _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, U(0), n_rows,
+                         softmax)
 
 
-def predict_proba(out, X, params, layer_sizes, act):
-    """Class probabilities of the rows of X: rows split between threads (a few rows run
-    on the calling thread alone), zero inputs skipped. Checks that X is finite on the way
-    (see CHECKS_FINITE_INPUT)."""
+def predict_proba(out, X, params, layer_sizes, act, softmax=True):
+    """Class probabilities of the rows of X (logits if not ``softmax``): rows split
+    between threads (a few rows run on the calling thread alone), zero inputs skipped.
+    Checks that X is finite on the way (see CHECKS_FINITE_INPUT)."""
     check_shapes(layer_sizes, params, X=X, out=out)
     n_rows = np.uint64(X.shape[0])
     n_i, n_k = int(layer_sizes[-2]), int(layer_sizes[-1])
@@ -1144,8 +1147,9 @@ def predict_proba(out, X, params, layer_sizes, act):
     top_t = np.ascontiguousarray(params[start : start + n_i * n_k].reshape(n_i, n_k).T).ravel()
     if X.shape[0] < 2 * PREDICT_CHUNK:
         bad = _predict_proba_serial(out.ravel(), X.ravel(), n_rows, params, top_t,
-                                    layer_sizes, act)
+                                    layer_sizes, act, bool(softmax))
     else:
         bad = _predict_proba_parallel(out.ravel(), X.ravel(), n_rows, params, top_t,
-                                      layer_sizes, act, numba.get_num_threads())
+                                      layer_sizes, act, numba.get_num_threads(),
+                                      bool(softmax))
     refuse_non_finite(bad)

@@ -224,8 +224,9 @@ def train_epoch(params, grads, m, v, layer_sizes, act, X, y, order, batch_size, 
     return loss_total, correct_total, t
 
 
-def predict_proba(out, X, params, layer_sizes, act):
-    """Class probabilities of the rows of X, in chunks so memory stays bounded."""
+def predict_proba(out, X, params, layer_sizes, act, softmax=True):
+    """Class probabilities of the rows of X, in chunks so memory stays bounded; the
+    logits instead if not ``softmax`` (all that the most probable class needs)."""
     # X (N, I0), out (N, K)
     n = X.shape[0]
     layers = layer_views(params, layer_sizes)
@@ -239,6 +240,8 @@ def predict_proba(out, X, params, layer_sizes, act):
             target = out[start:stop] if i == last else bufs[i][: stop - start]
             linear_forward(target, h, w, b, IDENTITY if i == last else act)
             h = target
+        if not softmax:
+            continue
         logits = out[start:stop]
         logits -= logits.max(axis=1, keepdims=True)
         np.exp(logits, out=logits)
