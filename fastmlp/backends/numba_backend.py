@@ -162,6 +162,10 @@ def _axpy_f(y, yo, a, x, xo, n):
 # for the forward pass and for the first layer's gradient). 256 bytes is 64 float32 or
 # 32 float64: half the 16 AVX2 registers, so nothing spills.
 PANEL_BYTES = 256
+# Panels of fewer lanes than this are not used: a float64 panel has 32, and LLVM unrolls a
+# 32-step loop in full and then leaves it scalar, which made float64 epochs 1.9x slower
+# than the plain loops (measured); float64 keeps the plain loops.
+PANEL_MIN = U(64)
 
 if numba.config.DISABLE_JIT:
 
@@ -211,17 +215,18 @@ def _sum_rows_f(out, oo, scale, init, io, vals, idx, q0, q1, src, s_base, s_stri
     added in that order; panel by panel in acc (see _panel), the remainder in place."""
     P = _panel_width(out)
     p0 = U(0)
-    while p0 + P <= width:
-        for c in range(P):
-            acc[c] = scale * init[io + p0 + c]
-        for q in range(q0, q1):
-            a = vals[q]
-            so = s_base + U(idx[q]) * s_stride + p0
+    if P >= PANEL_MIN:
+        while p0 + P <= width:
             for c in range(P):
-                acc[c] += a * src[so + c]
-        for c in range(P):
-            out[oo + p0 + c] = acc[c]
-        p0 += P
+                acc[c] = scale * init[io + p0 + c]
+            for q in range(q0, q1):
+                a = vals[q]
+                so = s_base + U(idx[q]) * s_stride + p0
+                for c in range(P):
+                    acc[c] += a * src[so + c]
+            for c in range(P):
+                out[oo + p0 + c] = acc[c]
+            p0 += P
     if p0 < width:
         rest = width - p0
         _scale_f(out, oo + p0, scale, init, io + p0, rest)
@@ -236,15 +241,16 @@ def _scatter_rows_f(dst, d_base, d_stride, vals, idx, q0, q1, src, so, width, ac
     q. (Prefetching the rows of dst a few places ahead was measured: slower.)"""
     P = _panel_width(dst)
     p0 = U(0)
-    while p0 + P <= width:
-        for c in range(P):
-            acc[c] = src[so + p0 + c]
-        for q in range(q0, q1):
-            a = vals[q]
-            do = d_base + U(idx[q]) * d_stride + p0
+    if P >= PANEL_MIN:
+        while p0 + P <= width:
             for c in range(P):
-                dst[do + c] += a * acc[c]
-        p0 += P
+                acc[c] = src[so + p0 + c]
+            for q in range(q0, q1):
+                a = vals[q]
+                do = d_base + U(idx[q]) * d_stride + p0
+                for c in range(P):
+                    dst[do + c] += a * acc[c]
+            p0 += P
     if p0 < width:
         for q in range(q0, q1):
             _axpy_f(dst, d_base + U(idx[q]) * d_stride + p0, vals[q], src, so + p0,
@@ -259,28 +265,35 @@ def _scale_f(y, yo, a, x, xo, n):
 
 
 @_inline
-def _dot_f(x, xo, y, yo, n):
-    # sum of x[xo:xo+n] * y[yo:yo+n] in one partial sum per lane of a panel (see
-    # _panel), the lanes then added pairwise in a fixed order: as fast as a reordered
-    # sum, and the same bits however it is compiled. (With eight partial sums in scalars
-    # LLVM did not vectorise at all: the output layer's dot products took 16 % of an
-    # epoch.)
-    acc = _panel(x)
-    P = _panel_width(x)
-    for c in range(P):
+def _dot_lanes_f(x, xo, y, yo, n, lanes, acc):
+    # sum of x[xo:xo+n] * y[yo:yo+n], one partial sum per lane of acc, the lanes then
+    # added pairwise in a fixed order
+    for c in range(lanes):
         acc[c] = x.dtype.type(0)
-    n_p = n - n % P
-    for j in range(U(0), n_p, P):
-        for c in range(P):
+    n_p = n - n % lanes
+    for j in range(U(0), n_p, lanes):
+        for c in range(lanes):
             acc[c] += x[xo + j + c] * y[yo + j + c]
     for c in range(n - n_p):
         acc[c] += x[xo + n_p + c] * y[yo + n_p + c]
-    half = P // U(2)
+    half = lanes // U(2)
     while half > U(0):
         for c in range(half):
             acc[c] += acc[c + half]
         half //= U(2)
     return acc[0]
+
+
+@_inline
+def _dot_f(x, xo, y, yo, n):
+    # A fixed-order sum: as fast as a reordered one, and the same bits however it is
+    # compiled. float32 keeps a partial sum per lane of a panel (see _panel), which LLVM
+    # vectorises; as eight scalars it was left scalar (the output layer's dot products
+    # took 16 % of an epoch). float64 keeps eight (see PANEL_MIN).
+    acc = _panel(x)
+    if _panel_width(x) >= PANEL_MIN:
+        return _dot_lanes_f(x, xo, y, yo, n, _panel_width(x), acc)
+    return _dot_lanes_f(x, xo, y, yo, n, U(8), acc)
 
 
 @_jit
