@@ -1016,6 +1016,8 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
 
     Same contract and results as the NumPy backend's ``train_epoch``; ``data`` is what
     ``prepare_inputs(X)`` returned (a plain X is accepted and converted, at a cost).
+    ``grads`` is a work buffer: afterwards it holds no particular batch's gradient (the
+    first layer's part is cleared by every update).
     """
     data = _sparse(data)
     check_epoch_inputs(layer_sizes, params, grads, m, v, data, y, order)
