@@ -155,49 +155,42 @@ def _axpy_f(y, yo, a, x, xo, n):
             y[yo + c] += a * x[xo + c]
 
 
-# A panel: PANEL_BYTES of a row, summed in registers. Adding rows of a matrix into a row
-# of an array makes LLVM load and store that row around every addition, because it
-# cannot prove the two arrays apart; a buffer on the stack cannot alias anything, so
-# LLVM keeps it in eight vector registers (measured 2x faster per non-zero input, both
-# for the forward pass and for the first layer's gradient). 256 bytes is 64 float32 or
-# 32 float64: half the 16 AVX2 registers, so nothing spills.
-PANEL_BYTES = 256
-# Panels of fewer lanes than this are not used: a float64 panel has 32, and LLVM unrolls a
-# 32-step loop in full and then leaves it scalar, which made float64 epochs 1.9x slower
-# than the plain loops (measured); float64 keeps the plain loops.
-PANEL_MIN = U(64)
+# A panel: PANEL_LANES values of a row, summed in registers. Adding rows of a matrix
+# into a row of an array makes LLVM load and store that row around every addition,
+# because it cannot prove the two arrays apart; a buffer on the stack cannot alias
+# anything, so LLVM keeps it in vector registers (measured 2x faster per non-zero input,
+# both for the forward pass and for the first layer's gradient): 64 float32 take eight of
+# the 16 AVX2 registers. The lane count is the same for float64 (sixteen registers, some
+# spilled): with 32 lanes LLVM unrolled the 32-step loops in full and then left them
+# scalar, which made float64 epochs 1.9x slower than plain loops (measured).
+PANEL_LANES = 64
 
 if numba.config.DISABLE_JIT:
 
     def _panel(like):
-        return np.empty(PANEL_BYTES // like.itemsize, dtype=like.dtype)
+        return np.empty(PANEL_LANES, dtype=like.dtype)
 
     def _panel_width(like):
-        return U(PANEL_BYTES // like.itemsize)
+        return U(PANEL_LANES)
 
 else:
 
-    def _panel_items(context, dtype):
-        return PANEL_BYTES // context.get_abi_sizeof(context.get_data_type(dtype))
-
     @intrinsic
     def _panel_buffer(typingctx, like):
-        # a stack buffer of PANEL_BYTES in like's dtype, allocated once per function
+        # a stack buffer of PANEL_LANES values of like's dtype, allocated once per function
         dtype = like.dtype
 
         def codegen(context, builder, signature, args):
             return cgutils.alloca_once(builder, context.get_data_type(dtype),
-                                       size=_panel_items(context, dtype))
+                                       size=PANEL_LANES)
 
         return types.CPointer(dtype)(like), codegen
 
     @intrinsic
     def _panel_width(typingctx, like):
-        # PANEL_BYTES / itemsize of like, as a constant LLVM can unroll loops by
-        dtype = like.dtype
-
+        # PANEL_LANES, as a constant LLVM can unroll loops by
         def codegen(context, builder, signature, args):
-            return context.get_constant(types.uint64, _panel_items(context, dtype))
+            return context.get_constant(types.uint64, PANEL_LANES)
 
         return types.uint64(like), codegen
 
@@ -215,18 +208,17 @@ def _sum_rows_f(out, oo, scale, init, io, vals, idx, q0, q1, src, s_base, s_stri
     added in that order; panel by panel in acc (see _panel), the remainder in place."""
     P = _panel_width(out)
     p0 = U(0)
-    if P >= PANEL_MIN:
-        while p0 + P <= width:
+    while p0 + P <= width:
+        for c in range(P):
+            acc[c] = scale * init[io + p0 + c]
+        for q in range(q0, q1):
+            a = vals[q]
+            so = s_base + U(idx[q]) * s_stride + p0
             for c in range(P):
-                acc[c] = scale * init[io + p0 + c]
-            for q in range(q0, q1):
-                a = vals[q]
-                so = s_base + U(idx[q]) * s_stride + p0
-                for c in range(P):
-                    acc[c] += a * src[so + c]
-            for c in range(P):
-                out[oo + p0 + c] = acc[c]
-            p0 += P
+                acc[c] += a * src[so + c]
+        for c in range(P):
+            out[oo + p0 + c] = acc[c]
+        p0 += P
     if p0 < width:
         rest = width - p0
         _scale_f(out, oo + p0, scale, init, io + p0, rest)
@@ -241,16 +233,15 @@ def _scatter_rows_f(dst, d_base, d_stride, vals, idx, q0, q1, src, so, width, ac
     q. (Prefetching the rows of dst a few places ahead was measured: slower.)"""
     P = _panel_width(dst)
     p0 = U(0)
-    if P >= PANEL_MIN:
-        while p0 + P <= width:
+    while p0 + P <= width:
+        for c in range(P):
+            acc[c] = src[so + p0 + c]
+        for q in range(q0, q1):
+            a = vals[q]
+            do = d_base + U(idx[q]) * d_stride + p0
             for c in range(P):
-                acc[c] = src[so + p0 + c]
-            for q in range(q0, q1):
-                a = vals[q]
-                do = d_base + U(idx[q]) * d_stride + p0
-                for c in range(P):
-                    dst[do + c] += a * acc[c]
-            p0 += P
+                dst[do + c] += a * acc[c]
+        p0 += P
     if p0 < width:
         for q in range(q0, q1):
             _axpy_f(dst, d_base + U(idx[q]) * d_stride + p0, vals[q], src, so + p0,
@@ -265,35 +256,28 @@ def _scale_f(y, yo, a, x, xo, n):
 
 
 @_inline
-def _dot_lanes_f(x, xo, y, yo, n, lanes, acc):
-    # sum of x[xo:xo+n] * y[yo:yo+n], one partial sum per lane of acc, the lanes then
-    # added pairwise in a fixed order
-    for c in range(lanes):
+def _dot_f(x, xo, y, yo, n):
+    # sum of x[xo:xo+n] * y[yo:yo+n] in one partial sum per lane of a panel (see
+    # _panel), the lanes then added pairwise in a fixed order: as fast as a reordered
+    # sum, and the same bits however it is compiled. (With eight partial sums in scalars
+    # LLVM did not vectorise at all: the output layer's dot products took 16 % of an
+    # epoch.)
+    acc = _panel(x)
+    P = _panel_width(x)
+    for c in range(P):
         acc[c] = x.dtype.type(0)
-    n_p = n - n % lanes
-    for j in range(U(0), n_p, lanes):
-        for c in range(lanes):
+    n_p = n - n % P
+    for j in range(U(0), n_p, P):
+        for c in range(P):
             acc[c] += x[xo + j + c] * y[yo + j + c]
     for c in range(n - n_p):
         acc[c] += x[xo + n_p + c] * y[yo + n_p + c]
-    half = lanes // U(2)
+    half = P // U(2)
     while half > U(0):
         for c in range(half):
             acc[c] += acc[c + half]
         half //= U(2)
     return acc[0]
-
-
-@_inline
-def _dot_f(x, xo, y, yo, n):
-    # A fixed-order sum: as fast as a reordered one, and the same bits however it is
-    # compiled. float32 keeps a partial sum per lane of a panel (see _panel), which LLVM
-    # vectorises; as eight scalars it was left scalar (the output layer's dot products
-    # took 16 % of an epoch). float64 keeps eight (see PANEL_MIN).
-    acc = _panel(x)
-    if _panel_width(x) >= PANEL_MIN:
-        return _dot_lanes_f(x, xo, y, yo, n, _panel_width(x), acc)
-    return _dot_lanes_f(x, xo, y, yo, n, U(8), acc)
 
 
 @_jit
@@ -1016,8 +1000,6 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
 
     Same contract and results as the NumPy backend's ``train_epoch``; ``data`` is what
     ``prepare_inputs(X)`` returned (a plain X is accepted and converted, at a cost).
-    ``grads`` is a work buffer: afterwards it holds no particular batch's gradient (the
-    first layer's part is cleared by every update).
     """
     data = _sparse(data)
     check_epoch_inputs(layer_sizes, params, grads, m, v, data, y, order)
