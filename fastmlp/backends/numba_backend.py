@@ -638,10 +638,10 @@ def _step_rows_f(params, grads, m, v, s, n, alpha_n, update, solver, lr, momentu
     """Adds the L2 term alpha_n * w to the gradient in grads[s : s + n] and, if
     ``update``, takes the optimizer step with it in the same pass and clears grads to
     zero for the next batch (otherwise the whole gradient is left there). Returns the sum
-    of squared weights before the step."""
-    pen = float(_dot_f(params, s, params, s, n))
+    of squared weights before the step (0 without an L2 term)."""
     zero = params.dtype.type(0)
     one = params.dtype.type(1)
+    pen = _sumsq_f(params, s, n) if alpha_n != zero else 0.0
     if not update:
         for q in range(s, s + n):
             grads[q] += alpha_n * params[q]
