@@ -31,6 +31,7 @@ from contextlib import contextmanager
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import carray, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -198,6 +199,103 @@ else:
     def _panel(like):
         # inlined, so the buffer belongs to the caller's frame
         return carray(_panel_buffer(like), _panel_width(like))
+
+
+# A vector sum of rows: out[oo : oo + L] = sum over q in [q0, q1) of
+# vals[q] * w[w_base + j * w_stride : ... + L], where j = idx[q], or j = q when idx is
+# None, and L = VECTOR_BYTES / itemsize (16 float32, 8 float64). It is written in LLVM IR
+# with explicit vector types, because a row of so few values gives LLVM's vectorisers
+# nothing to work with: the same loop in Python-level Numba code came out as scalar FMAs
+# with the partial sums spilled to the stack (measured 5x slower). The sum runs in
+# VECTOR_SUMS interleaved partial sums, so that consecutive FMAs do not wait for each
+# other, added pairwise at the end in a fixed order. No bounds are checked: the caller
+# pads w so that every row it names holds L values.
+VECTOR_BYTES = 64
+VECTOR_SUMS = 4
+
+if numba.config.DISABLE_JIT:
+
+    def _vector_width(like):
+        return U(VECTOR_BYTES // like.dtype.itemsize)
+
+    def _sum_rows_v(out, oo, w, w_base, w_stride, vals, idx, q0, q1):
+        lanes = VECTOR_BYTES // w.dtype.itemsize
+        acc = np.zeros((VECTOR_SUMS, lanes), dtype=w.dtype)
+        n_main = q0 + (q1 - q0) // VECTOR_SUMS * VECTOR_SUMS
+        for q in range(q0, q1):
+            j = q if idx is None else idx[q]
+            off = int(w_base + U(j) * w_stride)
+            part = (q - q0) % VECTOR_SUMS if q < n_main else 0
+            acc[part] += vals[q] * w[off : off + lanes]
+        while acc.shape[0] > 1:
+            acc = acc[0::2] + acc[1::2]
+        out[oo : oo + lanes] = acc[0]
+
+else:
+
+    @intrinsic
+    def _vector_width(typingctx, like):
+        # VECTOR_BYTES in values of like's dtype, as a constant
+        lanes = VECTOR_BYTES // like.dtype.bitwidth * 8
+
+        def codegen(context, builder, signature, args):
+            return context.get_constant(types.uint64, lanes)
+
+        return types.uint64(like), codegen
+
+    @intrinsic
+    def _sum_rows_v(typingctx, out, oo, w, w_base, w_stride, vals, idx, q0, q1):
+        dense = isinstance(idx, types.NoneType)
+        lanes = VECTOR_BYTES // w.dtype.bitwidth * 8
+
+        def codegen(context, builder, signature, args):
+            out_v, oo_v, w_v, base_v, stride_v, vals_v, idx_v, q0_v, q1_v = args
+            out_t, _, w_t, _, _, vals_t, idx_t = signature.args[:7]
+            ftype = context.get_data_type(w_t.dtype)
+            vtype = ir.VectorType(ftype, lanes)
+            i32, i64 = ir.IntType(32), ir.IntType(64)
+
+            def data(ty, value):
+                return context.make_array(ty)(context, builder, value).data
+
+            out_p, w_p, vals_p = data(out_t, out_v), data(w_t, w_v), data(vals_t, vals_v)
+            idx_p = None if dense else data(idx_t, idx_v)
+            zeros = ir.Constant(vtype, [ir.Constant(ftype, 0.0)] * lanes)
+            sums = [cgutils.alloca_once_value(builder, zeros) for _ in range(VECTOR_SUMS)]
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vtype, [vtype] * 3),
+                f"llvm.fma.v{lanes}f{w_t.dtype.bitwidth}")
+            splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+
+            def step(q, acc):
+                a = builder.load(builder.gep(vals_p, [q]))
+                j = q if dense else builder.sext(builder.load(builder.gep(idx_p, [q])), i64)
+                row = builder.gep(w_p, [builder.add(base_v, builder.mul(j, stride_v))])
+                wv = builder.load(builder.bitcast(row, vtype.as_pointer()),
+                                  align=w_t.dtype.bitwidth // 8)
+                av = builder.shuffle_vector(
+                    builder.insert_element(ir.Constant(vtype, None), a, ir.Constant(i32, 0)),
+                    ir.Constant(vtype, None), splat)
+                builder.store(builder.call(fma, [av, wv, builder.load(acc)]), acc)
+
+            n_sums = ir.Constant(i64, VECTOR_SUMS)
+            n_main = builder.udiv(builder.sub(q1_v, q0_v), n_sums)
+            with cgutils.for_range(builder, n_main) as loop:
+                q = builder.add(q0_v, builder.mul(loop.index, n_sums))
+                for part in range(VECTOR_SUMS):
+                    step(builder.add(q, ir.Constant(i64, part)), sums[part])
+            rest = builder.add(q0_v, builder.mul(n_main, n_sums))
+            with cgutils.for_range(builder, builder.sub(q1_v, rest)) as loop:
+                step(builder.add(rest, loop.index), sums[0])
+            parts = [builder.load(acc) for acc in sums]
+            while len(parts) > 1:
+                parts = [builder.fadd(parts[i], parts[i + 1]) for i in range(0, len(parts), 2)]
+            dst = builder.gep(out_p, [oo_v])
+            builder.store(parts[0], builder.bitcast(dst, vtype.as_pointer()),
+                          align=w_t.dtype.bitwidth // 8)
+            return context.get_dummy_value()
+
+        return types.void(out, oo, w, w_base, w_stride, vals, idx, q0, q1), codegen
 
 
 @_inline
@@ -1037,9 +1135,10 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
 
 
 @_inline
-def _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, r0, r1, softmax):
+def _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, r0, r1, softmax):
     # rows r0:r1 of X (N, I0) -> out (N, K), both flat; params in the flat layout;
-    # top_t the top layer's W transposed, (K, I) (unused without hidden layers).
+    # top_w the top layer's W (I, Kp), its columns padded with zeros to a multiple of
+    # the vector width (see _sum_rows_v).
     # Returns how many rows hold NaN or infinity (their outputs are left unwritten).
     n_layers = usizes.shape[0] - 1
     top = n_layers - 1
@@ -1050,6 +1149,9 @@ def _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, r0, r1, sof
     nxt = np.empty(width, dtype=out.dtype)
     nz_idx = np.empty(n_in0, dtype=np.int32)
     nz_val = np.empty(n_in0, dtype=out.dtype)
+    k_pad = U(top_w.shape[0]) // usizes[top]
+    logits = np.empty(k_pad, dtype=out.dtype)
+    lanes = _vector_width(out)
     acc = _panel(out)
     n_bad = 0
     for r in range(r0, r1):
@@ -1084,18 +1186,17 @@ def _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, r0, r1, sof
                         _axpy_f(nxt, U(0), cur[j], params, w_off + j * n_o, n_o)
             _activate_f(nxt, U(0), n_o, act)
             cur, nxt = nxt, cur
-        # output layer: logits = b + h @ W, as a sum of rows of W (no reductions)
+        # output layer: logits = b + h @ W, as vector sums of the padded rows of W
         n_i = usizes[top]
-        w_off = p_offs[top]
+        for c0 in range(U(0), k_pad, lanes):
+            if top == 0:
+                _sum_rows_v(logits, c0, top_w, c0, k_pad, nz_val, nz_idx, U(0), cnt)
+            else:
+                _sum_rows_v(logits, c0, top_w, c0, k_pad, cur, None, U(0), n_i)
         o = r * n_k
-        _scale_f(out, o, params.dtype.type(1), params, w_off + n_i * n_k, n_k)
-        if top == 0:
-            for t in range(cnt):
-                _axpy_f(out, o, nz_val[t], params, w_off + U(nz_idx[t]) * n_k, n_k)
-        else:
-            # a dot product per class with the transposed W (see _batch, stage 2)
-            for c in range(n_k):
-                out[o + c] += _dot_f(cur, U(0), top_t, c * n_i, n_i)
+        b_off = p_offs[top] + n_i * n_k
+        for c in range(n_k):
+            out[o + c] = params[b_off + c] + logits[c]
         if softmax:
             _softmax_f(out, o, out, o, n_k, U(0))
     return n_bad
@@ -1116,20 +1217,20 @@ def _predict_layout(sizes):
 
 
 @_pjit
-def _predict_proba_parallel(out, X, n_rows, params, top_t, sizes, act, n_blocks, softmax):
+def _predict_proba_parallel(out, X, n_rows, params, top_w, sizes, act, n_blocks, softmax):
     usizes, p_offs, width = _predict_layout(sizes)
     bad = np.zeros(n_blocks, dtype=np.int64)
     for k in prange(n_blocks):
         r0, r1 = _ublock(n_rows, n_blocks, k)
-        bad[k] = _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, r0, r1,
+        bad[k] = _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, r0, r1,
                                softmax)
     return bad.sum()
 
 
 @_jit
-def _predict_proba_serial(out, X, n_rows, params, top_t, sizes, act, softmax):
+def _predict_proba_serial(out, X, n_rows, params, top_w, sizes, act, softmax):
     usizes, p_offs, width = _predict_layout(sizes)
-    return _predict_rows(out, X, params, top_t, usizes, p_offs, act, width, U(0), n_rows,
+    return _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, U(0), n_rows,
                          softmax)
 
 
@@ -1141,12 +1242,15 @@ def predict_proba(out, X, params, layer_sizes, act, softmax=True):
     n_rows = np.uint64(X.shape[0])
     n_i, n_k = int(layer_sizes[-2]), int(layer_sizes[-1])
     start = params.shape[0] - n_k - n_i * n_k
-    top_t = np.ascontiguousarray(params[start : start + n_i * n_k].reshape(n_i, n_k).T).ravel()
+    lanes = VECTOR_BYTES // params.dtype.itemsize
+    top_w = np.zeros((n_i, -(-n_k // lanes) * lanes), dtype=params.dtype)
+    top_w[:, :n_k] = params[start : start + n_i * n_k].reshape(n_i, n_k)
+    top_w = top_w.ravel()
     if X.shape[0] < 2 * PREDICT_CHUNK:
-        bad = _predict_proba_serial(out.ravel(), X.ravel(), n_rows, params, top_t,
+        bad = _predict_proba_serial(out.ravel(), X.ravel(), n_rows, params, top_w,
                                     layer_sizes, act, bool(softmax))
     else:
-        bad = _predict_proba_parallel(out.ravel(), X.ravel(), n_rows, params, top_t,
+        bad = _predict_proba_parallel(out.ravel(), X.ravel(), n_rows, params, top_w,
                                       layer_sizes, act, numba.get_num_threads(),
                                       bool(softmax))
     refuse_non_finite(bad)
