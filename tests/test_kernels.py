@@ -118,7 +118,9 @@ def _problem(dtype, layer_sizes, n=50, seed=8):
 
 
 @pytest.mark.parametrize("solver", [SGD, ADAM], ids=["sgd", "adam"])
-@pytest.mark.parametrize("layer_sizes", [(5, 3), (6, 8, 4), (7, 9, 5, 3, 2)], ids=str)
+# (20, 37, 19): more classes than one vector holds, hidden units split unevenly
+@pytest.mark.parametrize("layer_sizes", [(5, 3), (6, 8, 4), (7, 9, 5, 3, 2), (20, 37, 19)],
+                         ids=str)
 def test_train_epoch_matches_reference(backend, dtype, tol, solver, layer_sizes):
     X, y, params, sizes = _problem(dtype, layer_sizes)
     reference = get_backend("numpy")

@@ -202,8 +202,8 @@ else:
 
 
 # A vector sum of rows: out[oo : oo + L] = sum over q in [q0, q1) of
-# vals[q] * w[w_base + j * w_stride : ... + L], where j = idx[q], or j = q when idx is
-# None, and L = VECTOR_BYTES / itemsize (16 float32, 8 float64). It is written in LLVM IR
+# vals[vo + q] * w[w_base + j * w_stride : ... + L], where j = idx[q], or j = q when idx
+# is None, and L = VECTOR_BYTES / itemsize (16 float32, 8 float64). It is written in LLVM IR
 # with explicit vector types, because a row of so few values gives LLVM's vectorisers
 # nothing to work with: the same loop in Python-level Numba code came out as scalar FMAs
 # with the partial sums spilled to the stack (measured 5x slower). The sum runs in
@@ -218,7 +218,7 @@ if numba.config.DISABLE_JIT:
     def _vector_width(like):
         return U(VECTOR_BYTES // like.dtype.itemsize)
 
-    def _sum_rows_v(out, oo, w, w_base, w_stride, vals, idx, q0, q1):
+    def _sum_rows_v(out, oo, w, w_base, w_stride, vals, vo, idx, q0, q1):
         lanes = VECTOR_BYTES // w.dtype.itemsize
         acc = np.zeros((VECTOR_SUMS, lanes), dtype=w.dtype)
         n_main = q0 + (q1 - q0) // VECTOR_SUMS * VECTOR_SUMS
@@ -226,7 +226,7 @@ if numba.config.DISABLE_JIT:
             j = q if idx is None else idx[q]
             off = int(w_base + U(j) * w_stride)
             part = (q - q0) % VECTOR_SUMS if q < n_main else 0
-            acc[part] += vals[q] * w[off : off + lanes]
+            acc[part] += vals[vo + q] * w[off : off + lanes]
         while acc.shape[0] > 1:
             acc = acc[0::2] + acc[1::2]
         out[oo : oo + lanes] = acc[0]
@@ -244,13 +244,13 @@ else:
         return types.uint64(like), codegen
 
     @intrinsic
-    def _sum_rows_v(typingctx, out, oo, w, w_base, w_stride, vals, idx, q0, q1):
+    def _sum_rows_v(typingctx, out, oo, w, w_base, w_stride, vals, vo, idx, q0, q1):
         dense = isinstance(idx, types.NoneType)
         lanes = VECTOR_BYTES // w.dtype.bitwidth * 8
 
         def codegen(context, builder, signature, args):
-            out_v, oo_v, w_v, base_v, stride_v, vals_v, idx_v, q0_v, q1_v = args
-            out_t, _, w_t, _, _, vals_t, idx_t = signature.args[:7]
+            out_v, oo_v, w_v, base_v, stride_v, vals_v, vo_v, idx_v, q0_v, q1_v = args
+            out_t, _, w_t, _, _, vals_t, _, idx_t = signature.args[:8]
             ftype = context.get_data_type(w_t.dtype)
             vtype = ir.VectorType(ftype, lanes)
             i32, i64 = ir.IntType(32), ir.IntType(64)
@@ -268,7 +268,7 @@ else:
             splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
 
             def step(q, acc):
-                a = builder.load(builder.gep(vals_p, [q]))
+                a = builder.load(builder.gep(vals_p, [builder.add(vo_v, q)]))
                 j = q if dense else builder.sext(builder.load(builder.gep(idx_p, [q])), i64)
                 row = builder.gep(w_p, [builder.add(base_v, builder.mul(j, stride_v))])
                 wv = builder.load(builder.bitcast(row, vtype.as_pointer()),
@@ -295,7 +295,8 @@ else:
                           align=w_t.dtype.bitwidth // 8)
             return context.get_dummy_value()
 
-        return types.void(out, oo, w, w_base, w_stride, vals, idx, q0, q1), codegen
+        u64 = types.uint64
+        return types.void(out, u64, w, u64, u64, vals, u64, idx, u64, u64), codegen
 
 
 @_inline
@@ -793,7 +794,7 @@ def _first_layer_block(params, grads, m, v, n_in, n_out, d_buf, d_base, d_stride
 
 @_pjit
 def _batch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values, y, rows,
-           act_buf, delta_buf, row_loss, row_hit, pen_parts, act, alpha, solver, lr,
+           act_buf, delta_buf, row_loss, row_hit, pen_parts, top_w, act, alpha, solver, lr,
            momentum, nesterov, beta1, beta2, eps, lr_t, update, n_blocks, stages=3):
     """Forward, loss, backward and (if update) optimizer step for the rows ``rows`` of X.
 
@@ -806,7 +807,9 @@ def _batch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values,
     """
     # indptr/indices/values: X as compressed sparse rows (see prepare_inputs); usizes (L+1,)
     # uint64 layer widths; p_offs (L,) start of each layer in params; a_offs (L,) start of
-    # each layer's outputs in act_buf/delta_buf, which hold B rows per layer.
+    # each layer's outputs in act_buf/delta_buf, which hold B rows per layer; top_w the
+    # top layer's W (I, Kp) in the plain layout with padded columns, kept in step with
+    # its work-layout copy (empty without hidden layers).
     n = rows.shape[0]
     n_layers = usizes.shape[0] - 1
     top = n_layers - 1
@@ -859,8 +862,11 @@ def _batch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values,
     n_k = usizes[n_layers]
     w_off = p_offs[top]
     b_off = w_off + n_i * n_k
+    k_pad = U(top_w.shape[0]) // n_i if top > 0 else U(0)
+    lanes = _vector_width(act_buf)
     for k in prange(n_blocks):
         r0, r1 = _ublock(U(n), n_blocks, k)
+        part = _panel(act_buf)
         for r in range(r0, r1):
             o = a_offs[top] + r * n_k
             _scale_f(act_buf, o, one, params, b_off, n_k)
@@ -875,14 +881,15 @@ def _batch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values,
                 else:
                     i_base, i_width, i0, i1 = _segment(a_offs[top - 1], b_rows, n_i,
                                                        n_blocks, k2, True)
-                    # one fixed-order dot product per class with the block's transposed
-                    # W: adding rows of W into so few logits was bound by reloading what
-                    # had just been stored (the stage took 9 % of a batch, now 7 %)
+                    # vector sums of the padded rows of W picked by this block of hidden
+                    # units: with one dot product per class, each ending in a reduction
+                    # across its lanes, the MNIST epoch took 10 % longer (measured)
                     io = i_base + r * i_width
-                    wt_base = w_off + n_k * i0
-                    for c in range(n_k):
-                        act_buf[o + c] += _dot_f(act_buf, io, params, wt_base + c * i_width,
-                                                 i_width)
+                    for c0 in range(U(0), k_pad, lanes):
+                        _sum_rows_v(part, U(0), top_w, i0 * k_pad + c0, k_pad, act_buf, io,
+                                    None, U(0), i_width)
+                        for c in range(min(lanes, n_k - c0)):
+                            act_buf[o + c0 + c] += part[c]
             label = U(y[rows[r]])
             loss_r, hit = _softmax_f(act_buf, o, act_buf, o, n_k, label)
             _scale_f(delta_buf, o, inv_n, act_buf, o, n_k)
@@ -935,6 +942,11 @@ def _batch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values,
             if update:
                 _update_f(params, grads, m, v, wt_base, n_o * wi, solver, lr, momentum,
                           nesterov, beta1, beta2, eps, lr_t)
+                if layer == top:
+                    # the forward copy of this block (see top_w)
+                    for i in range(wi):
+                        for c in range(n_o):
+                            top_w[(i0 + i) * k_pad + c] = params[wt_base + c * wi + i]
             # this block's share of the layer's biases
             d_base, d_stride, c0, c1 = _segment(a_offs[layer], b_rows, n_o, n_blocks, k,
                                                 out_blocked)
@@ -987,6 +999,19 @@ def _aligned_empty(n, dtype, align=64):
     return raw[start : start + n * dtype.itemsize].view(dtype)
 
 
+def _padded_top(params, sizes, empty=np.empty):
+    """The top layer's W (I, K) as (I, Kp), flat, its columns padded with zeros to a
+    whole number of vectors (see _sum_rows_v); ``empty`` allocates it."""
+    n_i, n_k = int(sizes[-2]), int(sizes[-1])
+    lanes = VECTOR_BYTES // params.dtype.itemsize
+    k_pad = -(-n_k // lanes) * lanes
+    start = params.shape[0] - n_k - n_i * n_k
+    top = empty(n_i * k_pad, params.dtype)
+    top[:] = 0
+    top.reshape(n_i, k_pad)[:, :n_k] = params[start : start + n_i * n_k].reshape(n_i, n_k)
+    return top
+
+
 class _Workspace:
     """Buffers for batches of up to ``rows`` rows, allocated once per call, and the work
     layout copies of the parameters, gradients and optimizer moments."""
@@ -1013,12 +1038,16 @@ class _Workspace:
         # the first layer's gradient is summed into zeros, and each update clears it again
         self.grads = _aligned_empty(params.shape[0], dtype)
         self.grads[:] = 0
+        # aligned, so that no cache line holds rows that two threads refresh
+        self.top_w = (_padded_top(params, sizes, _aligned_empty) if len(sizes) > 2
+                      else np.empty(0, dtype))
 
     def layout(self):
         return (self.usizes, self.p_offs, self.a_offs)
 
     def buffers(self):
-        return (self.act_buf, self.delta_buf, self.row_loss, self.row_hit, self.pen_parts)
+        return (self.act_buf, self.delta_buf, self.row_loss, self.row_hit, self.pen_parts,
+                self.top_w)
 
     def write_back(self, grads=None):
         """Copy the work-layout parameters (and moments, and optionally grads) back."""
@@ -1070,7 +1099,7 @@ def _sparse(data):
 
 @_jit
 def _epoch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values, y, order,
-           batch_size, act_buf, delta_buf, row_loss, row_hit, pen_parts, act, alpha,
+           batch_size, act_buf, delta_buf, row_loss, row_hit, pen_parts, top_w, act, alpha,
            solver, lr, momentum, nesterov, beta1, beta2, eps, t, n_blocks):
     n = order.shape[0]
     loss = 0.0
@@ -1084,7 +1113,7 @@ def _epoch(params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values,
             lr_t = lr * np.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
         batch_loss, batch_hits = _batch(
             params, grads, m, v, usizes, p_offs, a_offs, indptr, indices, values, y,
-            order[start:stop], act_buf, delta_buf, row_loss, row_hit, pen_parts, act,
+            order[start:stop], act_buf, delta_buf, row_loss, row_hit, pen_parts, top_w, act,
             alpha, solver, dt(lr), dt(momentum), nesterov, dt(beta1), dt(beta2), dt(eps),
             dt(lr_t), True, n_blocks)
         loss += batch_loss
@@ -1190,9 +1219,9 @@ def _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, r0, r1, sof
         n_i = usizes[top]
         for c0 in range(U(0), k_pad, lanes):
             if top == 0:
-                _sum_rows_v(logits, c0, top_w, c0, k_pad, nz_val, nz_idx, U(0), cnt)
+                _sum_rows_v(logits, c0, top_w, c0, k_pad, nz_val, U(0), nz_idx, U(0), cnt)
             else:
-                _sum_rows_v(logits, c0, top_w, c0, k_pad, cur, None, U(0), n_i)
+                _sum_rows_v(logits, c0, top_w, c0, k_pad, cur, U(0), None, U(0), n_i)
         o = r * n_k
         b_off = p_offs[top] + n_i * n_k
         for c in range(n_k):
@@ -1240,12 +1269,7 @@ def predict_proba(out, X, params, layer_sizes, act, softmax=True):
     Checks that X is finite on the way (see CHECKS_FINITE_INPUT)."""
     check_shapes(layer_sizes, params, X=X, out=out)
     n_rows = np.uint64(X.shape[0])
-    n_i, n_k = int(layer_sizes[-2]), int(layer_sizes[-1])
-    start = params.shape[0] - n_k - n_i * n_k
-    lanes = VECTOR_BYTES // params.dtype.itemsize
-    top_w = np.zeros((n_i, -(-n_k // lanes) * lanes), dtype=params.dtype)
-    top_w[:, :n_k] = params[start : start + n_i * n_k].reshape(n_i, n_k)
-    top_w = top_w.ravel()
+    top_w = _padded_top(params, layer_sizes)
     if X.shape[0] < 2 * PREDICT_CHUNK:
         bad = _predict_proba_serial(out.ravel(), X.ravel(), n_rows, params, top_w,
                                     layer_sizes, act, bool(softmax))
