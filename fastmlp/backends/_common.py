@@ -119,3 +119,19 @@ def refuse_non_finite(n_bad_rows):
     if n_bad_rows:
         raise ValueError(f"Input X contains NaN or infinity ({int(n_bad_rows)} row(s)); "
                          "every value must be finite")
+
+
+# The compiled backends sum the output layer's rows VECTOR_BYTES at a time (16 float32, 8
+# float64 values): the top layer's W is handed to them with its columns padded to that.
+VECTOR_BYTES = 64
+
+
+def padded_top(params, layer_sizes):
+    """The top layer's W (I, K) as (I, Kp), flat, its columns padded with zeros to a
+    whole number of vectors."""
+    n_i, n_k = int(layer_sizes[-2]), int(layer_sizes[-1])
+    lanes = VECTOR_BYTES // params.dtype.itemsize
+    start = params.shape[0] - n_k - n_i * n_k
+    top = np.zeros((n_i, -(-n_k // lanes) * lanes), dtype=params.dtype)
+    top[:, :n_k] = params[start : start + n_i * n_k].reshape(n_i, n_k)
+    return top.ravel()

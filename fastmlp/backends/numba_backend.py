@@ -43,10 +43,12 @@ from ._common import (
     RELU,
     SGD,
     TANH,
+    VECTOR_BYTES,
     SparseRows,
     check_epoch_inputs,
     check_index_array,
     check_shapes,
+    padded_top,
     refuse_non_finite,
     sparse_rows,
 )
@@ -209,8 +211,7 @@ else:
 # with the partial sums spilled to the stack (measured 5x slower). The sum runs in
 # VECTOR_SUMS interleaved partial sums, so that consecutive FMAs do not wait for each
 # other, added pairwise at the end in a fixed order. No bounds are checked: the caller
-# pads w so that every row it names holds L values.
-VECTOR_BYTES = 64
+# pads w so that every row it names holds L values (see _common.padded_top).
 VECTOR_SUMS = 4
 
 if numba.config.DISABLE_JIT:
@@ -1003,19 +1004,6 @@ def _aligned_empty(n, dtype, align=64):
     return raw[start : start + n * dtype.itemsize].view(dtype)
 
 
-def _padded_top(params, sizes, empty=np.empty):
-    """The top layer's W (I, K) as (I, Kp), flat, its columns padded with zeros to a
-    whole number of vectors (see _sum_rows_v); ``empty`` allocates it."""
-    n_i, n_k = int(sizes[-2]), int(sizes[-1])
-    lanes = VECTOR_BYTES // params.dtype.itemsize
-    k_pad = -(-n_k // lanes) * lanes
-    start = params.shape[0] - n_k - n_i * n_k
-    top = empty(n_i * k_pad, params.dtype)
-    top[:] = 0
-    top.reshape(n_i, k_pad)[:, :n_k] = params[start : start + n_i * n_k].reshape(n_i, n_k)
-    return top
-
-
 class _Workspace:
     """Buffers for batches of up to ``rows`` rows, allocated once per call, and the work
     layout copies of the parameters, gradients and optimizer moments."""
@@ -1043,8 +1031,11 @@ class _Workspace:
         self.grads = _aligned_empty(params.shape[0], dtype)
         self.grads[:] = 0
         # aligned, so that no cache line holds rows that two threads refresh
-        self.top_w = (_padded_top(params, sizes, _aligned_empty) if len(sizes) > 2
-                      else np.empty(0, dtype))
+        self.top_w = np.empty(0, dtype)
+        if len(sizes) > 2:
+            top = padded_top(params, sizes)
+            self.top_w = _aligned_empty(top.shape[0], dtype)
+            self.top_w[:] = top
 
     def layout(self):
         return (self.usizes, self.p_offs, self.a_offs)
@@ -1278,7 +1269,7 @@ def predict_proba(out, X, params, layer_sizes, act, softmax=True):
     Checks that X is finite on the way (see CHECKS_FINITE_INPUT)."""
     check_shapes(layer_sizes, params, X=X, out=out)
     n_rows = np.uint64(X.shape[0])
-    top_w = _padded_top(params, layer_sizes)
+    top_w = padded_top(params, layer_sizes)
     if X.shape[0] < 2 * PREDICT_CHUNK:
         bad = _predict_proba_serial(out.ravel(), X.ravel(), n_rows, params, top_w,
                                     layer_sizes, act, bool(softmax))
