@@ -68,13 +68,15 @@ cdef extern from *:
     static inline void fastmlp_store_vf(float *p, fastmlp_vf v) { memcpy(p, &v, sizeof v); }
     static inline void fastmlp_store_vd(double *p, fastmlp_vd v) { memcpy(p, &v, sizeof v); }
 
-    /* out[0:width] = init[0:width] + sum over q < n of x[idx[q]] * w[idx[q] * stride : ...],
-       added in that order: eight vectors of columns at a time in registers (on AVX2, 64
-       float32 or 32 float64 columns), the rest one column at a time. */
+    /* out[0:width] = init[0:width] + sum over q < n of a_q * w[idx[q] * stride : ...],
+       added in that order, where a_q = x[idx[q]] if by_idx, else x[q]: eight vectors of
+       columns at a time in registers (on AVX2, 64 float32 or 32 float64 columns), the
+       rest one column at a time. */
     #define FASTMLP_SUM_ROWS(NAME, T, VT, LOAD, STORE)                                  \
     static inline void NAME(T *restrict out, const T *restrict init, const T *restrict w, \
                             Py_ssize_t stride, const T *restrict x,                     \
-                            const int *restrict idx, Py_ssize_t n, Py_ssize_t width) {  \
+                            const int *restrict idx, Py_ssize_t n, Py_ssize_t width,    \
+                            int by_idx) {                                               \
         const Py_ssize_t K = sizeof(VT) / sizeof(T);                                    \
         Py_ssize_t p0 = 0, q, c;                                                        \
         for (; p0 + 8 * K <= width; p0 += 8 * K) {                                      \
@@ -83,7 +85,7 @@ cdef extern from *:
             VT a4 = LOAD(init + p0 + 4 * K), a5 = LOAD(init + p0 + 5 * K);              \
             VT a6 = LOAD(init + p0 + 6 * K), a7 = LOAD(init + p0 + 7 * K);              \
             for (q = 0; q < n; q++) {                                                   \
-                const T a = x[idx[q]];                                                  \
+                const T a = by_idx ? x[idx[q]] : x[q];                                  \
                 const T *r = w + idx[q] * stride + p0;                                  \
                 a0 += a * LOAD(r); a1 += a * LOAD(r + K);                               \
                 a2 += a * LOAD(r + 2 * K); a3 += a * LOAD(r + 3 * K);                   \
@@ -97,7 +99,7 @@ cdef extern from *:
         }                                                                               \
         for (c = p0; c < width; c++) out[c] = init[c];                                  \
         for (q = 0; p0 < width && q < n; q++) {                                         \
-            const T a = x[idx[q]];                                                      \
+            const T a = by_idx ? x[idx[q]] : x[q];                                      \
             const T *r = w + idx[q] * stride;                                           \
             for (c = p0; c < width; c++) out[c] += a * r[c];                            \
         }                                                                               \
@@ -140,12 +142,14 @@ cdef extern from *:
     #else
     /* the same sums, in the same order, one value at a time */
     #define FASTMLP_SUM_ROWS(NAME, T)                                                   \
-    static inline void NAME(T *out, const T *init, const T *w, Py_ssize_t stride, const T *x,  \
-                     const int *idx, Py_ssize_t n, Py_ssize_t width) {                  \
+    static inline void NAME(T *out, const T *init, const T *w, Py_ssize_t stride,       \
+                            const T *x, const int *idx, Py_ssize_t n, Py_ssize_t width, \
+                            int by_idx) {                                               \
         Py_ssize_t q, c;                                                                \
         for (c = 0; c < width; c++) out[c] = init[c];                                   \
         for (q = 0; q < n; q++)                                                         \
-            for (c = 0; c < width; c++) out[c] += x[idx[q]] * w[idx[q] * stride + c];   \
+            for (c = 0; c < width; c++)                                                 \
+                out[c] += (by_idx ? x[idx[q]] : x[q]) * w[idx[q] * stride + c];         \
     }
     #define FASTMLP_VECTOR_SUM(NAME, T)                                                 \
     static inline void NAME(T *out, const T *w, Py_ssize_t stride, const T *x, const int *idx, \
@@ -171,11 +175,11 @@ cdef extern from *:
     void fastmlp_axpy_f(float* y, float a, const float* x, Py_ssize_t n) nogil
     void fastmlp_axpy_d(double* y, double a, const double* x, Py_ssize_t n) nogil
     void fastmlp_sum_rows_f(float* out, const float* init, const float* w, Py_ssize_t stride,
-                            const float* x, const int* idx, Py_ssize_t n,
-                            Py_ssize_t width) nogil
+                            const float* x, const int* idx, Py_ssize_t n, Py_ssize_t width,
+                            int by_idx) nogil
     void fastmlp_sum_rows_d(double* out, const double* init, const double* w,
                             Py_ssize_t stride, const double* x, const int* idx, Py_ssize_t n,
-                            Py_ssize_t width) nogil
+                            Py_ssize_t width, int by_idx) nogil
     void fastmlp_vector_sum_f(float* out, const float* w, Py_ssize_t stride, const float* x,
                               const int* idx, Py_ssize_t n) nogil
     void fastmlp_vector_sum_d(double* out, const double* w, Py_ssize_t stride,
@@ -533,14 +537,17 @@ cdef double _batch(floating* params, floating* grads, floating* m, floating* v,
                    Py_ssize_t n_layers, const long long* indptr, const int* indices,
                    const floating* values, const long long* y, const long long* rows,
                    Py_ssize_t n, floating* acts, floating* deltas, double* row_loss,
-                   int* row_hit, double* pen_rows, int act, double alpha, int solver,
+                   int* row_hit, double* pen_rows, floating* top_w, Py_ssize_t k_pad,
+                   floating* logit_rows, int act, double alpha, int solver,
                    floating lr, floating momentum, bint nesterov, floating beta1,
                    floating beta2, floating eps, floating lr_t, bint update,
                    int n_blocks) noexcept nogil:
     """Forward, loss, backward and (if update) optimizer step for the rows ``rows`` of the
     sparse X. acts/deltas hold, for each weight layer, its (n, width) outputs and their
-    gradients at a_offs[layer]. Returns the summed loss including alpha/2 ||W||^2; per-row
-    correctness is left in row_hit."""
+    gradients at a_offs[layer]. With hidden layers, top_w is the top layer's W with its
+    columns padded to k_pad (_common.padded_top), kept in step with params here, and
+    logit_rows holds (n, k_pad) scratch. Returns the summed loss including
+    alpha/2 ||W||^2; per-row correctness is left in row_hit."""
     cdef Py_ssize_t top = n_layers - 1, layer, r, c, i, q, k, j0, j1, per, tail, tail_per
     cdef Py_ssize_t t0, t1
     cdef Py_ssize_t n_in, n_out, n_k = sizes[n_layers], n_pix = sizes[0], pen_off
@@ -563,19 +570,23 @@ cdef double _batch(floating* params, floating* grads, floating* m, floating* v,
     b = params + n_pix * n_out
     for r in prange(n, schedule="static", num_threads=n_blocks):
         o = acts + a_offs[0] + r * n_out
-        for c in range(n_out):
-            o[c] = b[c]
         row = rows[r]
-        for q in range(indptr[row], indptr[row + 1]):
-            _axpy(o, values[q], w + <Py_ssize_t>indices[q] * n_out, n_out)
+        # summed in registers, not in o (see FASTMLP_SUM_ROWS)
+        if floating is float:
+            fastmlp_sum_rows_f(o, b, w, n_out, values + indptr[row], indices + indptr[row],
+                               indptr[row + 1] - indptr[row], n_out, 0)
+        else:
+            fastmlp_sum_rows_d(o, b, w, n_out, values + indptr[row], indices + indptr[row],
+                               indptr[row + 1] - indptr[row], n_out, 0)
         if top > 0:
             _activate(o, n_out, act)
         else:
             _loss_row(o, deltas + a_offs[0] + r * n_out, n_out, y[row], inv_n, &row_loss[r],
                       &row_hit[r])
 
-    # 2. layers above: out = b + h @ W as a sum of rows of W, zero inputs skipped; at the
-    #    top, softmax, loss, accuracy and the gradient of the mean loss w.r.t. the logits
+    # 2. layers above: out = b + h @ W as a sum of rows of W, zero inputs skipped (at the
+    #    top, vector sums of the padded copy of W); at the top, softmax, loss, accuracy
+    #    and the gradient of the mean loss w.r.t. the logits
     for layer in range(1, n_layers):
         n_in = sizes[layer]
         n_out = sizes[layer + 1]
@@ -584,11 +595,24 @@ cdef double _batch(floating* params, floating* grads, floating* m, floating* v,
         for r in prange(n, schedule="static", num_threads=n_blocks):
             h = acts + a_offs[layer - 1] + r * n_in
             o = acts + a_offs[layer] + r * n_out
-            for c in range(n_out):
-                o[c] = b[c]
-            for i in range(n_in):
-                if h[i] != 0:
-                    _axpy(o, h[i], w + i * n_out, n_out)
+            if layer == top:
+                # the padded rows of W in vector sums (see FASTMLP_VECTOR_SUM)
+                d = logit_rows + r * k_pad
+                c = 0
+                while c < k_pad:
+                    if floating is float:
+                        fastmlp_vector_sum_f(d + c, top_w + c, k_pad, h, NULL, n_in)
+                    else:
+                        fastmlp_vector_sum_d(d + c, top_w + c, k_pad, h, NULL, n_in)
+                    c = c + _vector_lanes(h)
+                for c in range(n_out):
+                    o[c] = b[c] + d[c]
+            else:
+                for c in range(n_out):
+                    o[c] = b[c]
+                for i in range(n_in):
+                    if h[i] != 0:
+                        _axpy(o, h[i], w + i * n_out, n_out)
             if layer < top:
                 _activate(o, n_out, act)
             else:
@@ -671,6 +695,13 @@ cdef double _batch(floating* params, floating* grads, floating* m, floating* v,
                 _update(params + t0, grads + t0, m + t0, v + t0, t1 - t0, solver, lr,
                         momentum, nesterov, beta1, beta2, eps, lr_t)
     pen_off = pen_off + n_pix
+    if update and top > 0:
+        # the padded copy of the top layer's W follows the update
+        n_in = sizes[top]
+        w = params + p_offs[top]
+        for i in range(n_in):
+            for c in range(n_k):
+                top_w[i * k_pad + c] = w[i * n_k + c]
 
     for r in range(n):
         loss += row_loss[r]
@@ -687,12 +718,14 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] m, floa
                 const int[::1] indices, const floating[::1] values, const long long[::1] y,
                 const long long[::1] order, Py_ssize_t batch_size, floating[::1] acts,
                 floating[::1] deltas, double[::1] row_loss, int[::1] row_hit,
-                double[::1] pen_rows, int act, double alpha, int solver, double lr,
+                double[::1] pen_rows, floating[::1] top_w, floating[::1] logit_rows,
+                int act, double alpha, int solver, double lr,
                 double momentum, bint nesterov, double beta1, double beta2, double eps,
                 long long t):
     """One epoch; returns (loss_sum, n_correct, t). Arrays are checked by the caller."""
     cdef Py_ssize_t n = order.shape[0], start, stop, r
     cdef Py_ssize_t n_layers = sizes.shape[0] - 1
+    cdef Py_ssize_t k_pad = top_w.shape[0] // sizes[n_layers - 1]
     cdef double loss = 0.0, lr_t
     cdef long long hits = 0
     cdef int n_blocks = fastmlp_max_threads()
@@ -712,7 +745,8 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] m, floa
                            n_layers, &indptr[0], &indices[0] if indices.shape[0] > 0 else NULL,
                            &values[0] if values.shape[0] > 0 else NULL, &y[0],
                            &order[start], stop - start, &acts[0], &deltas[0], &row_loss[0],
-                           &row_hit[0], &pen_rows[0], act, alpha, solver, <floating>lr,
+                           &row_hit[0], &pen_rows[0], &top_w[0], k_pad, &logit_rows[0],
+                           act, alpha, solver, <floating>lr,
                            <floating>momentum, nesterov, <floating>beta1, <floating>beta2,
                            <floating>eps, <floating>lr_t, True, n_blocks)
             for r in range(stop - start):
@@ -726,17 +760,19 @@ def loss_and_grad(floating[::1] params, floating[::1] grads, const long long[::1
                   const long long[::1] indptr, const int[::1] indices,
                   const floating[::1] values, const long long[::1] y,
                   const long long[::1] rows, floating[::1] acts, floating[::1] deltas,
-                  double[::1] row_loss, int[::1] row_hit, double[::1] pen_rows, int act,
-                  double alpha):
+                  double[::1] row_loss, int[::1] row_hit, double[::1] pen_rows,
+                  floating[::1] top_w, floating[::1] logit_rows, int act, double alpha):
     """Gradient of the summed objective of all rows into grads; returns that sum."""
     cdef double loss
+    cdef Py_ssize_t k_pad = top_w.shape[0] // sizes[sizes.shape[0] - 2]
     with nogil:
         loss = _batch(&params[0], &grads[0], &params[0], &params[0], &sizes[0], &p_offs[0],
                       &a_offs[0], sizes.shape[0] - 1, &indptr[0],
                       &indices[0] if indices.shape[0] > 0 else NULL,
                       &values[0] if values.shape[0] > 0 else NULL, &y[0], &rows[0],
                       rows.shape[0], &acts[0], &deltas[0], &row_loss[0], &row_hit[0],
-                      &pen_rows[0], act, alpha, 0, 0, 0, False, 0, 0, 0, 0, False,
+                      &pen_rows[0], &top_w[0], k_pad, &logit_rows[0], act, alpha, 0, 0, 0,
+                      False, 0, 0, 0, 0, False,
                       fastmlp_max_threads())
     return loss
 
@@ -784,9 +820,9 @@ cdef int _predict_row(floating* out, const floating* x, const floating* params,
         w = params + p_offs[layer]
         if layer == 0:
             if floating is float:
-                fastmlp_sum_rows_f(nxt, w + n_in * n_out, w, n_out, x, nz, cnt, n_out)
+                fastmlp_sum_rows_f(nxt, w + n_in * n_out, w, n_out, x, nz, cnt, n_out, 1)
             else:
-                fastmlp_sum_rows_d(nxt, w + n_in * n_out, w, n_out, x, nz, cnt, n_out)
+                fastmlp_sum_rows_d(nxt, w + n_in * n_out, w, n_out, x, nz, cnt, n_out, 1)
         else:
             for c in range(n_out):
                 nxt[c] = w[n_in * n_out + c]

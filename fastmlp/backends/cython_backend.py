@@ -103,9 +103,11 @@ def _sparse(data):
 
 
 class _Buffers:
-    """Offsets and per-batch buffers for batches of up to ``rows`` rows."""
+    """Offsets and per-batch buffers for batches of up to ``rows`` rows, and the padded
+    copy of the top layer's W that the output layer reads (see _cykernels._batch)."""
 
-    def __init__(self, layer_sizes, rows, dtype):
+    def __init__(self, layer_sizes, rows, params):
+        dtype = params.dtype
         sizes = np.ascontiguousarray(layer_sizes, dtype=np.int64)
         widths = sizes[1:]
         self.sizes = sizes
@@ -120,9 +122,14 @@ class _Buffers:
         self.row_loss = np.empty(max(1, rows), dtype=np.float64)
         self.row_hit = np.empty(max(1, rows), dtype=np.intc)
         self.pen_rows = np.empty(int(sizes[:-1].sum()), dtype=np.float64)
+        # without hidden layers the first layer is the output layer, and these go unused
+        self.top_w = padded_top(params, sizes) if len(sizes) > 2 else np.zeros(1, dtype)
+        k_pad = self.top_w.shape[0] // int(sizes[-2])
+        self.logit_rows = np.empty(max(1, rows * k_pad), dtype=dtype)
 
     def arrays(self):
-        return (self.acts, self.deltas, self.row_loss, self.row_hit, self.pen_rows)
+        return (self.acts, self.deltas, self.row_loss, self.row_hit, self.pen_rows,
+                self.top_w, self.logit_rows)
 
 
 def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_size, alpha,
@@ -134,7 +141,7 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
         return 0.0, 0, int(t)
     data = _sparse(data)
     check_epoch_inputs(layer_sizes, params, grads, m, v, data, y, order)
-    buf = _Buffers(layer_sizes, min(int(batch_size), order.shape[0]), params.dtype)
+    buf = _Buffers(layer_sizes, min(int(batch_size), order.shape[0]), params)
     loss, hits, t = _k.train_epoch(params, grads, m, v, buf.sizes, buf.p_offs, buf.a_offs,
                                    data.indptr, data.indices, data.values, y, order,
                                    int(batch_size), *buf.arrays(), int(act), float(alpha),
@@ -150,7 +157,7 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
     """
     n = X.shape[0]
     check_index_array("y", y, int(layer_sizes[-1]), length=n)
-    buf = _Buffers(layer_sizes, n, params.dtype)
+    buf = _Buffers(layer_sizes, n, params)
     data = prepare_inputs(X)
     rows = np.arange(n, dtype=np.int64)
     loss = _k.loss_and_grad(params, grads, buf.sizes, buf.p_offs, buf.a_offs, data.indptr,
