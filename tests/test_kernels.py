@@ -159,9 +159,10 @@ def test_train_epoch_reduces_loss(backend, dtype):
 
 @pytest.mark.parametrize("n", [1, 23, 300])
 # more classes than one vector holds (16 float32, 8 float64), with and without hidden
-# layers, and top layers whose width is not a multiple of the vector sums' interleave
+# layers, top layers whose width is not a multiple of the vector sums' interleave, and a
+# first layer wider than one register panel (64 float32, 32 float64) with columns left
 @pytest.mark.parametrize("layer_sizes", [(5, 3), (6, 8, 4), (7, 9, 5, 3, 2), (12, 18),
-                                         (30, 37, 21)], ids=str)
+                                         (30, 70, 21)], ids=str)
 @pytest.mark.parametrize("act_name", list(ACTIVATIONS))
 def test_predict_proba_matches_forward(backend, dtype, tol, layer_sizes, act_name, n):
     X, _, params, sizes = _problem(dtype, layer_sizes, n=n)

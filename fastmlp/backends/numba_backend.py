@@ -203,51 +203,42 @@ else:
         return carray(_panel_buffer(like), _panel_width(like))
 
 
-# A vector sum of rows: out[oo : oo + L] = sum over q in [q0, q1) of
-# vals[vo + q] * w[w_base + j * w_stride : ... + L], where j = idx[q], or j = q when idx
-# is None, and L = VECTOR_BYTES / itemsize (16 float32, 8 float64). It is written in LLVM IR
-# with explicit vector types, because a row of so few values gives LLVM's vectorisers
-# nothing to work with: the same loop in Python-level Numba code came out as scalar FMAs
-# with the partial sums spilled to the stack (measured 5x slower). The sum runs in
-# VECTOR_SUMS interleaved partial sums, so that consecutive FMAs do not wait for each
-# other, added pairwise at the end in a fixed order. No bounds are checked: the caller
-# pads w so that every row it names holds L values (see _common.padded_top).
+# Vector sums of rows: out[oo : oo + L] = sum over q in [q0, q1) of
+# a_q * w[w_base + j * w_stride : ... + L], where j = idx[q] (or q when idx is None),
+# a_q = vals[vo + j] for an "indirect" kernel and vals[vo + q] otherwise, and L values
+# fill n_bytes. They are written in LLVM IR with explicit vector types: a row of so few
+# values gives LLVM's vectorisers nothing to work with, and the same loop in Python-level
+# Numba code came out as scalar FMAs with the partial sums spilled to the stack (measured
+# 5x slower). The sum runs in n_sums interleaved partial sums, so that consecutive FMAs
+# do not wait for each other, added pairwise at the end in a fixed order. No bounds are
+# checked: the caller makes sure every row it names holds L values.
 VECTOR_SUMS = 4
 
-if numba.config.DISABLE_JIT:
 
-    def _vector_width(like):
-        return U(VECTOR_BYTES // like.dtype.itemsize)
+def _vector_sum_kernel(n_bytes, n_sums, indirect):
+    """A vector sum of rows (see above) as a Numba intrinsic, or as plain Python with the
+    JIT off."""
+    if numba.config.DISABLE_JIT:
 
-    def _sum_rows_v(out, oo, w, w_base, w_stride, vals, vo, idx, q0, q1):
-        lanes = VECTOR_BYTES // w.dtype.itemsize
-        acc = np.zeros((VECTOR_SUMS, lanes), dtype=w.dtype)
-        n_main = q0 + (q1 - q0) // VECTOR_SUMS * VECTOR_SUMS
-        for q in range(q0, q1):
-            j = q if idx is None else idx[q]
-            off = int(w_base + U(j) * w_stride)
-            part = (q - q0) % VECTOR_SUMS if q < n_main else 0
-            acc[part] += vals[vo + q] * w[off : off + lanes]
-        while acc.shape[0] > 1:
-            acc = acc[0::2] + acc[1::2]
-        out[oo : oo + lanes] = acc[0]
+        def sum_rows(out, oo, w, w_base, w_stride, vals, vo, idx, q0, q1):
+            lanes = n_bytes // w.dtype.itemsize
+            acc = np.zeros((n_sums, lanes), dtype=w.dtype)
+            n_main = q0 + (q1 - q0) // n_sums * n_sums
+            for q in range(q0, q1):
+                j = q if idx is None else idx[q]
+                off = int(w_base + U(j) * w_stride)
+                part = (q - q0) % n_sums if q < n_main else 0
+                acc[part] += vals[int(vo) + int(j if indirect else q)] * w[off : off + lanes]
+            while acc.shape[0] > 1:
+                acc = acc[0::2] + acc[1::2]
+            out[oo : oo + lanes] = acc[0]
 
-else:
-
-    @intrinsic
-    def _vector_width(typingctx, like):
-        # VECTOR_BYTES in values of like's dtype, as a constant
-        lanes = VECTOR_BYTES // like.dtype.bitwidth * 8
-
-        def codegen(context, builder, signature, args):
-            return context.get_constant(types.uint64, lanes)
-
-        return types.uint64(like), codegen
+        return sum_rows
 
     @intrinsic
-    def _sum_rows_v(typingctx, out, oo, w, w_base, w_stride, vals, vo, idx, q0, q1):
+    def sum_rows(typingctx, out, oo, w, w_base, w_stride, vals, vo, idx, q0, q1):
         dense = isinstance(idx, types.NoneType)
-        lanes = VECTOR_BYTES // w.dtype.bitwidth * 8
+        lanes = n_bytes // w.dtype.bitwidth * 8
 
         def codegen(context, builder, signature, args):
             out_v, oo_v, w_v, base_v, stride_v, vals_v, vo_v, idx_v, q0_v, q1_v = args
@@ -262,15 +253,15 @@ else:
             out_p, w_p, vals_p = data(out_t, out_v), data(w_t, w_v), data(vals_t, vals_v)
             idx_p = None if dense else data(idx_t, idx_v)
             zeros = ir.Constant(vtype, [ir.Constant(ftype, 0.0)] * lanes)
-            sums = [cgutils.alloca_once_value(builder, zeros) for _ in range(VECTOR_SUMS)]
+            sums = [cgutils.alloca_once_value(builder, zeros) for _ in range(n_sums)]
             fma = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(vtype, [vtype] * 3),
                 f"llvm.fma.v{lanes}f{w_t.dtype.bitwidth}")
             splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
 
             def step(q, acc):
-                a = builder.load(builder.gep(vals_p, [builder.add(vo_v, q)]))
                 j = q if dense else builder.sext(builder.load(builder.gep(idx_p, [q])), i64)
+                a = builder.load(builder.gep(vals_p, [builder.add(vo_v, j if indirect else q)]))
                 row = builder.gep(w_p, [builder.add(base_v, builder.mul(j, stride_v))])
                 wv = builder.load(builder.bitcast(row, vtype.as_pointer()),
                                   align=w_t.dtype.bitwidth // 8)
@@ -279,13 +270,13 @@ else:
                     ir.Constant(vtype, None), splat)
                 builder.store(builder.call(fma, [av, wv, builder.load(acc)]), acc)
 
-            n_sums = ir.Constant(i64, VECTOR_SUMS)
-            n_main = builder.udiv(builder.sub(q1_v, q0_v), n_sums)
+            n_parts = ir.Constant(i64, n_sums)
+            n_main = builder.udiv(builder.sub(q1_v, q0_v), n_parts)
             with cgutils.for_range(builder, n_main) as loop:
-                q = builder.add(q0_v, builder.mul(loop.index, n_sums))
-                for part in range(VECTOR_SUMS):
+                q = builder.add(q0_v, builder.mul(loop.index, n_parts))
+                for part in range(n_sums):
                     step(builder.add(q, ir.Constant(i64, part)), sums[part])
-            rest = builder.add(q0_v, builder.mul(n_main, n_sums))
+            rest = builder.add(q0_v, builder.mul(n_main, n_parts))
             with cgutils.for_range(builder, builder.sub(q1_v, rest)) as loop:
                 step(builder.add(rest, loop.index), sums[0])
             parts = [builder.load(acc) for acc in sums]
@@ -298,6 +289,37 @@ else:
 
         u64 = types.uint64
         return types.void(out, u64, w, u64, u64, vals, u64, idx, u64, u64), codegen
+
+    return sum_rows
+
+
+# the output layer's rows, padded to VECTOR_BYTES (see _common.padded_top)
+_sum_rows_v = _vector_sum_kernel(VECTOR_BYTES, VECTOR_SUMS, False)
+# predict's first layer: 64 float32 (32 float64) columns of the rows picked by a row's
+# non-zero inputs, their values read from X, in eight vector registers; one partial sum
+# per column suffices, as the eight vectors are independent
+WIDE_BYTES = 256
+_sum_rows_wide = _vector_sum_kernel(WIDE_BYTES, 1, True)
+
+def _lane_count(n_bytes):
+    """How many values of like's dtype fill n_bytes, as a constant LLVM can unroll by."""
+    if numba.config.DISABLE_JIT:
+        return lambda like: U(n_bytes // like.dtype.itemsize)
+
+    @intrinsic
+    def lanes(typingctx, like):
+        count = n_bytes // like.dtype.bitwidth * 8
+
+        def codegen(context, builder, signature, args):
+            return context.get_constant(types.uint64, count)
+
+        return types.uint64(like), codegen
+
+    return lanes
+
+
+_vector_width = _lane_count(VECTOR_BYTES)
+_wide_width = _lane_count(WIDE_BYTES)
 
 
 @_inline
@@ -1176,6 +1198,7 @@ def _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, r0, r1, sof
     k_pad = U(top_w.shape[0]) // usizes[top]
     logits = np.empty(k_pad, dtype=out.dtype)
     lanes = _vector_width(out)
+    wide = _wide_width(out)
     acc = _panel(out)
     n_bad = 0
     for r in range(r0, r1):
@@ -1203,8 +1226,19 @@ def _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, r0, r1, sof
             n_o = usizes[layer + 1]
             w_off = p_offs[layer]
             if layer == 0:
-                _sum_rows_f(nxt, U(0), params.dtype.type(1), params, w_off + n_i * n_o, X,
-                            xo, True, nz_idx, U(0), cnt, params, w_off, n_o, n_o, acc)
+                # whole panels in vector registers, then the bias; the last columns
+                # (bias included) through the register panel
+                p0 = U(0)
+                while p0 + wide <= n_o:
+                    _sum_rows_wide(nxt, p0, params, w_off + p0, n_o, X, xo, nz_idx, U(0),
+                                   cnt)
+                    p0 += wide
+                for c in range(p0):
+                    nxt[c] += params[w_off + n_i * n_o + c]
+                if p0 < n_o:
+                    _sum_rows_f(nxt, p0, params.dtype.type(1), params,
+                                w_off + n_i * n_o + p0, X, xo, True, nz_idx, U(0), cnt,
+                                params, w_off + p0, n_o, n_o - p0, acc)
             else:
                 _scale_f(nxt, U(0), params.dtype.type(1), params, w_off + n_i * n_o, n_o)
                 for j in range(n_i):
