@@ -858,46 +858,55 @@ cdef int _predict_row(floating* out, const floating* x, const floating* params,
 
 
 def predict_proba(floating[:, ::1] out, const floating[:, ::1] X, const floating[::1] params,
-                  const floating[::1] top_w, const long long[::1] sizes,
-                  const long long[::1] p_offs, Py_ssize_t width, int act, bint parallel_rows,
-                  bint softmax=True):
+                  const long long[::1] sizes, const long long[::1] p_offs, Py_ssize_t width,
+                  int act, bint parallel_rows, bint softmax=True):
     """Probabilities (or, without softmax, logits) of every row of X, rows split between
-    threads when parallel_rows; top_w is the top layer's W with padded columns
-    (_common.padded_top). Returns the number of rows holding NaN or infinity (their
+    threads when parallel_rows. Returns the number of rows holding NaN or infinity (their
     outputs are not written)."""
-    cdef Py_ssize_t n = X.shape[0], n_layers = sizes.shape[0] - 1, r
-    cdef Py_ssize_t k_pad = top_w.shape[0] // sizes[n_layers - 1]
+    cdef Py_ssize_t n = X.shape[0], n_layers = sizes.shape[0] - 1, r, i, c
+    cdef Py_ssize_t n_i = sizes[n_layers - 1], n_k = sizes[n_layers]
+    cdef Py_ssize_t lanes = _vector_lanes(&out[0, 0]) if n > 0 else 1
+    cdef Py_ssize_t k_pad = (n_k + lanes - 1) // lanes * lanes
     cdef int n_threads = fastmlp_max_threads() if parallel_rows else 1
     # each thread's scratch a whole number of cache lines, so threads share none
     cdef Py_ssize_t bad = 0, per_thread = (2 * width + k_pad + 15) // 16 * 16
     cdef Py_ssize_t n_in0 = (sizes[0] + 15) // 16 * 16
+    cdef const floating* w_top = &params[0] + p_offs[n_layers - 1]
+    cdef floating* top_w
     cdef floating* scratch
     cdef floating* mine
     cdef int* places
     if n == 0:
         return 0
+    # the top layer's W with its columns padded to whole vectors (see FASTMLP_VECTOR_SUM)
+    top_w = <floating*>malloc(n_i * k_pad * sizeof(floating))
     scratch = <floating*>malloc(n_threads * per_thread * sizeof(floating))
     places = <int*>malloc(n_threads * n_in0 * sizeof(int))
-    if scratch == NULL or places == NULL:
+    if top_w == NULL or scratch == NULL or places == NULL:
+        free(top_w)
         free(scratch)
         free(places)
         raise MemoryError("no memory for the prediction buffers")
     try:
         with nogil:
+            for i in range(n_i):
+                for c in range(k_pad):
+                    top_w[i * k_pad + c] = w_top[i * n_k + c] if c < n_k else 0
             if n_threads > 1:
                 for r in prange(n, schedule="static", num_threads=n_threads):
                     mine = scratch + per_thread * threadid()
-                    bad += _predict_row(&out[r, 0], &X[r, 0], &params[0], &top_w[0], k_pad,
+                    bad += _predict_row(&out[r, 0], &X[r, 0], &params[0], top_w, k_pad,
                                         &sizes[0], &p_offs[0], n_layers, mine, mine + width,
                                         mine + 2 * width, places + n_in0 * threadid(), act,
                                         softmax)
             else:
                 for r in range(n):
-                    bad += _predict_row(&out[r, 0], &X[r, 0], &params[0], &top_w[0], k_pad,
+                    bad += _predict_row(&out[r, 0], &X[r, 0], &params[0], top_w, k_pad,
                                         &sizes[0], &p_offs[0], n_layers, scratch,
                                         scratch + width, scratch + 2 * width, places, act,
                                         softmax)
     finally:
+        free(top_w)
         free(scratch)
         free(places)
     return bad

@@ -184,8 +184,8 @@ def predict_proba(out, X, params, layer_sizes, act, softmax=True):
     check_shapes(layer_sizes, params, X=X, out=out)
     sizes, p_offs, width = _predict_layout(tuple(int(s) for s in layer_sizes))
     kernel = _PREDICT[params.dtype.type]
-    refuse_non_finite(kernel(out, X, params, padded_top(params, layer_sizes), sizes, p_offs,
-                             width, int(act), X.shape[0] >= PARALLEL_ROWS, bool(softmax)))
+    refuse_non_finite(kernel(out, X, params, sizes, p_offs, width, int(act),
+                             X.shape[0] >= PARALLEL_ROWS, bool(softmax)))
 
 
 # the kernel's specialisations, picked by dtype here rather than by Cython's dispatcher,
