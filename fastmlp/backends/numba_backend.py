@@ -515,17 +515,23 @@ def _softmax_f(out, oo, src, so, k, label):
 @_pjit
 def _linear_forward(out, x, w, b, n, n_in, n_out, act, n_blocks):
     # x (N, I), w (I, O), b (O,), out (N, O), all flat
+    # each row as in predict: its non-zero inputs' places found without a branch, then
+    # the picked rows of W summed panel by panel in registers
     zero = x.dtype.type(0)
     one = x.dtype.type(1)
     for k in prange(n_blocks):
         r0, r1 = _ublock(n, n_blocks, k)
+        nz_idx = np.empty(n_in, dtype=np.int32)
+        acc = _panel(out)
         for r in range(r0, r1):
-            o = r * n_out
-            _scale_f(out, o, one, b, U(0), n_out)
+            xo = r * n_in
+            cnt = U(0)
             for j in range(n_in):
-                xv = x[r * n_in + j]
-                if xv != zero:
-                    _axpy_f(out, o, xv, w, j * n_out, n_out)
+                nz_idx[cnt] = j
+                cnt += U(1) if x[xo + j] != zero else U(0)
+            o = r * n_out
+            _sum_rows_f(out, o, one, b, U(0), x, xo, True, nz_idx, U(0), cnt, w, U(0), n_out,
+                        n_out, acc)
             _activate_f(out, o, n_out, act)
 
 
