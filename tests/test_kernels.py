@@ -118,8 +118,9 @@ def _problem(dtype, layer_sizes, n=50, seed=8):
 
 
 @pytest.mark.parametrize("solver", [SGD, ADAM], ids=["sgd", "adam"])
-# (20, 37, 19): more classes than one vector holds, hidden units split unevenly
-@pytest.mark.parametrize("layer_sizes", [(5, 3), (6, 8, 4), (7, 9, 5, 3, 2), (20, 37, 19)],
+# (20, 130, 19): more classes than one vector holds, hidden units split unevenly between
+# threads, and first-layer rows wider than one register panel with columns left over
+@pytest.mark.parametrize("layer_sizes", [(5, 3), (6, 8, 4), (7, 9, 5, 3, 2), (20, 130, 19)],
                          ids=str)
 def test_train_epoch_matches_reference(backend, dtype, tol, solver, layer_sizes):
     X, y, params, sizes = _problem(dtype, layer_sizes)

@@ -122,7 +122,8 @@ def refuse_non_finite(n_bad_rows):
 
 
 # The compiled backends sum the output layer's rows VECTOR_BYTES at a time (16 float32, 8
-# float64 values): the top layer's W is handed to them with its columns padded to that.
+# float64 values), from a copy of the top layer's W with its columns padded to that: the
+# epochs keep one made here (predict pads its own in compiled code).
 VECTOR_BYTES = 64
 
 
