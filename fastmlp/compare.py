@@ -19,7 +19,8 @@ from typing import Callable
 import numpy as np
 
 from .backends import available_backends, get_backend
-from .backends._common import ADAM, IDENTITY, RELU, n_params
+from .backends.codes import ADAM, IDENTITY, RELU, optimizer_step
+from .backends.layout import n_params
 from .threads import blas_info, cpu_count, thread_limit
 
 SIZES = np.array([784, 128, 10], dtype=np.int64)
@@ -148,8 +149,8 @@ def _epoch_case(X, y, batch, dtype):
 
         def epoch(state):
             p, g, m, v = state
-            backend.train_epoch(p, g, m, v, SIZES, RELU, data, y, order, batch, 1e-4, ADAM,
-                                LEARNING_RATE, 0.9, True, 0.9, 0.999, 1e-8, 0)
+            backend.train_epoch(p, g, m, v, SIZES, RELU, data, y, order, batch, 1e-4,
+                                optimizer_step(ADAM, LEARNING_RATE), 0)
 
         first = [_params(dtype)] + [np.zeros(N_PARAMS, dtype) for _ in range(3)]
         epoch(first)

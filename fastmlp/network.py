@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backends._common import LOGISTIC, layer_views, n_params
+from .backends.codes import LOGISTIC
+from .backends.layout import layer_views, n_params
 
 
 def layer_sizes_for(n_features: int, hidden_layer_sizes, n_classes: int) -> np.ndarray:

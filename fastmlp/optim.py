@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backends._common import ADAM, SGD
+from .backends.codes import ADAM, SGD
 
 MIN_ADAPTIVE_LR = 1e-6
 

@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from fastmlp.backends import backend_names, backend_status, get_backend
+from fastmlp.backends import REFERENCE, backend_names, backend_status, get_backend
 
 # Tolerances for comparing a backend's kernels against the NumPy reference, defined once.
 # float32 products of a few hundred terms differ by summation order at about 1e-6 relative.
@@ -25,16 +25,19 @@ def pytest_configure(config):
         raise pytest.UsageError("required backends are missing: " + "; ".join(missing))
 
 
-def _backend_params():
+def _backend_params(names):
     status = backend_status()
     params = []
-    for name in backend_names():
+    for name in names:
         marks = [] if status[name] is None else [pytest.mark.skip(reason=status[name])]
         params.append(pytest.param(name, marks=marks, id=name))
     return params
 
 
-BACKEND_PARAMS = _backend_params()
+BACKEND_PARAMS = _backend_params(backend_names())
+# every backend but the reference: for tests that compare a backend with the reference,
+# which would pass by construction for the reference itself
+COMPILED_PARAMS = _backend_params([n for n in backend_names() if n != REFERENCE])
 
 
 @pytest.fixture(params=BACKEND_PARAMS)
@@ -45,6 +48,17 @@ def backend_name(request):
 @pytest.fixture
 def backend(backend_name):
     return get_backend(backend_name)
+
+
+@pytest.fixture(params=COMPILED_PARAMS)
+def compiled_backend(request):
+    """Each backend other than the reference (numpy)."""
+    return get_backend(request.param)
+
+
+@pytest.fixture(scope="session")
+def reference():
+    return get_backend(REFERENCE)
 
 
 @pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from fastmlp.backends._common import IDENTITY, LOGISTIC, RELU, TANH
+from fastmlp.backends.codes import IDENTITY, LOGISTIC, RELU, TANH
 
 
 def activate(z, act):

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from fastmlp.backends._common import ACTIVATIONS, n_params
+from fastmlp.backends.codes import ACTIVATIONS
+from fastmlp.backends.layout import n_params
 
 
 @pytest.mark.parametrize("hidden", [(), (7,), (6, 5, 4)], ids=["0-hidden", "1-hidden", "3-hidden"])

@@ -4,8 +4,8 @@ composite kernels (train_epoch, predict_proba) against the NumPy reference backe
 import numpy as np
 import pytest
 
-from fastmlp.backends import get_backend
-from fastmlp.backends._common import ACTIVATIONS, ADAM, IDENTITY, RELU, SGD, n_params
+from fastmlp.backends.codes import ACTIVATIONS, ADAM, IDENTITY, RELU, SGD, optimizer_step
+from fastmlp.backends.layout import n_params
 
 from . import naive
 
@@ -122,18 +122,18 @@ def _problem(dtype, layer_sizes, n=50, seed=8):
 # threads, and first-layer rows wider than one register panel with columns left over
 @pytest.mark.parametrize("layer_sizes", [(5, 3), (6, 8, 4), (7, 9, 5, 3, 2), (20, 130, 19)],
                          ids=str)
-def test_train_epoch_matches_reference(backend, dtype, tol, solver, layer_sizes):
+def test_train_epoch_matches_reference(compiled_backend, reference, dtype, tol, solver,
+                                       layer_sizes):
     X, y, params, sizes = _problem(dtype, layer_sizes)
-    reference = get_backend("numpy")
     results = []
-    for impl in (reference, backend):
+    for impl in (reference, compiled_backend):
         p = params.copy()
         g = np.zeros_like(p)
         m = np.zeros_like(p)
         v = np.zeros_like(p) if solver == ADAM else np.zeros(0, dtype=dtype)
         order = np.random.default_rng(9).permutation(X.shape[0]).astype(np.int64)
         loss, correct, t = impl.train_epoch(p, g, m, v, sizes, RELU, X, y, order, 16, 1e-3,
-                                            solver, 0.01, 0.9, True, 0.9, 0.999, 1e-8, 0)
+                                            optimizer_step(solver, 0.01), 0)
         results.append((p, loss, correct, t))
     (p_ref, loss_ref, correct_ref, t_ref), (p, loss, correct, t) = results
     assert t == t_ref == (4 if solver == ADAM else 0)
@@ -152,7 +152,7 @@ def test_train_epoch_reduces_loss(backend, dtype):
     t = 0
     for _ in range(30):
         loss, _, t = backend.train_epoch(params, g, m, v, sizes, RELU, X, y, order, 20, 0.0,
-                                         ADAM, 0.01, 0.9, True, 0.9, 0.999, 1e-8, t)
+                                         optimizer_step(ADAM, 0.01), t)
         losses.append(loss / 120)
     assert t == 30 * 6
     assert losses[-1] < 0.5 * losses[0]

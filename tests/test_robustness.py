@@ -18,7 +18,8 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from fastmlp import FastMLP
 from fastmlp.backends import get_backend
-from fastmlp.backends._common import ADAM, RELU, n_params
+from fastmlp.backends.codes import ADAM, RELU, optimizer_step
+from fastmlp.backends.layout import n_params
 
 
 def _data(n=120, d=6, k=3, seed=0):
@@ -115,8 +116,8 @@ def test_kernels_check_indices_before_using_them(backend, which):
     g, m, v = (np.zeros_like(p) for _ in range(3))
     data = backend.prepare_inputs(X)
     with pytest.raises((ValueError, IndexError)):
-        backend.train_epoch(p, g, m, v, sizes, RELU, data, y, order, 8, 1e-4, ADAM, 1e-3, 0.9,
-                            True, 0.9, 0.999, 1e-8, 0)
+        backend.train_epoch(p, g, m, v, sizes, RELU, data, y, order, 8, 1e-4,
+                            optimizer_step(ADAM, 1e-3), 0)
 
 
 def test_kernels_check_shapes_and_labels(backend):

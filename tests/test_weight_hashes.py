@@ -18,7 +18,7 @@ def _params():
 
 @pytest.mark.skipif(_TABLE is None, reason=f"no weight hashes recorded for {platform_key()}; "
                     "record them on a known-good commit: python -m tests.weight_hashes --record")
-@pytest.mark.parametrize("case, kwargs", _params())
+@pytest.mark.parametrize("case, kwargs", list(_params()))
 def test_fixed_fit_weights_are_unchanged(backend_name, case, kwargs):
     key = f"{backend_name}/{case}"
     if key not in _TABLE:

@@ -1,25 +1,30 @@
-"""Backend registry. Every backend module exposes the same kernel names and signatures
-(see ``numpy_backend`` for the contract), so the estimator, the tests and the benchmarks
-treat them alike.
+"""Backend registry. A backend is one module (or package) of this package named
+``<name>_backend``; it is registered by being there. Every backend exposes the kernels
+declared in ``contract.py``, so the estimator, the tests and the benchmarks treat them
+alike, and a new backend is picked up by all of them unchanged.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from types import ModuleType
 
-# name -> module path. "auto" is resolved by AUTO_ORDER: the first that imports wins.
+_SUFFIX = "_backend"
+REFERENCE = "numpy"  # the backend every other one is tested against
+# name -> module path, for every <name>_backend module found here, the reference first
+_FOUND = sorted(i.name[: -len(_SUFFIX)] for i in pkgutil.iter_modules(__path__)
+                if i.name.endswith(_SUFFIX))
+_REGISTRY = {name: f"{__name__}.{name}{_SUFFIX}"
+             for name in sorted(_FOUND, key=lambda n: (n != REFERENCE, n))}
+# "auto" takes the first of these that loads; a backend not listed comes after them.
 # cython comes first when its extension was built: it compiles nothing in a new process
-# (numba spends about a minute compiling on first use, then about 0.5 s loading its cache
-# in each new process), never imports numba, and gives the same bits for any thread
-# count. Once loaded, numba trains faster (MNIST, 5 epochs: 0.92 s against 1.28 s), so it
-# is the choice for long runs, and auto's pick when the extension is not built.
-_REGISTRY = {
-    "numpy": "fastmlp.backends.numpy_backend",
-    "numba": "fastmlp.backends.numba_backend",
-    "cython": "fastmlp.backends.cython_backend",
-}
-AUTO_ORDER = ("cython", "numba", "numpy")
+# and gives the same bits for any thread count; numba is the choice when it was not
+# (its first use compiles for about a minute, then loads from the cache). Which is
+# faster on which machine and shape is measured in docs/performance.md.
+AUTO_PREFERENCE = ("cython", "numba", "numpy")
+AUTO_ORDER = tuple(n for n in AUTO_PREFERENCE if n in _REGISTRY) + tuple(
+    n for n in _REGISTRY if n not in AUTO_PREFERENCE)
 
 _INSTALL_HINTS: dict[str, str] = {
     "cython": ("The cython backend is a compiled extension that was not built with this "

@@ -4,18 +4,21 @@ baseline every benchmark is measured against. Plain, vectorised, obviously corre
 Legend for shape comments: N = rows in the batch, I = inputs of a layer, O = outputs of a
 layer, K = classes, P = length of the flat parameter vector.
 
-Kernel contract (shared by all backends): outputs first and preallocated, then inputs,
-then scalars. Arrays are C-contiguous and of one float dtype; labels are int64 class
-indices already checked to lie in [0, K). Kernels do not validate.
+The contract every backend follows is declared in ``contract.py``. Like the compiled
+backends, this one checks the labels and row indices it indexes with before using them: a
+negative index would silently wrap around in NumPy.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._common import ADAM, IDENTITY, LOGISTIC, RELU, TANH, check_index_array, layer_views
+from .checks import check_index_array
+from .codes import ADAM, IDENTITY, LOGISTIC, RELU, TANH, adam_lr
+from .layout import layer_views
 
 NAME = "numpy"
+CHECKS_FINITE_INPUT = False
 PREDICT_CHUNK = 4096
 
 
@@ -53,12 +56,6 @@ def activation_backward(delta, a, act):
     elif act == LOGISTIC:
         delta *= a * (1 - a)
     # IDENTITY: derivative is 1
-
-
-def relu_backward(delta, a):
-    """delta *= (a > 0)."""
-    # delta (N, O), a (N, O)
-    activation_backward(delta, a, RELU)
 
 
 def softmax_xent_forward(probs, logits, y):
@@ -126,11 +123,6 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
     param -= lr_t * m / (np.sqrt(v) + eps)
 
 
-def adam_lr(lr, beta1, beta2, t):
-    """Bias-corrected Adam step size after t updates (t >= 1)."""
-    return lr * np.sqrt(1 - beta2**t) / (1 - beta1**t)
-
-
 def _allocate_workspace(layer_sizes, rows, dtype):
     acts = [np.empty((rows, s), dtype=dtype) for s in layer_sizes]
     deltas = [np.empty((rows, s), dtype=dtype) for s in layer_sizes[1:]]
@@ -184,11 +176,12 @@ def prepare_inputs(X):
     return X
 
 
-def train_epoch(params, grads, m, v, layer_sizes, act, X, y, order, batch_size, alpha,
-                solver, lr, momentum, nesterov, beta1, beta2, eps, t):
+def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_size, alpha, opt,
+                t):
     """One epoch of mini-batch training over the rows of X in the given order.
 
-    ``X`` is what ``prepare_inputs`` returned for the training data.
+    ``data`` is what ``prepare_inputs`` returned for the training data (X itself here);
+    ``opt`` the optimizer's hyperparameters (a codes.OptimizerStep).
 
     ``m`` and ``v`` are the optimizer state: velocity (and an unused v) for SGD, the
     first and second moments for Adam. ``t`` is the number of Adam steps done so far.
@@ -197,8 +190,7 @@ def train_epoch(params, grads, m, v, layer_sizes, act, X, y, order, batch_size, 
     step count.
     """
     # params, grads, m, v (P,), X (rows, I0), y (rows,), order (n,)
-    # a negative index would silently wrap around here: refuse it, as the compiled
-    # backends must
+    X = data
     check_index_array("y", y, int(layer_sizes[-1]), length=X.shape[0])
     check_index_array("order", order, X.shape[0])
     n = order.shape[0]
@@ -216,11 +208,12 @@ def train_epoch(params, grads, m, v, layer_sizes, act, X, y, order, batch_size, 
         loss_sum, n_correct = _batch_step(layers, grad_layers, act, acts, deltas, y[idx], alpha)
         loss_total += loss_sum
         correct_total += n_correct
-        if solver == ADAM:
+        if opt.solver == ADAM:
             t += 1
-            adam_update(params, grads, m, v, adam_lr(lr, beta1, beta2, t), beta1, beta2, eps)
+            adam_update(params, grads, m, v, adam_lr(opt.lr, opt.beta1, opt.beta2, t),
+                        opt.beta1, opt.beta2, opt.eps)
         else:
-            sgd_update(params, grads, m, lr, momentum, nesterov)
+            sgd_update(params, grads, m, opt.lr, opt.momentum, opt.nesterov)
     return loss_total, correct_total, t
 
 

@@ -1,0 +1,55 @@
+"""Checks made once, in Python, before a compiled kernel runs: compiled kernels index
+memory with what they are given and check no bounds themselves."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_index_array(name, idx, upper, length=None):
+    """Raise ValueError unless ``idx`` is an int64 vector (of ``length`` entries, when
+    given) with every entry in [0, upper)."""
+    if not isinstance(idx, np.ndarray) or idx.ndim != 1 or idx.dtype != np.int64:
+        raise ValueError(f"{name} must be a 1-D int64 array, got "
+                         f"{getattr(idx, 'dtype', type(idx))} of shape {np.shape(idx)}")
+    if length is not None and idx.shape[0] != length:
+        raise ValueError(f"{name} has {idx.shape[0]} entries, expected {length}")
+    if idx.size and (idx.min() < 0 or idx.max() >= upper):
+        raise ValueError(f"{name} must lie in [0, {upper}); found values from {idx.min()} to "
+                         f"{idx.max()}")
+
+
+def check_shapes(layer_sizes, params, *, X=None, out=None, state=()):
+    """Raise ValueError unless the arrays fit the network ``layer_sizes``: the compiled
+    kernels take their extents from layer_sizes. (A few microseconds: it runs on every
+    prediction, one row included.)"""
+    sizes = layer_sizes.tolist() if isinstance(layer_sizes, np.ndarray) else list(layer_sizes)
+    p = sum((i + 1) * o for i, o in zip(sizes[:-1], sizes[1:]))
+    if params.shape != (p,):
+        raise ValueError(f"params has shape {params.shape}, expected ({p},) for layers {sizes}")
+    for name, arr in state:
+        if arr.shape != params.shape and not (name == "v" and arr.size == 0):
+            raise ValueError(f"{name} has shape {arr.shape}, expected {params.shape}")
+    if X is not None and (X.ndim != 2 or X.shape[1] != sizes[0]):
+        raise ValueError(f"X has shape {X.shape}, expected (n, {sizes[0]})")
+    if out is not None and out.shape != (X.shape[0], sizes[-1]):
+        raise ValueError(f"out has shape {out.shape}, expected ({X.shape[0]}, {sizes[-1]})")
+
+
+def check_epoch_inputs(layer_sizes, params, grads, m, v, data, y, order):
+    """Everything a compiled train_epoch indexes with, checked before the call: labels,
+    shuffled row indices, the state vectors' shapes and X's width (``data`` is X or the
+    SparseRows of X; both have a 2-D ``shape``)."""
+    n_rows, n_cols = data.shape
+    check_index_array("y", y, int(layer_sizes[-1]), length=n_rows)
+    check_index_array("order", order, n_rows)
+    check_shapes(layer_sizes, params, state=(("grads", grads), ("m", m), ("v", v)))
+    if n_cols != layer_sizes[0]:
+        raise ValueError(f"X has {n_cols} columns, expected {int(layer_sizes[0])}")
+
+
+def refuse_non_finite(n_bad_rows):
+    """The error of a compiled predict_proba that found NaN or infinity in X."""
+    if n_bad_rows:
+        raise ValueError(f"Input X contains NaN or infinity ({int(n_bad_rows)} row(s)); "
+                         "every value must be finite")

@@ -1,0 +1,113 @@
+"""The backend contract: every kernel a backend provides, declared once.
+
+A backend is one module of this package named ``<name>_backend`` (the registry finds it
+by that name). It exposes exactly the kernels below, with these parameter names and
+defaults, plus the constants in CONSTANTS and, optionally, the helpers in EXTRAS.
+tests/test_contract.py checks every registered backend against this table, and the
+kernel, property and benchmark suites run every kernel of every backend, so a new
+backend is covered as soon as its module exists.
+
+Conventions (shared by all kernels):
+
+- outputs first and preallocated, then inputs, then scalars;
+- arrays C-contiguous, of one float dtype (float32 or float64) per call;
+- ``act`` and ``OptimizerStep.solver`` are the integer codes of ``codes``;
+- labels ``y`` and row indices ``order`` are int64; the backend checks them (and every
+  shape it indexes with) once, in Python, before its compiled code runs;
+- parameters, gradients and optimizer moments are flat vectors in the layout of
+  ``layout`` (P = its length).
+
+Legend of the shapes: N rows, I inputs of a layer, O its outputs, K classes, I0 input
+features, P parameters.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+ESTIMATOR = "estimator"  # FastMLP calls it on every fit or predict
+SUPPORT = "tests, benchmarks and `fastmlp compare`"  # only they call it
+
+
+class Kernel(NamedTuple):
+    params: str  # parameter names in order, with defaults as in Python
+    shapes: str  # shapes and dtypes of the arguments
+    computes: str  # what it computes, and what it returns
+    used_by: str  # ESTIMATOR or SUPPORT
+
+
+KERNELS = {
+    "linear_forward": Kernel(
+        "out, x, w, b, act", "x (N, I), w (I, O), b (O,), out (N, O)",
+        "out = act(x @ w + b)", SUPPORT),
+    "linear_backward": Kernel(
+        "dw, db, dx, delta, x, w, alpha_n",
+        "delta (N, O), x (N, I), w (I, O), dw (I, O), db (O,), dx (N, I) or size 0",
+        "dw = x.T @ delta + alpha_n * w, db = delta summed over rows, dx = delta @ w.T "
+        "(skipped when dx is empty: the first layer needs no input gradient)", SUPPORT),
+    "activation_backward": Kernel(
+        "delta, a, act", "delta (N, O), a (N, O)",
+        "delta *= act'(z), expressed through the activation's output a = act(z)", SUPPORT),
+    "softmax_xent_forward": Kernel(
+        "probs, logits, y", "logits (N, K), probs (N, K) (may be logits), y (N,) int64",
+        "probs = softmax(logits); returns (summed cross-entropy, count of rows whose "
+        "arg-max is y)", SUPPORT),
+    "softmax_xent_backward": Kernel(
+        "delta, probs, y", "probs (N, K), y (N,) int64, delta (N, K)",
+        "delta = (probs - onehot(y)) / N", SUPPORT),
+    "sgd_update": Kernel(
+        "param, grad, velocity, lr, momentum, nesterov", "param, grad, velocity (P,)",
+        "one SGD step with (Nesterov) momentum, as scikit-learn's SGDOptimizer", SUPPORT),
+    "adam_update": Kernel(
+        "param, grad, m, v, lr_t, beta1, beta2, eps", "param, grad, m, v (P,)",
+        "one Adam step, the bias correction folded into lr_t (codes.adam_lr)", SUPPORT),
+    "prepare_inputs": Kernel(
+        "X", "X (N, I0)",
+        "the training data in the form this backend's train_epoch reads, built once per "
+        "fit (X itself, or its compressed sparse rows)", ESTIMATOR),
+    "train_epoch": Kernel(
+        "params, grads, m, v, layer_sizes, act, data, y, order, batch_size, alpha, opt, t",
+        "params, grads, m (P,), v (P,) or size 0 for SGD, layer_sizes (L + 1,) int64, "
+        "data from prepare_inputs, y (N,) int64 class indices, order (n,) int64 rows to "
+        "visit; opt a codes.OptimizerStep",
+        "one epoch of mini-batches in the given order (gather, forward, softmax "
+        "cross-entropy + alpha/2n ||W||^2, backward, update); returns (summed batch "
+        "losses, correct training predictions, new Adam step count t)", ESTIMATOR),
+    "loss_and_grad": Kernel(
+        "grads, params, layer_sizes, act, X, y, alpha",
+        "grads, params (P,), X (N, I0), y (N,) int64",
+        "grads = gradient of mean cross-entropy + alpha/2N ||W||^2; returns its value",
+        SUPPORT),
+    "predict_proba": Kernel(
+        "out, X, params, layer_sizes, act, softmax=True", "X (N, I0), out (N, K)",
+        "class probabilities of the rows of X (the logits without softmax)", ESTIMATOR),
+}
+
+# name -> type of the constants every backend module defines
+CONSTANTS = {
+    "NAME": str,  # its name in the registry
+    # whether predict_proba itself raises ValueError for NaN or infinity in X (then the
+    # estimator skips its own pass over X)
+    "CHECKS_FINITE_INPUT": bool,
+}
+
+# optional helpers a backend may define beyond the kernels
+EXTRAS = {
+    "thread_limit": "context manager: the backend's own thread pool limited to n threads",
+    "threading_layer": "the threading layer in use (numba)",
+    "cache_location": "where compiled code is cached (numba)",
+    "max_threads": "threads the backend's parallel regions use now",
+}
+
+
+def kernel_names(used_by=None) -> tuple[str, ...]:
+    """The kernels of the contract, or those used by ``used_by`` (ESTIMATOR, SUPPORT)."""
+    return tuple(n for n, k in KERNELS.items() if used_by is None or k.used_by == used_by)
+
+
+def summary() -> str:
+    """The contract as a Markdown table (the README's Backends section shows it)."""
+    lines = ["| kernel | arguments | shapes | used by |", "|---|---|---|---|"]
+    for name, k in KERNELS.items():
+        lines.append(f"| `{name}` | `{k.params}` | {k.shapes} | {k.used_by} |")
+    return "\n".join(lines)

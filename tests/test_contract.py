@@ -1,0 +1,122 @@
+"""Every registered backend provides exactly the kernels of fastmlp/backends/contract.py,
+with the declared parameters, and the constants the compiled code depends on agree."""
+
+import inspect
+
+import numpy as np
+import pytest
+
+from fastmlp.backends import REFERENCE, backend_names, codes, contract, get_backend, layout
+
+
+def _declared_parameters(spec):
+    """[(name, default or inspect.Parameter.empty)] of a contract entry."""
+    out = []
+    for part in spec.split(","):
+        name, _, default = part.strip().partition("=")
+        out.append((name, eval(default) if default else inspect.Parameter.empty))
+    return out
+
+
+def _parameters(fn):
+    return [(p.name, p.default) for p in inspect.signature(fn).parameters.values()]
+
+
+def _public_callables(module):
+    return {name for name in dir(module)
+            if not name.startswith("_") and callable(getattr(module, name))
+            and not isinstance(getattr(module, name), type)
+            and _defined_in(module, getattr(module, name))}
+
+
+def _defined_in(module, obj):
+    # what a backend module imported for its own use (np.dot, a helper of
+    # fastmlp.backends.checks) is not part of what it offers
+    home = getattr(obj, "__module__", None) or ""
+    return home.startswith(module.__name__) or home.endswith("._cykernels")
+
+
+def test_the_contract_declares_every_kernel_once():
+    assert len(contract.KERNELS) == len(set(contract.KERNELS))
+    assert set(contract.kernel_names(contract.ESTIMATOR)) == {
+        "prepare_inputs", "train_epoch", "predict_proba"}
+    assert set(contract.kernel_names()) == (set(contract.kernel_names(contract.ESTIMATOR))
+                                            | set(contract.kernel_names(contract.SUPPORT)))
+
+
+def test_registry_finds_every_backend_module():
+    assert backend_names()[0] == REFERENCE
+    assert {"numpy", "numba", "cython"} <= set(backend_names())
+
+
+def test_backend_provides_exactly_the_contract(backend_name, backend):
+    offered = _public_callables(backend) - set(contract.EXTRAS)
+    assert offered == set(contract.KERNELS), (
+        f"{backend_name}: missing {sorted(set(contract.KERNELS) - offered)}, "
+        f"beyond the contract {sorted(offered - set(contract.KERNELS))}")
+
+
+@pytest.mark.parametrize("kernel", list(contract.KERNELS))
+def test_kernel_signature(backend, kernel):
+    declared = _declared_parameters(contract.KERNELS[kernel].params)
+    assert _parameters(getattr(backend, kernel)) == declared
+
+
+def test_backend_constants(backend_name, backend):
+    for name, kind in contract.CONSTANTS.items():
+        assert isinstance(getattr(backend, name), kind), name
+    assert backend.NAME == backend_name
+
+
+def test_optimizer_record_fields():
+    # the compiled code reads the record by position
+    assert codes.OptimizerStep._fields == ("solver", "lr", "momentum", "nesterov", "beta1",
+                                            "beta2", "eps", "lr_t")
+    step = codes.optimizer_step(codes.ADAM, 1)
+    assert (type(step.solver), type(step.lr), type(step.nesterov)) == (int, float, bool)
+
+
+def _extension():
+    if "cython" not in backend_names():
+        pytest.skip("no cython backend")
+    try:
+        get_backend("cython")
+    except ImportError as exc:
+        pytest.skip(str(exc))
+    from fastmlp.backends import _cykernels
+
+    return _cykernels
+
+
+def test_extension_constants_agree_with_python():
+    ext = _extension()
+    assert ext.VECTOR_BYTES == layout.VECTOR_BYTES
+    assert {name: ext.ACTIVATION_CODES[name] for name in codes.ACTIVATIONS} == codes.ACTIVATIONS
+    assert ext.SOLVER_CODES == codes.SOLVERS
+    for dtype in (np.float32, np.float64):
+        assert ext.vector_lanes(np.dtype(dtype).itemsize) == (
+            layout.VECTOR_BYTES // np.dtype(dtype).itemsize)
+
+
+def test_numba_vector_width_agrees_with_layout():
+    if "numba" not in backend_names():
+        pytest.skip("no numba backend")
+    try:
+        nb = get_backend("numba")
+    except ImportError as exc:
+        pytest.skip(str(exc))
+    from fastmlp.backends.numba_backend import intrinsics
+
+    for dtype in (np.float32, np.float64):
+        assert intrinsics.vector_lanes(np.zeros(1, dtype)) == (
+            layout.VECTOR_BYTES // np.dtype(dtype).itemsize), nb.NAME
+
+
+def test_readme_summarises_the_contract():
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    if not readme.exists():
+        pytest.skip("not run from a source checkout")
+    assert contract.summary() in readme.read_text(), (
+        "README.md's Backends section must show contract.summary(); paste it again")
