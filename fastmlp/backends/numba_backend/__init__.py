@@ -1,0 +1,82 @@
+"""The Numba backend: fused, parallel kernels and a compiled whole-epoch training loop.
+
+Its modules, by topic:
+
+- ``_config``: the Numba flags and decorators, in one place;
+- ``intrinsics``: what is written in LLVM IR (register panels, vector sums of rows);
+- ``inline``: small helpers inlined into the kernels' inner loops;
+- ``kernels``: the standalone kernels of the contract, for the tests, the benchmarks and
+  ``fastmlp compare`` (the estimator does not call them);
+- ``inputs``: X as compressed sparse rows, built once per fit;
+- ``workspace`` and ``epoch``: the fused epoch, in stages (what the estimator trains
+  with);
+- ``predict``: prediction (what the estimator predicts with).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+import numba
+import numpy as np
+from numba import prange
+
+from ._config import pjit as _pjit
+from .epoch import loss_and_grad, train_epoch
+from .inputs import prepare_inputs
+from .kernels import (
+    activation_backward,
+    adam_update,
+    linear_backward,
+    linear_forward,
+    sgd_update,
+    softmax_xent_backward,
+    softmax_xent_forward,
+)
+from .predict import predict_proba
+
+NAME = "numba"
+# predict_proba raises ValueError for NaN or infinity in X, checked in the same pass that
+# gathers each row's non-zero inputs; the estimator then skips its own pass over X
+CHECKS_FINITE_INPUT = True
+
+__all__ = ["NAME", "CHECKS_FINITE_INPUT", "linear_forward", "linear_backward",
+           "activation_backward", "softmax_xent_forward", "softmax_xent_backward",
+           "sgd_update", "adam_update", "prepare_inputs", "train_epoch", "loss_and_grad",
+           "predict_proba", "thread_limit", "threading_layer", "cache_location"]
+
+
+@contextmanager
+def thread_limit(n):
+    """Numba's thread count set to n (capped at the pool size), restored on exit."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+def threading_layer() -> str:
+    """The threading layer Numba uses (launching a tiny parallel loop if none ran yet)."""
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        _touch(np.zeros(2))
+        return numba.threading_layer()
+
+
+def cache_location() -> str:
+    """Where compiled kernels are cached: NUMBA_CACHE_DIR if set, else __pycache__ beside
+    these modules (or Numba's per-user cache folder when that is not writable)."""
+    if numba.config.CACHE_DIR:
+        return numba.config.CACHE_DIR
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
+    return here if os.access(os.path.dirname(here), os.W_OK) else "Numba's per-user cache"
+
+
+@_pjit
+def _touch(a):
+    for i in prange(a.shape[0]):
+        a[i] += 0.0

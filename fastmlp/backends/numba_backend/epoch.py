@@ -1,0 +1,396 @@
+"""The fused epoch: ``train_epoch`` runs a whole epoch of mini-batches in one compiled
+call, so no Python runs between mini-batches; ``loss_and_grad`` runs one batch without
+the update.
+
+``prepare_inputs`` has turned X into compressed sparse rows once per fit, so the first
+layer reads only the non-zero inputs. Each batch (``_batch``) runs three stages, each a
+parallel region split into one block per thread:
+
+1. ``hidden_forward``: the hidden layers, split by output units: a thread owns a block of
+   hidden units, and its slice of W (with the Adam moments) stays in that core's cache;
+2. ``output_loss``: the output layer, split by rows: logits, softmax, loss, correct
+   count and the gradient of the loss in one pass per row;
+3. ``backward_update``: one region per weight layer above the first, split by that
+   layer's input units: a thread computes the input gradient of its units from the *old*
+   weights, then the weight gradient of its block, then updates it in place (Adam or
+   SGD) while it is still in cache. The first layer needs no input gradient, so it is
+   done block by block in the region of the layer above it.
+
+No block is written by two threads, so no reduction across threads is needed. The
+stages take the workspace's tuples (see workspace.Workspace): ``state`` (params, grads,
+m, v), ``net`` (usizes, p_offs, a_offs, rows per buffer), ``data`` (indptr, indices,
+values, y) and ``bufs`` (act_buf, delta_buf, row_loss, row_hit, pen_parts, top_w), and
+``opt``, a codes.OptimizerStep whose fields have the parameters' dtype.
+
+Legend: N rows in the batch, I inputs of a layer, O its outputs, K classes, I0 input
+features.
+"""
+
+import numpy as np
+from numba import prange
+
+from ..checks import check_epoch_inputs, check_index_array
+from ..codes import ADAM, OptimizerStep
+from ._config import U, jit, pjit
+from .inline import (
+    act_derivative_f,
+    activate_f,
+    axpy_f,
+    column_sums_f,
+    dot_f,
+    scale_f,
+    scatter_rows_f,
+    softmax_f,
+    sum_rows_f,
+    sumsq_f,
+    ublock,
+    update_f,
+)
+from .inputs import as_sparse_rows, prepare_inputs
+from .intrinsics import panel, sum_rows_vector, vector_width
+from .workspace import Workspace, segment
+
+# --------------------------------------------------------------------------- stage 1
+
+
+@pjit
+def hidden_forward(params, net, data, rows, act_buf, act, n_blocks):
+    """Activations of the hidden layers for the rows ``rows`` of X, split by output
+    units; W of layer 0 by blocks of columns, the layers above transposed (see
+    workspace._to_work_layout)."""
+    usizes, p_offs, a_offs, b_rows = net
+    indptr, indices, values, _ = data
+    n = rows.shape[0]
+    top = usizes.shape[0] - 2
+    n_in0 = usizes[0]
+    one = params.dtype.type(1)
+    for layer in range(top):
+        n_i = usizes[layer]
+        n_o = usizes[layer + 1]
+        w_off = p_offs[layer]
+        b_off = w_off + n_i * n_o
+        for k in prange(n_blocks):
+            o_base, width, c0, c1 = segment(a_offs[layer], b_rows, n_o, n_blocks, k, True)
+            acc = panel(act_buf)
+            for r in range(n):
+                o = o_base + U(r) * width
+                if layer == 0:
+                    # bias plus the rows of this block of W picked by the row's non-zero
+                    # inputs
+                    row = rows[r]
+                    sum_rows_f(act_buf, o, one, params, b_off + c0, values, U(0), False,
+                               indices, indptr[row], indptr[row + 1], params, n_in0 * c0,
+                               width, width, acc)
+                else:
+                    scale_f(act_buf, o, one, params, b_off + c0, width)
+                    # W stored transposed by input blocks: dot products, block by block
+                    for k2 in range(n_blocks):
+                        i_base, i_width, i0, i1 = segment(a_offs[layer - 1], b_rows, n_i,
+                                                          n_blocks, k2, True)
+                        wt_base = w_off + n_o * i0
+                        io = i_base + U(r) * i_width
+                        for c in range(c0, c1):
+                            act_buf[o + (c - c0)] += dot_f(act_buf, io, params,
+                                                           wt_base + c * i_width, i_width)
+                activate_f(act_buf, o, width, act)
+
+
+# --------------------------------------------------------------------------- stage 2
+
+
+@pjit
+def output_loss(params, net, data, rows, bufs, n_blocks):
+    """Logits, softmax, each row's loss and hit, and the gradient of the mean loss with
+    respect to the logits (into delta_buf), split by rows."""
+    usizes, p_offs, a_offs, b_rows = net
+    indptr, indices, values, y = data
+    act_buf, delta_buf, row_loss, row_hit, _, top_w = bufs
+    n = rows.shape[0]
+    top = usizes.shape[0] - 2
+    n_in0 = usizes[0]
+    n_i = usizes[top]
+    n_k = usizes[top + 1]
+    b_off = p_offs[top] + n_i * n_k
+    k_pad = U(top_w.shape[0]) // n_i if top > 0 else U(0)
+    lanes = vector_width(act_buf)
+    inv_n = params.dtype.type(1.0 / n)
+    one = params.dtype.type(1)
+    for k in prange(n_blocks):
+        r0, r1 = ublock(U(n), n_blocks, k)
+        part = panel(act_buf)
+        for r in range(r0, r1):
+            o = a_offs[top] + r * n_k
+            scale_f(act_buf, o, one, params, b_off, n_k)
+            for k2 in range(n_blocks):
+                if top == 0:
+                    c0, c1 = ublock(n_k, n_blocks, k2)
+                    width = c1 - c0
+                    row = rows[r]
+                    for q in range(indptr[row], indptr[row + 1]):
+                        axpy_f(act_buf, o + c0, values[q], params,
+                               n_in0 * c0 + U(indices[q]) * width, width)
+                else:
+                    i_base, i_width, i0, i1 = segment(a_offs[top - 1], b_rows, n_i,
+                                                      n_blocks, k2, True)
+                    # vector sums of the padded rows of W picked by this block of hidden
+                    # units: one dot product per class, each ending in a reduction across
+                    # its lanes, was slower
+                    io = i_base + r * i_width
+                    for c0 in range(U(0), k_pad, lanes):
+                        sum_rows_vector(part, U(0), top_w, i0 * k_pad + c0, k_pad, act_buf,
+                                        io, None, U(0), i_width)
+                        for c in range(min(lanes, n_k - c0)):
+                            act_buf[o + c0 + c] += part[c]
+            label = U(y[rows[r]])
+            loss_r, hit = softmax_f(act_buf, o, act_buf, o, n_k, label)
+            scale_f(delta_buf, o, inv_n, act_buf, o, n_k)
+            delta_buf[o + label] -= inv_n
+            row_loss[r] = loss_r
+            row_hit[r] = 1 if hit else 0
+
+
+# --------------------------------------------------------------------------- stage 3
+
+
+@jit
+def _step_rows_f(params, grads, m, v, s, n, alpha_n, update, opt):
+    """Adds the L2 term alpha_n * w to the gradient in grads[s : s + n] and, if
+    ``update``, takes the optimizer step with it in the same pass and clears grads to
+    zero for the next batch (otherwise the whole gradient is left there). Returns the sum
+    of squared weights before the step (0 without an L2 term)."""
+    zero = params.dtype.type(0)
+    one = params.dtype.type(1)
+    pen = sumsq_f(params, s, n) if alpha_n != zero else 0.0
+    if not update:
+        for q in range(s, s + n):
+            grads[q] += alpha_n * params[q]
+    elif opt.solver == ADAM:
+        for q in range(s, s + n):
+            w = params[q]
+            g = grads[q] + alpha_n * w
+            mq = opt.beta1 * m[q] + (one - opt.beta1) * g
+            vq = opt.beta2 * v[q] + (one - opt.beta2) * g * g
+            m[q] = mq
+            v[q] = vq
+            params[q] = w - opt.lr_t * mq / (np.sqrt(vq) + opt.eps)
+            grads[q] = zero
+    else:
+        for q in range(s, s + n):
+            w = params[q]
+            g = grads[q] + alpha_n * w
+            vel = opt.momentum * m[q] - opt.lr * g
+            m[q] = vel
+            params[q] = w + (opt.momentum * vel - opt.lr * g if opt.nesterov else vel)
+            grads[q] = zero
+    return pen
+
+
+@jit
+def _first_layer_block(state, n_in, n_out, d_buf, d_base, d_stride, data, rows, c0, c1,
+                       alpha_n, opt, update):
+    """Gradient and update of the first layer's columns c0:c1, driven by the non-zero
+    inputs. Returns the block's sum of squared weights before the update."""
+    # W block (n_in, c1 - c0) at params[n_in * c0], its gradient at the same place in
+    # grads, all zero on entry (see _step_rows_f); b (n_out,) after all of W; the gradient
+    # of row r's pre-activations c0:c1 is d_buf[d_base + r * d_stride ...]
+    params, grads, m, v = state
+    indptr, indices, values, _ = data
+    width = c1 - c0
+    w_base = n_in * c0
+    n_rows = rows.shape[0]
+    acc = panel(grads)
+    for r in range(n_rows):
+        row = rows[r]
+        scatter_rows_f(grads, w_base, width, values, indices, indptr[row], indptr[row + 1],
+                       d_buf, d_base + U(r) * d_stride, width, acc)
+    b_off = n_in * n_out
+    column_sums_f(grads, b_off + c0, d_buf, d_base, d_stride, n_rows, width)
+    pen = _step_rows_f(params, grads, m, v, w_base, n_in * width, alpha_n, update, opt)
+    if update:
+        update_f(params, grads, m, v, b_off + c0, width, opt)
+    return pen
+
+
+@jit
+def _input_gradient_f(delta_buf, act_buf, params, wt_base, i_base, wi, n, o_off, b_rows, n_o,
+                      n_blocks, out_blocked, act):
+    """delta of one block of a layer's input units (wi units at i_base of the blocked
+    buffer, W transposed at wt_base) from the layer's output delta at o_off, through
+    the weights before the update, times the activation's derivative."""
+    zero = params.dtype.type(0)
+    for r in range(n):
+        dio = i_base + U(r) * wi
+        for i in range(wi):
+            delta_buf[dio + i] = zero
+        for k2 in range(n_blocks):
+            d_base, d_stride, c0, c1 = segment(o_off, b_rows, n_o, n_blocks, k2, out_blocked)
+            dro = d_base + U(r) * d_stride
+            for c in range(c0, c1):
+                axpy_f(delta_buf, dio, delta_buf[dro + (c - c0)], params, wt_base + c * wi,
+                       wi)
+        act_derivative_f(delta_buf, dio, act_buf, dio, wi, act)
+
+
+@jit
+def _weight_gradient_f(grads, params, delta_buf, act_buf, wt_base, i_base, wi, n, o_off,
+                       b_rows, n_o, n_blocks, out_blocked, alpha_n):
+    """Gradient of one block of W (transposed, at wt_base): the L2 term plus the sum over
+    rows of the block's inputs times the layer's output delta."""
+    scale_f(grads, wt_base, alpha_n, params, wt_base, n_o * wi)
+    for k2 in range(n_blocks):
+        d_base, d_stride, c0, c1 = segment(o_off, b_rows, n_o, n_blocks, k2, out_blocked)
+        for c in range(c0, c1):
+            go = wt_base + c * wi
+            for r in range(n):
+                axpy_f(grads, go, delta_buf[d_base + U(r) * d_stride + (c - c0)], act_buf,
+                       i_base + U(r) * wi, wi)
+
+
+@pjit
+def backward_update(state, net, data, rows, bufs, act, alpha, opt, update, n_blocks):
+    """Backward through every layer and, if ``update``, the optimizer step, top down; the
+    blocks' sums of squared weights (for the L2 term of the loss) go to pen_parts."""
+    params, grads, m, v = state
+    usizes, p_offs, a_offs, b_rows = net
+    act_buf, delta_buf, _, _, pen_parts, top_w = bufs
+    n = rows.shape[0]
+    top = usizes.shape[0] - 2
+    n_in0 = usizes[0]
+    k_pad = U(top_w.shape[0]) // usizes[top] if top > 0 else U(0)
+    alpha_n = params.dtype.type(alpha / n)
+    for k in range(n_blocks):
+        pen_parts[k] = 0.0
+    for layer in range(top, 0, -1):
+        n_i = usizes[layer]
+        n_o = usizes[layer + 1]
+        w_off = p_offs[layer]
+        b_off = w_off + n_i * n_o
+        out_blocked = layer < top
+        for k in prange(n_blocks):
+            i_base, wi, i0, i1 = segment(a_offs[layer - 1], b_rows, n_i, n_blocks, k, True)
+            wt_base = w_off + n_o * i0
+            _input_gradient_f(delta_buf, act_buf, params, wt_base, i_base, wi, n,
+                              a_offs[layer], b_rows, n_o, n_blocks, out_blocked, act)
+            # weight gradient of this block, then its update while it is in cache
+            _weight_gradient_f(grads, params, delta_buf, act_buf, wt_base, i_base, wi, n,
+                               a_offs[layer], b_rows, n_o, n_blocks, out_blocked, alpha_n)
+            pen = 0.0
+            if alpha != 0.0:
+                pen += sumsq_f(params, wt_base, n_o * wi)
+            if update:
+                update_f(params, grads, m, v, wt_base, n_o * wi, opt)
+                if layer == top:
+                    # the forward copy of this block (see top_w)
+                    for i in range(wi):
+                        for c in range(n_o):
+                            top_w[(i0 + i) * k_pad + c] = params[wt_base + c * wi + i]
+            # this block's share of the layer's biases
+            d_base, d_stride, c0, c1 = segment(a_offs[layer], b_rows, n_o, n_blocks, k,
+                                               out_blocked)
+            column_sums_f(grads, b_off + c0, delta_buf, d_base, d_stride, n, c1 - c0)
+            if update:
+                update_f(params, grads, m, v, b_off + c0, c1 - c0, opt)
+            if layer == 1:
+                pen += _first_layer_block(state, n_in0, n_i, delta_buf, i_base, wi, data,
+                                          rows, i0, i1, alpha_n, opt, update)
+            pen_parts[k] += pen
+    if top == 0:
+        # no hidden layer: the only weight layer, split by output columns
+        n_k = usizes[1]
+        for k in prange(n_blocks):
+            c0, c1 = ublock(n_k, n_blocks, k)
+            pen_parts[k] += _first_layer_block(state, n_in0, n_k, delta_buf, a_offs[0] + c0,
+                                               n_k, data, rows, c0, c1, alpha_n, opt, update)
+
+
+# --------------------------------------------------------------------------- the batch
+
+
+@jit
+def _batch(state, net, data, rows, bufs, act, alpha, opt, update, n_blocks):
+    """Forward, loss, backward and (if update) optimizer step for the rows ``rows`` of X.
+    Returns (sum of row losses + alpha/2 ||W||^2, number of correct predictions)."""
+    hidden_forward(state[0], net, data, rows, bufs[0], act, n_blocks)
+    output_loss(state[0], net, data, rows, bufs, n_blocks)
+    backward_update(state, net, data, rows, bufs, act, alpha, opt, update, n_blocks)
+    _, _, row_loss, row_hit, pen_parts, _ = bufs
+    loss = 0.0
+    hits = 0
+    for r in range(rows.shape[0]):
+        loss += row_loss[r]
+        hits += row_hit[r]
+    if alpha != 0.0:
+        penalty = 0.0
+        for k in range(n_blocks):
+            penalty += pen_parts[k]
+        loss += 0.5 * alpha * penalty
+    return loss, hits
+
+
+@jit
+def _epoch(state, net, data, order, batch_size, bufs, act, alpha, opt, t, update, n_blocks):
+    """Every mini-batch of ``order``; returns (summed losses, hits, Adam step count).
+    Without ``update``, one batch of all of ``order`` leaves its gradient in grads
+    (loss_and_grad; one compiled entry point for both saves compiling the batch twice)."""
+    n = order.shape[0]
+    loss = 0.0
+    hits = 0
+    dt = state[0].dtype.type
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        lr_t = opt.lr
+        if opt.solver == ADAM:
+            t += 1
+            lr_t = opt.lr * np.sqrt(1.0 - opt.beta2**t) / (1.0 - opt.beta1**t)
+        step = OptimizerStep(opt.solver, dt(opt.lr), dt(opt.momentum), opt.nesterov,
+                             dt(opt.beta1), dt(opt.beta2), dt(opt.eps), dt(lr_t))
+        batch_loss, batch_hits = _batch(state, net, data, order[start:stop], bufs, act, alpha,
+                                        step, update, n_blocks)
+        loss += batch_loss
+        hits += batch_hits
+    return loss, hits, t
+
+
+def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_size, alpha, opt,
+                t):
+    """One epoch of mini-batch training in a single compiled call (see the module notes).
+
+    Same contract and results as the NumPy backend's ``train_epoch``; ``data`` is what
+    ``prepare_inputs(X)`` returned (a plain X is accepted and converted, at a cost).
+    """
+    data = as_sparse_rows(data)
+    check_epoch_inputs(layer_sizes, params, grads, m, v, data, y, order)
+    ws = Workspace(layer_sizes, min(int(batch_size), order.shape[0]), params, m, v)
+    opt = opt._replace(solver=int(opt.solver), lr=float(opt.lr), momentum=float(opt.momentum),
+                       nesterov=bool(opt.nesterov), beta1=float(opt.beta1),
+                       beta2=float(opt.beta2), eps=float(opt.eps), lr_t=float(opt.lr_t))
+    try:
+        loss, hits, t = _epoch(ws.state(), ws.net(), (data.indptr, data.indices, data.values, y),
+                               order, int(batch_size), ws.buffers(), int(act), float(alpha),
+                               opt, int(t), True, ws.n_blocks)
+    finally:
+        ws.write_back(grads)
+    return float(loss), int(hits), int(t)
+
+
+def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
+    """Gradient of the batch objective (mean cross-entropy + alpha/2N ||W||^2) into grads.
+
+    Returns the objective's value.
+    """
+    n = X.shape[0]
+    check_index_array("y", y, int(layer_sizes[-1]), length=n)
+    empty = params[:0]
+    ws = Workspace(layer_sizes, n, params, empty, empty)
+    data = prepare_inputs(X)
+    p = ws.work[0]
+    loss, _, _ = _epoch((p, ws.grads, p, p), ws.net(),
+                        (data.indptr, data.indices, data.values, y),
+                        np.arange(n, dtype=np.int64), max(n, 1), ws.buffers(), int(act),
+                        float(alpha), _NO_STEP, 0, False, ws.n_blocks)
+    ws.write_back(grads)
+    return loss / n
+
+
+# the optimizer record of loss_and_grad, which takes no step
+_NO_STEP = OptimizerStep(0, 0.0, 0.0, False, 0.0, 0.0, 0.0, 0.0)

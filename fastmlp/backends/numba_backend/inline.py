@@ -1,0 +1,231 @@
+"""Small helpers the kernels call in their inner loops, inlined into their callers.
+
+They work on flat 1-D arrays at uint64 offsets (see _config.U): ``y, yo`` is the array
+and the offset of the first element, ``n`` a count. The ``_f`` ends a name that works on
+such flat arrays.
+"""
+
+import numpy as np
+
+from ..codes import ADAM, LOGISTIC, RELU, TANH
+from ._config import ALIGN, U, inline, jit
+from .intrinsics import panel, panel_width
+
+
+@inline
+def ublock(d, n_blocks, k):
+    """[start, stop) as uint64 of block k when d (uint64) items make n_blocks blocks."""
+    nb = U(n_blocks)
+    align = U(ALIGN)
+    chunk = (d + nb - U(1)) // nb
+    chunk = ((chunk + align - U(1)) // align) * align
+    start = min(U(k) * chunk, d)
+    return start, min(start + chunk, d)
+
+
+@inline
+def axpy_f(y, yo, a, x, xo, n):
+    # y[yo : yo + n] += a * x[xo : xo + n]
+    # The widths a thread's block usually has, and 10 classes, get a loop of constant
+    # length: LLVM unrolls it and drops the per-call overlap checks, which cost more than
+    # the few vector FMAs themselves.
+    if n == U(64):
+        for c in range(U(64)):
+            y[yo + c] += a * x[xo + c]
+    elif n == U(128):
+        for c in range(U(128)):
+            y[yo + c] += a * x[xo + c]
+    elif n == U(32):
+        for c in range(U(32)):
+            y[yo + c] += a * x[xo + c]
+    elif n == U(10):
+        # the output layer of a 10-class problem (digits, Fashion-MNIST, CIFAR-10)
+        for c in range(U(10)):
+            y[yo + c] += a * x[xo + c]
+    else:
+        for c in range(n):
+            y[yo + c] += a * x[xo + c]
+
+
+@inline
+def sum_rows_f(out, oo, scale, init, io, vals, vo, by_idx, idx, q0, q1, src, s_base,
+                s_stride, width, acc):
+    """out[oo : oo + width] = scale * init[io : io + width]
+    + sum over q in [q0, q1) of a_q * src[s_base + idx[q] * s_stride : ... + width],
+    added in that order, where a_q = vals[vo + idx[q]] if by_idx, else vals[q]; panel by
+    panel in acc (see panel), the remainder in place."""
+    P = panel_width(out)
+    p0 = U(0)
+    while p0 + P <= width:
+        for c in range(P):
+            acc[c] = scale * init[io + p0 + c]
+        for q in range(q0, q1):
+            j = U(idx[q])
+            a = vals[vo + j] if by_idx else vals[q]
+            so = s_base + j * s_stride + p0
+            for c in range(P):
+                acc[c] += a * src[so + c]
+        for c in range(P):
+            out[oo + p0 + c] = acc[c]
+        p0 += P
+    if p0 < width:
+        rest = width - p0
+        scale_f(out, oo + p0, scale, init, io + p0, rest)
+        for q in range(q0, q1):
+            j = U(idx[q])
+            axpy_f(out, oo + p0, vals[vo + j] if by_idx else vals[q], src,
+                    s_base + j * s_stride + p0, rest)
+
+
+@inline
+def scatter_rows_f(dst, d_base, d_stride, vals, idx, q0, q1, src, so, width, acc):
+    """dst[d_base + idx[q] * d_stride : ... + width] += vals[q] * src[so : so + width] for
+    q in [q0, q1): src is read into the panel acc once (see panel) instead of once per
+    q. (Prefetching the rows of dst a few places ahead was slower.)"""
+    P = panel_width(dst)
+    p0 = U(0)
+    while p0 + P <= width:
+        for c in range(P):
+            acc[c] = src[so + p0 + c]
+        for q in range(q0, q1):
+            a = vals[q]
+            do = d_base + U(idx[q]) * d_stride + p0
+            for c in range(P):
+                dst[do + c] += a * acc[c]
+        p0 += P
+    if p0 < width:
+        for q in range(q0, q1):
+            axpy_f(dst, d_base + U(idx[q]) * d_stride + p0, vals[q], src, so + p0,
+                    width - p0)
+
+
+@inline
+def scale_f(y, yo, a, x, xo, n):
+    # y[yo : yo + n] = a * x[xo : xo + n]
+    for c in range(n):
+        y[yo + c] = a * x[xo + c]
+
+
+@inline
+def dot_f(x, xo, y, yo, n):
+    # sum of x[xo:xo+n] * y[yo:yo+n] in one partial sum per lane of a panel (see
+    # panel), the lanes then added pairwise in a fixed order: as fast as a reordered
+    # sum, and the same bits however it is compiled. (With eight partial sums in scalars
+    # LLVM did not vectorise at all.)
+    acc = panel(x)
+    P = panel_width(x)
+    for c in range(P):
+        acc[c] = x.dtype.type(0)
+    n_p = n - n % P
+    for j in range(U(0), n_p, P):
+        for c in range(P):
+            acc[c] += x[xo + j + c] * y[yo + j + c]
+    for c in range(n - n_p):
+        acc[c] += x[xo + n_p + c] * y[yo + n_p + c]
+    half = P // U(2)
+    while half > U(0):
+        for c in range(half):
+            acc[c] += acc[c + half]
+        half //= U(2)
+    return acc[0]
+
+
+@jit
+def sumsq_f(x, xo, n):
+    return float(dot_f(x, xo, x, xo, n))
+
+
+@inline
+def activate_f(z, zo, n, act):
+    zero = z.dtype.type(0)
+    one = z.dtype.type(1)
+    if act == RELU:
+        # a select and a store for every element, not a branch: the sign of a hidden
+        # unit is a coin toss, and mispredicted branches cost more than the stores.
+        # (NaN stays NaN, as the divergence check needs.)
+        for c in range(n):
+            v = z[zo + c]
+            z[zo + c] = zero if v < zero else v
+    elif act == TANH:
+        for c in range(n):
+            z[zo + c] = np.tanh(z[zo + c])
+    elif act == LOGISTIC:
+        for c in range(n):
+            z[zo + c] = one / (one + np.exp(-z[zo + c]))
+
+
+@inline
+def act_derivative_f(d, do, a, ao, n, act):
+    # d[do:do+n] *= act'(z), through the output a[ao:ao+n] = act(z)
+    zero = a.dtype.type(0)
+    one = a.dtype.type(1)
+    if act == RELU:
+        for c in range(n):
+            # a select, not a branch (see activate_f)
+            d[do + c] = zero if a[ao + c] <= zero else d[do + c]
+    elif act == TANH:
+        for c in range(n):
+            d[do + c] *= one - a[ao + c] * a[ao + c]
+    elif act == LOGISTIC:
+        for c in range(n):
+            d[do + c] *= a[ao + c] * (one - a[ao + c])
+
+
+@jit
+def update_f(params, grads, m, v, s, n, opt):
+    # one optimizer step (opt, a codes.OptimizerStep) on params[s : s + n], in the flat
+    # layout shared by grads, m and v
+    if opt.solver == ADAM:
+        one = params.dtype.type(1)
+        for q in range(s, s + n):
+            g = grads[q]
+            mq = opt.beta1 * m[q] + (one - opt.beta1) * g
+            vq = opt.beta2 * v[q] + (one - opt.beta2) * g * g
+            m[q] = mq
+            v[q] = vq
+            params[q] -= opt.lr_t * mq / (np.sqrt(vq) + opt.eps)
+    elif opt.nesterov:
+        for q in range(s, s + n):
+            g = grads[q]
+            vel = opt.momentum * m[q] - opt.lr * g
+            m[q] = vel
+            params[q] += opt.momentum * vel - opt.lr * g
+    else:
+        for q in range(s, s + n):
+            vel = opt.momentum * m[q] - opt.lr * grads[q]
+            m[q] = vel
+            params[q] += vel
+
+
+@jit
+def column_sums_f(out, oo, delta, do, stride, n_rows, n):
+    # out[oo:oo+n] = sum over rows r of delta[do + r*stride : ... + n]
+    zero = out.dtype.type(0)
+    for c in range(n):
+        out[oo + c] = zero
+    for r in range(n_rows):
+        axpy_f(out, oo, out.dtype.type(1), delta, do + U(r) * stride, n)
+
+
+@inline
+def softmax_f(out, oo, src, so, k, label):
+    """out[oo:oo+k] = softmax(src[so:so+k]) (may be the same place); returns the row's
+    cross-entropy for ``label`` and whether the arg-max is ``label``."""
+    best = U(0)
+    top = src[so]
+    for c in range(U(1), k):
+        if src[so + c] > top:
+            top = src[so + c]
+            best = c
+    target = float(src[so + label] - top)
+    total = 0.0
+    for c in range(k):
+        e = np.exp(src[so + c] - top)
+        out[oo + c] = e
+        total += e
+    inv_total = out.dtype.type(1.0 / total)
+    for c in range(k):
+        out[oo + c] *= inv_total
+    return np.log(total) - target, best == label
+
+

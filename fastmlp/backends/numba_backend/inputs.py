@@ -1,0 +1,49 @@
+"""Input preparation: X as compressed sparse rows, built once per fit by two parallel
+passes, so the first layer of every batch reads only the non-zero inputs (19 % of
+MNIST's pixels) without scanning each row again every epoch."""
+
+from numba import prange
+
+from ..sparse import SparseRows, sparse_rows
+from ._config import U, pjit
+
+
+@pjit
+def _count_row_nonzeros(counts, X):
+    # X (N, I0), counts (N,)
+    zero = X.dtype.type(0)
+    for r in prange(X.shape[0]):
+        c = 0
+        for j in range(X.shape[1]):
+            c += 1 if X[r, j] != zero else 0
+        counts[r] = c
+
+
+@pjit
+def _fill_sparse_rows(indices, values, indptr, X):
+    # X (N, I0); indices, values (nnz,); indptr (N + 1,)
+    # Without a branch: every input is written at the row's next free place, which only
+    # advances past a non-zero (the branch, taken at random on image data, made this
+    # pass many times slower than counting). Once the row's places are filled the rest
+    # of the row is skipped, so nothing is written into the next row's places.
+    zero = X.dtype.type(0)
+    for r in prange(X.shape[0]):
+        q = U(indptr[r])
+        end = U(indptr[r + 1])
+        for j in range(U(X.shape[1])):
+            if q == end:
+                break
+            xv = X[r, j]
+            indices[q] = j
+            values[q] = xv
+            q += U(1) if xv != zero else U(0)
+
+
+def prepare_inputs(X):
+    """X (N, I0) as SparseRows, the form train_epoch reads."""
+    return sparse_rows(X, _count_row_nonzeros, _fill_sparse_rows)
+
+
+def as_sparse_rows(data):
+    """data itself if it is SparseRows already, else prepare_inputs(data)."""
+    return data if isinstance(data, SparseRows) else prepare_inputs(data)

@@ -1,0 +1,187 @@
+"""Code Numba's own compiler does not write well, written in LLVM IR: a stack buffer
+that stays in vector registers (the panel), explicit vector sums of rows, and lane counts
+as constants LLVM can unroll by. With the JIT off (NUMBA_DISABLE_JIT=1) each has a plain
+Python version that computes the same values, so the tests cover the code around them.
+"""
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import carray, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ..layout import VECTOR_BYTES
+from ._config import U, inline_always
+
+# A panel: PANEL_LANES values of a row, summed in registers. Adding rows of a matrix
+# into a row of an array makes LLVM load and store that row around every addition,
+# because it cannot prove the two arrays apart; a buffer on the stack cannot alias
+# anything, so LLVM keeps it in vector registers (faster per non-zero input, both for the
+# forward pass and for the first layer's gradient): 64 float32 take eight of the 16 AVX2
+# registers. The lane count is the same for float64 (sixteen registers, some spilled):
+# with 32 lanes LLVM unrolled the 32-step loops in full and then left them scalar, slower
+# than plain loops. Figures in docs/performance.md.
+PANEL_LANES = 64
+
+if numba.config.DISABLE_JIT:
+
+    def panel(like):
+        return np.empty(PANEL_LANES, dtype=like.dtype)
+
+    def panel_width(like):
+        return U(PANEL_LANES)
+
+else:
+
+    @intrinsic
+    def _panel_buffer(typingctx, like):
+        # a stack buffer of PANEL_LANES values of like's dtype, allocated once per function
+        dtype = like.dtype
+
+        def codegen(context, builder, signature, args):
+            return cgutils.alloca_once(builder, context.get_data_type(dtype),
+                                       size=PANEL_LANES)
+
+        return types.CPointer(dtype)(like), codegen
+
+    @intrinsic
+    def panel_width(typingctx, like):
+        # PANEL_LANES, as a constant LLVM can unroll loops by
+        def codegen(context, builder, signature, args):
+            return context.get_constant(types.uint64, PANEL_LANES)
+
+        return types.uint64(like), codegen
+
+    @inline_always
+    def panel(like):
+        # inlined, so the buffer belongs to the caller's frame
+        return carray(_panel_buffer(like), panel_width(like))
+
+
+# Vector sums of rows: out[oo : oo + L] = sum over q in [q0, q1) of
+# a_q * w[w_base + j * w_stride : ... + L], where j = idx[q] (or q when idx is None),
+# a_q = vals[vo + j] for an "indirect" kernel and vals[vo + q] otherwise, and L values
+# fill n_bytes. They are written in LLVM IR with explicit vector types: a row of so few
+# values gives LLVM's vectorisers nothing to work with, and the same loop in Python-level
+# Numba code came out as scalar FMAs with the partial sums spilled to the stack, several
+# times slower. The sum runs in n_sums interleaved partial sums, so that consecutive FMAs
+# do not wait for each other, added pairwise at the end in a fixed order. No bounds are
+# checked: the caller makes sure every row it names holds L values.
+VECTOR_SUMS = 4
+
+
+def _vector_sum_kernel(n_bytes, n_sums, indirect):
+    """A vector sum of rows (see above) as a Numba intrinsic, or as plain Python with the
+    JIT off."""
+    if numba.config.DISABLE_JIT:
+
+        def sum_rows(out, oo, w, w_base, w_stride, vals, vo, idx, q0, q1):
+            lanes = n_bytes // w.dtype.itemsize
+            acc = np.zeros((n_sums, lanes), dtype=w.dtype)
+            n_main = q0 + (q1 - q0) // n_sums * n_sums
+            for q in range(q0, q1):
+                j = q if idx is None else idx[q]
+                off = int(w_base + U(j) * w_stride)
+                part = (q - q0) % n_sums if q < n_main else 0
+                acc[part] += vals[int(vo) + int(j if indirect else q)] * w[off : off + lanes]
+            while acc.shape[0] > 1:
+                acc = acc[0::2] + acc[1::2]
+            out[oo : oo + lanes] = acc[0]
+
+        return sum_rows
+
+    @intrinsic
+    def sum_rows(typingctx, out, oo, w, w_base, w_stride, vals, vo, idx, q0, q1):
+        dense = isinstance(idx, types.NoneType)
+        lanes = n_bytes // w.dtype.bitwidth * 8
+
+        def codegen(context, builder, signature, args):
+            out_v, oo_v, w_v, base_v, stride_v, vals_v, vo_v, idx_v, q0_v, q1_v = args
+            out_t, _, w_t, _, _, vals_t, _, idx_t = signature.args[:8]
+            ftype = context.get_data_type(w_t.dtype)
+            vtype = ir.VectorType(ftype, lanes)
+            i32, i64 = ir.IntType(32), ir.IntType(64)
+
+            def data(ty, value):
+                return context.make_array(ty)(context, builder, value).data
+
+            out_p, w_p, vals_p = data(out_t, out_v), data(w_t, w_v), data(vals_t, vals_v)
+            idx_p = None if dense else data(idx_t, idx_v)
+            zeros = ir.Constant(vtype, [ir.Constant(ftype, 0.0)] * lanes)
+            sums = [cgutils.alloca_once_value(builder, zeros) for _ in range(n_sums)]
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vtype, [vtype] * 3),
+                f"llvm.fma.v{lanes}f{w_t.dtype.bitwidth}")
+            splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+
+            def step(q, acc):
+                j = q if dense else builder.sext(builder.load(builder.gep(idx_p, [q])), i64)
+                a = builder.load(builder.gep(vals_p, [builder.add(vo_v, j if indirect else q)]))
+                row = builder.gep(w_p, [builder.add(base_v, builder.mul(j, stride_v))])
+                wv = builder.load(builder.bitcast(row, vtype.as_pointer()),
+                                  align=w_t.dtype.bitwidth // 8)
+                av = builder.shuffle_vector(
+                    builder.insert_element(ir.Constant(vtype, None), a, ir.Constant(i32, 0)),
+                    ir.Constant(vtype, None), splat)
+                builder.store(builder.call(fma, [av, wv, builder.load(acc)]), acc)
+
+            n_parts = ir.Constant(i64, n_sums)
+            n_main = builder.udiv(builder.sub(q1_v, q0_v), n_parts)
+            with cgutils.for_range(builder, n_main) as loop:
+                q = builder.add(q0_v, builder.mul(loop.index, n_parts))
+                for part in range(n_sums):
+                    step(builder.add(q, ir.Constant(i64, part)), sums[part])
+            rest = builder.add(q0_v, builder.mul(n_main, n_parts))
+            with cgutils.for_range(builder, builder.sub(q1_v, rest)) as loop:
+                step(builder.add(rest, loop.index), sums[0])
+            parts = [builder.load(acc) for acc in sums]
+            while len(parts) > 1:
+                parts = [builder.fadd(parts[i], parts[i + 1]) for i in range(0, len(parts), 2)]
+            dst = builder.gep(out_p, [oo_v])
+            builder.store(parts[0], builder.bitcast(dst, vtype.as_pointer()),
+                          align=w_t.dtype.bitwidth // 8)
+            return context.get_dummy_value()
+
+        u64 = types.uint64
+        return types.void(out, u64, w, u64, u64, vals, u64, idx, u64, u64), codegen
+
+    return sum_rows
+
+
+# the output layer's rows, padded to VECTOR_BYTES (see layout.padded_top)
+sum_rows_vector = _vector_sum_kernel(VECTOR_BYTES, VECTOR_SUMS, False)
+# predict's first layer: 64 float32 (32 float64) columns of the rows picked by a row's
+# non-zero inputs, their values read from X, in eight vector registers; one partial sum
+# per column suffices, as the eight vectors are independent
+WIDE_BYTES = 256
+sum_rows_wide = _vector_sum_kernel(WIDE_BYTES, 1, True)
+
+
+def _lane_count(n_bytes):
+    """How many values of like's dtype fill n_bytes, as a constant LLVM can unroll by."""
+    if numba.config.DISABLE_JIT:
+        return lambda like: U(n_bytes // like.dtype.itemsize)
+
+    @intrinsic
+    def lanes(typingctx, like):
+        count = n_bytes // like.dtype.bitwidth * 8
+
+        def codegen(context, builder, signature, args):
+            return context.get_constant(types.uint64, count)
+
+        return types.uint64(like), codegen
+
+    return lanes
+
+
+vector_width = _lane_count(VECTOR_BYTES)
+wide_width = _lane_count(WIDE_BYTES)
+
+
+@numba.njit(cache=True)
+def vector_lanes(like):
+    """Values of like's dtype in one vector sum (VECTOR_BYTES), as the compiled kernels
+    see it; tests/test_contract.py checks it against the layout's padding."""
+    return int(vector_width(like))
+

@@ -1,0 +1,161 @@
+"""Prediction: each row through every layer on its own, its non-zero inputs found once,
+rows split between threads (a few rows run on the calling thread alone). The estimator
+predicts through ``predict_proba``.
+
+Legend: N rows, I0 input features, K classes, I inputs of a layer, O its outputs.
+"""
+
+import numba
+import numpy as np
+from numba import prange
+
+from ..checks import check_shapes, refuse_non_finite
+from ._config import U, inline, jit, pjit
+from .inline import activate_f, axpy_f, scale_f, softmax_f, sum_rows_f, ublock
+from .intrinsics import panel, sum_rows_vector, sum_rows_wide, vector_width, wide_width
+
+# predicting fewer than twice this many rows runs on the calling thread alone
+PREDICT_CHUNK = 64
+
+
+@inline
+def _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, r0, r1, softmax):
+    # rows r0:r1 of X (N, I0) -> out (N, K), both flat; params in the flat layout;
+    # top_w the top layer's W (I, Kp), its columns padded with zeros to a multiple of
+    # the vector width (see sum_rows_vector).
+    # Returns how many rows hold NaN or infinity (their outputs are left unwritten).
+    n_layers = usizes.shape[0] - 1
+    top = n_layers - 1
+    n_k = usizes[n_layers]
+    n_in0 = usizes[0]
+    zero = params.dtype.type(0)
+    cur = np.empty(width, dtype=out.dtype)
+    nxt = np.empty(width, dtype=out.dtype)
+    nz_idx = np.empty(n_in0, dtype=np.int32)
+    nz_val = np.empty(n_in0, dtype=out.dtype)
+    k_pad = U(top_w.shape[0]) // usizes[top]
+    logits = np.empty(k_pad, dtype=out.dtype)
+    lanes = vector_width(out)
+    wide = wide_width(out)
+    acc = panel(out)
+    n_bad = 0
+    for r in range(r0, r1):
+        # where the row's non-zero inputs are, found without a branch (an unsigned count:
+        # a signed index costs a wrap-around check on every store); the values are read
+        # from X through these places, while the row is in cache (storing them as well
+        # was slower)
+        xo = r * n_in0
+        cnt = U(0)
+        for j in range(n_in0):
+            nz_idx[cnt] = j
+            cnt += U(1) if X[xo + j] != zero else U(0)
+        # NaN and infinity are non-zero, so checking the non-zero values checks the row
+        # (v - v is 0 exactly for finite v)
+        finite = True
+        for t in range(cnt):
+            xv = X[xo + U(nz_idx[t])]
+            finite &= xv - xv == zero
+        if not finite:
+            n_bad += 1
+            continue
+        # hidden layers: W (I, O) row by row, skipping zero inputs
+        for layer in range(top):
+            n_i = usizes[layer]
+            n_o = usizes[layer + 1]
+            w_off = p_offs[layer]
+            if layer == 0:
+                # whole panels in vector registers, then the bias; the last columns
+                # (bias included) through the register panel
+                p0 = U(0)
+                while p0 + wide <= n_o:
+                    sum_rows_wide(nxt, p0, params, w_off + p0, n_o, X, xo, nz_idx, U(0),
+                                   cnt)
+                    p0 += wide
+                for c in range(p0):
+                    nxt[c] += params[w_off + n_i * n_o + c]
+                if p0 < n_o:
+                    sum_rows_f(nxt, p0, params.dtype.type(1), params,
+                                w_off + n_i * n_o + p0, X, xo, True, nz_idx, U(0), cnt,
+                                params, w_off + p0, n_o, n_o - p0, acc)
+            else:
+                scale_f(nxt, U(0), params.dtype.type(1), params, w_off + n_i * n_o, n_o)
+                for j in range(n_i):
+                    if cur[j] != zero:
+                        axpy_f(nxt, U(0), cur[j], params, w_off + j * n_o, n_o)
+            activate_f(nxt, U(0), n_o, act)
+            cur, nxt = nxt, cur
+        # output layer: logits = b + h @ W, as vector sums of the padded rows of W
+        n_i = usizes[top]
+        if top == 0:
+            for t in range(cnt):
+                nz_val[t] = X[xo + U(nz_idx[t])]
+        for c0 in range(U(0), k_pad, lanes):
+            if top == 0:
+                sum_rows_vector(logits, c0, top_w, c0, k_pad, nz_val, U(0), nz_idx, U(0), cnt)
+            else:
+                sum_rows_vector(logits, c0, top_w, c0, k_pad, cur, U(0), None, U(0), n_i)
+        o = r * n_k
+        b_off = p_offs[top] + n_i * n_k
+        for c in range(n_k):
+            out[o + c] = params[b_off + c] + logits[c]
+        if softmax:
+            softmax_f(out, o, out, o, n_k, U(0))
+    return n_bad
+
+
+@inline
+def _predict_layout(params, sizes):
+    """uint64 widths, layer offsets, the widest layer, and the top layer's W with its
+    columns padded to whole vectors (as layout.padded_top; built here, as in Python it
+    cost a one-row predict several microseconds)."""
+    n_layers = sizes.shape[0] - 1
+    usizes = sizes.astype(np.uint64)
+    p_offs = np.zeros(n_layers, dtype=np.uint64)
+    width = 1
+    for q in range(n_layers):
+        if q + 1 < n_layers:
+            p_offs[q + 1] = p_offs[q] + usizes[q] * usizes[q + 1] + usizes[q + 1]
+        width = max(width, sizes[q + 1])
+    n_i = usizes[n_layers - 1]
+    n_k = usizes[n_layers]
+    lanes = vector_width(params)
+    k_pad = (n_k + lanes - U(1)) // lanes * lanes
+    top_w = np.zeros(n_i * k_pad, dtype=params.dtype)
+    w_off = p_offs[n_layers - 1]
+    for i in range(n_i):
+        for c in range(n_k):
+            top_w[i * k_pad + c] = params[w_off + i * n_k + c]
+    return usizes, p_offs, width, top_w
+
+
+@pjit
+def _predict_proba_parallel(out, X, n_rows, params, sizes, act, n_blocks, softmax):
+    usizes, p_offs, width, top_w = _predict_layout(params, sizes)
+    bad = np.zeros(n_blocks, dtype=np.int64)
+    for k in prange(n_blocks):
+        r0, r1 = ublock(n_rows, n_blocks, k)
+        bad[k] = _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, r0, r1,
+                               softmax)
+    return bad.sum()
+
+
+@jit
+def _predict_proba_serial(out, X, n_rows, params, sizes, act, softmax):
+    usizes, p_offs, width, top_w = _predict_layout(params, sizes)
+    return _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, U(0), n_rows,
+                         softmax)
+
+
+def predict_proba(out, X, params, layer_sizes, act, softmax=True):
+    """Class probabilities of the rows of X (logits if not ``softmax``): rows split
+    between threads (a few rows run on the calling thread alone), zero inputs skipped.
+    Checks that X is finite on the way (see CHECKS_FINITE_INPUT)."""
+    check_shapes(layer_sizes, params, X=X, out=out)
+    n_rows = np.uint64(X.shape[0])
+    if X.shape[0] < 2 * PREDICT_CHUNK:
+        bad = _predict_proba_serial(out.ravel(), X.ravel(), n_rows, params, layer_sizes,
+                                    act, bool(softmax))
+    else:
+        bad = _predict_proba_parallel(out.ravel(), X.ravel(), n_rows, params, layer_sizes,
+                                      act, numba.get_num_threads(), bool(softmax))
+    refuse_non_finite(bad)

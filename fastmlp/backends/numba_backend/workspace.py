@@ -1,0 +1,156 @@
+"""The fused epoch's memory: the work layout of the parameters, and the buffers of a batch.
+
+During an epoch the parameters (with their gradients and moments) live in a work layout
+that keeps each thread's blocks contiguous; they are converted back when the call
+returns. Every buffer is allocated once per call, none per mini-batch.
+"""
+
+import numba
+import numpy as np
+
+from ..layout import padded_top
+from ._config import U, inline, jit
+from .inline import ublock
+
+
+@inline
+def segment(a_off, rows, width, n_blocks, k, blocked):
+    """Where block k of a layer's units lives in a buffer: (base, row stride, c0, c1).
+
+    Blocked buffers keep each thread's units together, rows of its block one after the
+    other: unit c of row r is at base + r * stride + (c - c0). A plain buffer (the output
+    layer's) is one block holding whole rows.
+    """
+    if blocked:
+        c0, c1 = ublock(width, n_blocks, k)
+        return a_off + rows * c0, c1 - c0, c0, c1
+    if k == 0:
+        return a_off, width, U(0), width
+    return a_off, width, width, width
+
+
+@inline
+def _move_block(dst, src, w_off, n_o, outer, b0, b1, work_base, transposed, forward):
+    """Move one thread's block of a weight matrix W (I, O) at w_off between the plain
+    layout and its work block (outer, b1 - b0), row-major at work_base. Not transposed:
+    rows a of W, columns b0:b1; transposed: columns a of W, rows b0:b1."""
+    width = b1 - b0
+    for a in range(outer):
+        for b in range(b0, b1):
+            plain = w_off + (b * n_o + a if transposed else a * n_o + b)
+            work = work_base + a * width + (b - b0)
+            if forward:
+                dst[work] = src[plain]
+            else:
+                dst[plain] = src[work]
+
+
+@jit
+def _to_work_layout(dst, src, usizes, p_offs, n_blocks, forward):
+    """Copy src (the flat layout) into dst (the work layout), or back if not forward.
+
+    The work layout keeps each thread's share of every weight matrix contiguous, so no
+    two threads write neighbouring cache lines: with the plain row-major layout, the
+    hardware prefetcher of one core kept pulling the lines of the other core's columns
+    and two threads ran slower than one. The first layer W (I, O) is stored by blocks of
+    output columns, each block (I, width) row-major; every layer above stores W
+    transposed, (O, I), by blocks of input units, each block (O, width). Biases keep their
+    place. Thread blocks come from ublock, so the layout depends on n_blocks.
+    """
+    if src.shape[0] == 0:
+        return
+    n_layers = usizes.shape[0] - 1
+    for layer in range(n_layers):
+        n_i = usizes[layer]
+        n_o = usizes[layer + 1]
+        w_off = p_offs[layer]
+        for k in range(n_blocks):
+            if layer == 0:
+                c0, c1 = ublock(n_o, n_blocks, k)
+                _move_block(dst, src, w_off, n_o, n_i, c0, c1, w_off + n_i * c0, False,
+                            forward)
+            else:
+                i0, i1 = ublock(n_i, n_blocks, k)
+                _move_block(dst, src, w_off, n_o, n_o, i0, i1, w_off + n_o * i0, True,
+                            forward)
+        b_off = w_off + n_i * n_o
+        for c in range(n_o):
+            dst[b_off + c] = src[b_off + c]
+
+
+def aligned_empty(n, dtype, align=64):
+    """A 1-D array whose data starts on an ``align``-byte boundary (a cache line).
+
+    Blocks owned by different threads start on multiples of ALIGN elements; with the base
+    aligned too, no cache line is written by two threads (unaligned, two threads ran
+    slower than one).
+    """
+    dtype = np.dtype(dtype)
+    raw = np.empty(n * dtype.itemsize + align, dtype=np.uint8)
+    start = (-raw.ctypes.data) % align
+    return raw[start : start + n * dtype.itemsize].view(dtype)
+
+
+class Workspace:
+    """Buffers for batches of up to ``rows`` rows, allocated once per call, and the work
+    layout copies of the parameters, gradients and optimizer moments.
+
+    What the stages take, as tuples:
+
+    - ``state()``: (params, grads, m, v) in the work layout;
+    - ``net()``: (usizes (L+1,) uint64 layer widths, p_offs (L,) start of each layer in
+      params, a_offs (L,) start of each layer's outputs in the activation and delta
+      buffers, which hold ``rows`` rows per layer, rows as uint64);
+    - ``buffers()``: (act_buf, delta_buf, row_loss, row_hit, pen_parts, top_w), top_w the
+      top layer's W (I, Kp) in the plain layout with its columns padded to whole vectors
+      (layout.padded_top), kept in step with its work-layout copy (empty without hidden
+      layers).
+    """
+
+    def __init__(self, sizes, rows, params, m, v):
+        sizes = np.asarray(sizes, dtype=np.int64)
+        widths = sizes[1:]
+        dtype = params.dtype
+        self.usizes = sizes.astype(np.uint64)
+        self.p_offs = np.concatenate(([0], np.cumsum(sizes[:-1] * widths + widths)[:-1]))
+        self.p_offs = self.p_offs.astype(np.uint64)
+        self.a_offs = (rows * np.concatenate(([0], np.cumsum(widths)[:-1]))).astype(np.uint64)
+        self.rows = U(rows)
+        total = rows * int(widths.sum())
+        self.act_buf = aligned_empty(total, dtype)
+        self.delta_buf = aligned_empty(total, dtype)
+        self.row_loss = np.empty(rows, dtype=np.float64)
+        self.row_hit = np.empty(rows, dtype=np.int64)
+        self.n_blocks = max(1, numba.get_num_threads())
+        self.pen_parts = np.empty(self.n_blocks, dtype=np.float64)
+        self.originals = (params, m, v)
+        self.work = tuple(aligned_empty(a.shape[0], dtype) for a in (params, m, v))
+        for dst, src in zip(self.work, self.originals):
+            _to_work_layout(dst, src, self.usizes, self.p_offs, self.n_blocks, True)
+        # the first layer's gradient is summed into zeros, and each update clears it again
+        self.grads = aligned_empty(params.shape[0], dtype)
+        self.grads[:] = 0
+        # aligned, so that no cache line holds rows that two threads refresh
+        self.top_w = np.empty(0, dtype)
+        if len(sizes) > 2:
+            top = padded_top(params, sizes)
+            self.top_w = aligned_empty(top.shape[0], dtype)
+            self.top_w[:] = top
+
+    def state(self):
+        p, m, v = self.work
+        return (p, self.grads, m, v)
+
+    def net(self):
+        return (self.usizes, self.p_offs, self.a_offs, self.rows)
+
+    def buffers(self):
+        return (self.act_buf, self.delta_buf, self.row_loss, self.row_hit, self.pen_parts,
+                self.top_w)
+
+    def write_back(self, grads=None):
+        """Copy the work-layout parameters (and moments, and optionally grads) back."""
+        for dst, src in zip(self.originals, self.work):
+            _to_work_layout(dst, src, self.usizes, self.p_offs, self.n_blocks, False)
+        if grads is not None:
+            _to_work_layout(grads, self.grads, self.usizes, self.p_offs, self.n_blocks, False)
