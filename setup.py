@@ -114,8 +114,10 @@ def _extensions():
               "(pip install cython, then reinstall, to build it)")
         return []
     try:
-        return cythonize([Extension(EXT_NAME, ["ext/_cykernels.pyx"])],
-                         compiler_directives={"language_level": 3}, quiet=True)
+        # ext/simd.h holds the C helpers the extension includes
+        ext = Extension(EXT_NAME, ["ext/_cykernels.pyx"], include_dirs=["ext"],
+                        depends=["ext/simd.h"])
+        return cythonize([ext], compiler_directives={"language_level": 3}, quiet=True)
     except Exception as exc:
         if REQUIRED:
             raise

@@ -1,13 +1,17 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False, nonecheck=False
 """The Cython backend's kernels, compiled ahead of time (see fastmlp/backends/cython_backend.py
-for the Python side, which allocates and checks, and numpy_backend.py for the contract).
+for the Python side, which allocates and checks, and fastmlp/backends/contract.py for the
+contract). The C helpers (OpenMP's thread count, axpy, the vector sums) are in simd.h.
 
 Every kernel is nogil and takes a fused float type, so float32 and float64 share one body.
 Matrix products of the standalone kernels go to BLAS through scipy.linalg.cython_blas
 (nothing to link at build time). The fused epoch does its own loops: its products are
 small (64-row batches) and sparse in the first layer, where BLAS would multiply by the
 zero pixels, and keeping BLAS's thread pool out of it leaves both cores to OpenMP.
+A mini-batch (_batch) runs in stages, each a function of its own; they share the records
+Layout (the network), Rows (the batch's input rows), Batch (the per-batch buffers) and
+OptimizerStep (the optimizer's hyperparameters), passed by pointer.
 
 Parallel loops split work so that each output element is written by one thread and summed
 in a fixed order: the first layer forward and every row-wise step by rows, weight
@@ -17,159 +21,15 @@ Row-major arrays are handed to the column-major BLAS as their transposes:
 a row-major (r, c) matrix is a column-major (c, r) one with leading dimension c.
 """
 
-cimport cython
 from cython cimport floating
-from cython.parallel cimport prange, parallel, threadid
+from cython.parallel cimport prange, threadid
 from libc.math cimport exp, expf, log, sqrt, sqrtf, tanh, tanhf
 from libc.stdlib cimport malloc, free
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    #define FASTMLP_OPENMP 1
-    static int fastmlp_max_threads(void) { return omp_get_max_threads(); }
-    static void fastmlp_set_threads(int n) { omp_set_num_threads(n); }
-    #else
-    #define FASTMLP_OPENMP 0
-    static int fastmlp_max_threads(void) { return 1; }
-    static void fastmlp_set_threads(int n) { (void)n; }
-    #endif
-
-    /* y[0:n] += a * x[0:n]. restrict lets the compiler vectorise without overlap checks,
-       and the widths that are common here get a loop of constant length, which it
-       unrolls completely (the per-call set-up otherwise costs as much as the work). */
-    #define FASTMLP_AXPY(NAME, T)                                                       \
-    static inline void NAME(T *restrict y, T a, const T *restrict x, Py_ssize_t n) {    \
-        Py_ssize_t c;                                                                   \
-        if (n == 128) { for (c = 0; c < 128; c++) y[c] += a * x[c]; }                   \
-        else if (n == 64) { for (c = 0; c < 64; c++) y[c] += a * x[c]; }                \
-        else if (n == 10) { for (c = 0; c < 10; c++) y[c] += a * x[c]; }                \
-        else { for (c = 0; c < n; c++) y[c] += a * x[c]; }                              \
-    }
-    FASTMLP_AXPY(fastmlp_axpy_f, float)
-    FASTMLP_AXPY(fastmlp_axpy_d, double)
-
-    /* The prediction kernels, with GCC/Clang vector types where the compiler has them
-       (a plain C version otherwise). Partial sums must stay in registers: GCC keeps a
-       local array of them on the stack, and loading and storing it around every
-       multiply-add made predict 3x slower than plain row additions (measured). */
-    #if defined(__GNUC__)
-    #include <string.h>
-    typedef float fastmlp_vf __attribute__((vector_size(32)));
-    typedef double fastmlp_vd __attribute__((vector_size(32)));
-    static inline fastmlp_vf fastmlp_load_vf(const float *p) {
-        fastmlp_vf v; memcpy(&v, p, sizeof v); return v;
-    }
-    static inline fastmlp_vd fastmlp_load_vd(const double *p) {
-        fastmlp_vd v; memcpy(&v, p, sizeof v); return v;
-    }
-    static inline void fastmlp_store_vf(float *p, fastmlp_vf v) { memcpy(p, &v, sizeof v); }
-    static inline void fastmlp_store_vd(double *p, fastmlp_vd v) { memcpy(p, &v, sizeof v); }
-
-    /* out[0:width] = init[0:width] + sum over q < n of a_q * w[idx[q] * stride : ...],
-       added in that order, where a_q = x[idx[q]] if by_idx, else x[q]: eight vectors of
-       columns at a time in registers (on AVX2, 64 float32 or 32 float64 columns), the
-       rest one column at a time. */
-    #define FASTMLP_SUM_ROWS(NAME, T, VT, LOAD, STORE)                                  \
-    static inline void NAME(T *restrict out, const T *restrict init, const T *restrict w, \
-                            Py_ssize_t stride, const T *restrict x,                     \
-                            const int *restrict idx, Py_ssize_t n, Py_ssize_t width,    \
-                            int by_idx) {                                               \
-        const Py_ssize_t K = sizeof(VT) / sizeof(T);                                    \
-        Py_ssize_t p0 = 0, q, c;                                                        \
-        for (; p0 + 8 * K <= width; p0 += 8 * K) {                                      \
-            VT a0 = LOAD(init + p0), a1 = LOAD(init + p0 + K);                          \
-            VT a2 = LOAD(init + p0 + 2 * K), a3 = LOAD(init + p0 + 3 * K);              \
-            VT a4 = LOAD(init + p0 + 4 * K), a5 = LOAD(init + p0 + 5 * K);              \
-            VT a6 = LOAD(init + p0 + 6 * K), a7 = LOAD(init + p0 + 7 * K);              \
-            for (q = 0; q < n; q++) {                                                   \
-                const T a = by_idx ? x[idx[q]] : x[q];                                  \
-                const T *r = w + idx[q] * stride + p0;                                  \
-                a0 += a * LOAD(r); a1 += a * LOAD(r + K);                               \
-                a2 += a * LOAD(r + 2 * K); a3 += a * LOAD(r + 3 * K);                   \
-                a4 += a * LOAD(r + 4 * K); a5 += a * LOAD(r + 5 * K);                   \
-                a6 += a * LOAD(r + 6 * K); a7 += a * LOAD(r + 7 * K);                   \
-            }                                                                           \
-            STORE(out + p0, a0); STORE(out + p0 + K, a1);                               \
-            STORE(out + p0 + 2 * K, a2); STORE(out + p0 + 3 * K, a3);                   \
-            STORE(out + p0 + 4 * K, a4); STORE(out + p0 + 5 * K, a5);                   \
-            STORE(out + p0 + 6 * K, a6); STORE(out + p0 + 7 * K, a7);                   \
-        }                                                                               \
-        for (c = p0; c < width; c++) out[c] = init[c];                                  \
-        for (q = 0; p0 < width && q < n; q++) {                                         \
-            const T a = by_idx ? x[idx[q]] : x[q];                                      \
-            const T *r = w + idx[q] * stride;                                           \
-            for (c = p0; c < width; c++) out[c] += a * r[c];                            \
-        }                                                                               \
-    }
-
-    /* out[0:2K] (64 bytes) = sum over q < n of x[j] * w[j * stride : j * stride + 2K],
-       j = idx[q] (or q without idx), in four interleaved partial sums added pairwise at
-       the end, so that consecutive multiply-adds do not wait for each other. The caller
-       pads w's rows (_common.padded_top). For the output layer: ten dot products per
-       row, each ending in a reduction, took several times longer. */
-    #define FASTMLP_VECTOR_SUM(NAME, T, VT, LOAD, STORE)                                \
-    static inline void NAME(T *restrict out, const T *restrict w, Py_ssize_t stride,    \
-                            const T *restrict x, const int *restrict idx, Py_ssize_t n) { \
-        const Py_ssize_t K = sizeof(VT) / sizeof(T);                                    \
-        VT s0 = {0}, t0 = {0}, s1 = {0}, t1 = {0}, s2 = {0}, t2 = {0}, s3 = {0}, t3 = {0}; \
-        Py_ssize_t q, j, n4 = n - n % 4;                                                \
-        for (q = 0; q < n4; q += 4) {                                                   \
-            j = idx ? idx[q] : q;                                                       \
-            s0 += x[j] * LOAD(w + j * stride); t0 += x[j] * LOAD(w + j * stride + K);   \
-            j = idx ? idx[q + 1] : q + 1;                                               \
-            s1 += x[j] * LOAD(w + j * stride); t1 += x[j] * LOAD(w + j * stride + K);   \
-            j = idx ? idx[q + 2] : q + 2;                                               \
-            s2 += x[j] * LOAD(w + j * stride); t2 += x[j] * LOAD(w + j * stride + K);   \
-            j = idx ? idx[q + 3] : q + 3;                                               \
-            s3 += x[j] * LOAD(w + j * stride); t3 += x[j] * LOAD(w + j * stride + K);   \
-        }                                                                               \
-        for (; q < n; q++) {                                                            \
-            j = idx ? idx[q] : q;                                                       \
-            s0 += x[j] * LOAD(w + j * stride); t0 += x[j] * LOAD(w + j * stride + K);   \
-        }                                                                               \
-        STORE(out, (s0 + s1) + (s2 + s3));                                              \
-        STORE(out + K, (t0 + t1) + (t2 + t3));                                          \
-    }
-    FASTMLP_SUM_ROWS(fastmlp_sum_rows_f, float, fastmlp_vf, fastmlp_load_vf, fastmlp_store_vf)
-    FASTMLP_SUM_ROWS(fastmlp_sum_rows_d, double, fastmlp_vd, fastmlp_load_vd, fastmlp_store_vd)
-    FASTMLP_VECTOR_SUM(fastmlp_vector_sum_f, float, fastmlp_vf, fastmlp_load_vf,
-                       fastmlp_store_vf)
-    FASTMLP_VECTOR_SUM(fastmlp_vector_sum_d, double, fastmlp_vd, fastmlp_load_vd,
-                       fastmlp_store_vd)
-    #else
-    /* the same sums, in the same order, one value at a time */
-    #define FASTMLP_SUM_ROWS(NAME, T)                                                   \
-    static inline void NAME(T *out, const T *init, const T *w, Py_ssize_t stride,       \
-                            const T *x, const int *idx, Py_ssize_t n, Py_ssize_t width, \
-                            int by_idx) {                                               \
-        Py_ssize_t q, c;                                                                \
-        for (c = 0; c < width; c++) out[c] = init[c];                                   \
-        for (q = 0; q < n; q++)                                                         \
-            for (c = 0; c < width; c++)                                                 \
-                out[c] += (by_idx ? x[idx[q]] : x[q]) * w[idx[q] * stride + c];         \
-    }
-    #define FASTMLP_VECTOR_SUM(NAME, T)                                                 \
-    static inline void NAME(T *out, const T *w, Py_ssize_t stride, const T *x, const int *idx, \
-                     Py_ssize_t n) {                                                    \
-        const Py_ssize_t L = 64 / sizeof(T);                                            \
-        T s[4][64 / sizeof(T)] = {{0}};                                                 \
-        Py_ssize_t q, c, j, n4 = n - n % 4;                                             \
-        for (q = 0; q < n; q++) {                                                       \
-            j = idx ? idx[q] : q;                                                       \
-            for (c = 0; c < L; c++) s[q < n4 ? q % 4 : 0][c] += x[j] * w[j * stride + c]; \
-        }                                                                               \
-        for (c = 0; c < L; c++) out[c] = (s[0][c] + s[1][c]) + (s[2][c] + s[3][c]);     \
-    }
-    FASTMLP_SUM_ROWS(fastmlp_sum_rows_f, float)
-    FASTMLP_SUM_ROWS(fastmlp_sum_rows_d, double)
-    FASTMLP_VECTOR_SUM(fastmlp_vector_sum_f, float)
-    FASTMLP_VECTOR_SUM(fastmlp_vector_sum_d, double)
-    #endif
-    """
+cdef extern from "simd.h":
     int FASTMLP_OPENMP
+    int FASTMLP_VECTOR_BYTES
     int fastmlp_max_threads() nogil
     void fastmlp_set_threads(int n) nogil
     void fastmlp_axpy_f(float* y, float a, const float* x, Py_ssize_t n) nogil
@@ -185,15 +45,27 @@ cdef extern from *:
     void fastmlp_vector_sum_d(double* out, const double* w, Py_ssize_t stride,
                               const double* x, const int* idx, Py_ssize_t n) nogil
 
-# the codes of fastmlp/backends/_common.py
+# the codes of fastmlp/backends/codes.py
 cdef enum:
     IDENTITY = 0
     RELU = 1
     TANH = 2
     LOGISTIC = 3
+
+cdef enum:
+    SGD = 0
     ADAM = 1
 
+# Values in a 64-byte cache line of float32 (two whole lines of float64): per-thread blocks
+# and scratch are rounded up to a multiple of it, so that no two threads write one line.
+cdef enum:
+    ALIGN_VALUES = 16
+
 OPENMP = bool(FASTMLP_OPENMP)
+# bytes of one vector sum of the output layer (simd.h; fastmlp/backends/layout.py agrees)
+VECTOR_BYTES = FASTMLP_VECTOR_BYTES
+ACTIVATION_CODES = {"identity": IDENTITY, "relu": RELU, "tanh": TANH, "logistic": LOGISTIC}
+SOLVER_CODES = {"sgd": SGD, "adam": ADAM}
 
 
 def max_threads():
@@ -206,6 +78,105 @@ def set_max_threads(int n):
     if n < 1:
         raise ValueError(f"the thread count must be at least 1, got {n}")
     fastmlp_set_threads(n)
+
+
+def vector_lanes(Py_ssize_t itemsize):
+    """Values in one vector sum of the output layer for floats of itemsize bytes (4 or 8)."""
+    cdef float f32 = 0
+    cdef double f64 = 0
+    if itemsize == sizeof(float):
+        return _vector_lanes(&f32)
+    if itemsize == sizeof(double):
+        return _vector_lanes(&f64)
+    raise ValueError(f"no float type of {itemsize} bytes")
+
+
+# ------------------------------------------------------------------------ records
+
+
+cdef struct Layout:
+    # the network: widths sizes[0..n_layers] (inputs first, classes last); each layer's
+    # start in the flat parameters at p_offs[layer] (their total at p_offs[n_layers]); each
+    # weight layer's (n, width) outputs in Batch.acts and gradients in Batch.deltas at
+    # a_offs[layer] (NULL where nothing reads them)
+    const long long* sizes
+    const long long* p_offs
+    const long long* a_offs
+    Py_ssize_t n_layers
+
+
+cdef struct Rows:
+    # the batch: rows[0:n] of the sparse X, whose row j holds values[indptr[j]:indptr[j + 1]]
+    # in the columns indices[...] (sorted), and the labels y[j]. values is floating*.
+    const long long* indptr
+    const int* indices
+    const void* values
+    const long long* y
+    const long long* rows
+    Py_ssize_t n
+
+
+cdef struct Batch:
+    # the per-batch buffers; the void pointers are floating*
+    void* acts          # each weight layer's outputs, at Layout.a_offs
+    void* deltas        # the loss's gradient w.r.t. them, at the same places
+    double* row_loss    # (n,) each row's loss
+    int* row_hit        # (n,) whether each row's arg-max is its label
+    double* pen_rows    # the squared norm of each row of every W, top layer first
+    void* top_w         # the top layer's W, its columns padded to k_pad (layout.padded_top)
+    Py_ssize_t k_pad
+    void* logit_rows    # (n, k_pad) scratch of the output layer's vector sums
+
+
+cdef struct OptimizerStep:
+    # codes.OptimizerStep: momentum and nesterov are SGD's, beta1, beta2 and eps Adam's;
+    # lr_t is the current batch's step size (for Adam, bias-corrected)
+    int solver
+    double lr
+    double momentum
+    bint nesterov
+    double beta1
+    double beta2
+    double eps
+    double lr_t
+
+
+cdef OptimizerStep _optimizer_step(opt) except *:
+    """A codes.OptimizerStep as the record, read by position."""
+    cdef OptimizerStep step
+    (step.solver, step.lr, step.momentum, step.nesterov, step.beta1, step.beta2, step.eps,
+     step.lr_t) = opt
+    return step
+
+
+cdef int _read_records(floating[::1] params, net, data, buffers, Layout* lay, Rows* x,
+                       Batch* buf) except -1:
+    """The records of the arrays in net (sizes, p_offs, a_offs), data (indptr, indices,
+    values, y) and buffers (acts, deltas, row_loss, row_hit, pen_rows, top_w, logit_rows);
+    floats of params' type (params only picks it; ValueError for another). The records point
+    into the arrays, which the caller's tuples keep alive; x's rows are left to the caller."""
+    cdef const long long[::1] sizes, p_offs, a_offs, indptr, y
+    cdef const int[::1] indices
+    cdef const floating[::1] values
+    cdef floating[::1] acts, deltas, top_w, logit_rows
+    cdef double[::1] row_loss, pen_rows
+    cdef int[::1] row_hit
+    sizes, p_offs, a_offs = net
+    indptr, indices, values, y = data
+    acts, deltas, row_loss, row_hit, pen_rows, top_w, logit_rows = buffers
+    lay.sizes, lay.p_offs, lay.a_offs = &sizes[0], &p_offs[0], &a_offs[0]
+    lay.n_layers = sizes.shape[0] - 1
+    x.indptr = &indptr[0]
+    x.indices = &indices[0] if indices.shape[0] > 0 else NULL
+    x.values = &values[0] if values.shape[0] > 0 else NULL
+    x.y = &y[0]
+    x.rows = NULL
+    x.n = 0
+    buf.acts, buf.deltas, buf.row_loss = &acts[0], &deltas[0], &row_loss[0]
+    buf.row_hit, buf.pen_rows, buf.top_w = &row_hit[0], &pen_rows[0], &top_w[0]
+    buf.k_pad = top_w.shape[0] // sizes[lay.n_layers - 1]
+    buf.logit_rows = &logit_rows[0]
+    return 0
 
 
 # ------------------------------------------------------------------------ small helpers
@@ -326,8 +297,48 @@ cdef void _gemm(char transa, char transb, int m, int n, int k, floating alpha,
               &beta, c, &ldc)
 
 
-cdef inline int _imax(Py_ssize_t a) noexcept nogil:
-    return <int>(a if a > 1 else 1)
+cdef inline Py_ssize_t _round_up(Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    # n (>= 0) rounded up to a multiple of m
+    return (n + m - 1) // m * m
+
+
+cdef inline Py_ssize_t _vector_lanes(const floating* like) noexcept nogil:
+    # values in one vector sum of the output layer (see FASTMLP_VECTOR_SUM in simd.h)
+    return FASTMLP_VECTOR_BYTES // sizeof(floating)
+
+
+cdef inline void _sum_rows(floating* out, const floating* init, const floating* w,
+                           Py_ssize_t stride, const floating* x, const int* idx, Py_ssize_t n,
+                           Py_ssize_t width, int by_idx) noexcept nogil:
+    # out = init + the rows idx of w weighted by x, summed in registers (FASTMLP_SUM_ROWS)
+    if floating is float:
+        fastmlp_sum_rows_f(out, init, w, stride, x, idx, n, width, by_idx)
+    else:
+        fastmlp_sum_rows_d(out, init, w, stride, x, idx, n, width, by_idx)
+
+
+cdef inline void _vector_sums(floating* out, const floating* w, Py_ssize_t k_pad,
+                              const floating* x, const int* idx, Py_ssize_t n) noexcept nogil:
+    # out[0:k_pad] = the rows of w (n_in, k_pad) picked by idx (without idx, its first n
+    # rows) weighted by x, a vector sum at a time (FASTMLP_VECTOR_SUM): the padding makes
+    # k_pad a whole number of them
+    cdef Py_ssize_t c = 0
+    while c < k_pad:
+        if floating is float:
+            fastmlp_vector_sum_f(out + c, w + c, k_pad, x, idx, n)
+        else:
+            fastmlp_vector_sum_d(out + c, w + c, k_pad, x, idx, n)
+        c = c + _vector_lanes(out)
+
+
+cdef inline void _sum_bias_grad(floating* db, const floating* d, Py_ssize_t n,
+                                Py_ssize_t n_out) noexcept nogil:
+    # db = the sum of the rows of d (n, n_out), in row order
+    cdef Py_ssize_t r, c
+    for c in range(n_out):
+        db[c] = 0
+    for r in range(n):
+        _axpy(db, 1, d + r * n_out, n_out)
 
 
 # ------------------------------------------------------------------------ standalone kernels
@@ -335,6 +346,7 @@ cdef inline int _imax(Py_ssize_t a) noexcept nogil:
 
 def linear_forward(floating[:, ::1] out, const floating[:, ::1] x, const floating[:, ::1] w,
                    const floating[::1] b, int act):
+    # x (N, I), w (I, O), b (O,), out (N, O): out = act(x @ w + b)
     cdef Py_ssize_t n = x.shape[0], n_in = x.shape[1], n_out = w.shape[1], r, c
     if n == 0 or n_out == 0:
         return
@@ -344,8 +356,8 @@ def linear_forward(floating[:, ::1] out, const floating[:, ::1] x, const floatin
             _gemm(c'N', c'N', <int>n_out, <int>n, <int>n_in, 1, &w[0, 0], <int>n_out,
                   &x[0, 0], <int>n_in, 0, &out[0, 0], <int>n_out)
         # serial on purpose: an OpenMP region right after a threaded BLAS call left both
-        # thread pools waiting for the same two cores, and a 784x128 layer took 8 ms
-        # instead of 0.3 (measured); the elementwise pass is small next to the product
+        # thread pools waiting for the same two cores, which made a 784x128 layer many
+        # times slower; the elementwise pass is small next to the product
         for r in range(n):
             for c in range(n_out):
                 if n_in > 0:
@@ -356,6 +368,7 @@ def linear_forward(floating[:, ::1] out, const floating[:, ::1] x, const floatin
 
 
 def activation_backward(floating[:, ::1] delta, const floating[:, ::1] a, int act):
+    # delta (N, O), a (N, O): delta *= act'(z), through the activation's output a = act(z)
     cdef Py_ssize_t r
     if delta.shape[0] == 0 or delta.shape[1] == 0:
         return
@@ -366,6 +379,7 @@ def activation_backward(floating[:, ::1] delta, const floating[:, ::1] a, int ac
 
 def softmax_xent_forward(floating[:, ::1] probs, const floating[:, ::1] logits,
                          const long long[::1] y):
+    # logits (N, K), probs (N, K) (may be logits), y (N,): returns (loss sum, hits)
     cdef Py_ssize_t n = logits.shape[0], k = logits.shape[1], r
     cdef double loss = 0.0
     cdef long long hits = 0
@@ -379,6 +393,7 @@ def softmax_xent_forward(floating[:, ::1] probs, const floating[:, ::1] logits,
 
 def softmax_xent_backward(floating[:, ::1] delta, const floating[:, ::1] probs,
                           const long long[::1] y):
+    # probs (N, K), y (N,), delta (N, K): delta = (probs - onehot(y)) / N
     cdef Py_ssize_t n = probs.shape[0], k = probs.shape[1], r, c
     if n == 0:
         return
@@ -393,6 +408,8 @@ def softmax_xent_backward(floating[:, ::1] delta, const floating[:, ::1] probs,
 def linear_backward(floating[:, ::1] dw, floating[::1] db, floating[:, ::1] dx,
                     const floating[:, ::1] delta, const floating[:, ::1] x,
                     const floating[:, ::1] w, double alpha_n):
+    # delta (N, O), x (N, I), w (I, O), dw (I, O), db (O,), dx (N, I) or empty (skipped):
+    # dw = x.T @ delta + alpha_n * w, db = delta summed over rows, dx = delta @ w.T
     cdef Py_ssize_t n = delta.shape[0], n_out = delta.shape[1], n_in = x.shape[1], i, c, r
     cdef bint want_dx = dx.shape[0] * dx.shape[1] > 0
     cdef floating a_n = <floating>alpha_n, beta = 0
@@ -428,15 +445,19 @@ def linear_backward(floating[:, ::1] dw, floating[::1] db, floating[:, ::1] dx,
 
 
 cdef void _update(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t n,
-                  int solver, floating lr, floating momentum, bint nesterov, floating beta1,
-                  floating beta2, floating eps, floating lr_t) noexcept nogil:
+                  const OptimizerStep* opt) noexcept nogil:
+    # p, g, m, v (n,): one optimizer step (for SGD, m is the velocity and v unused)
     # every constant is typed: a bare 1 in Cython is the C double 1.0, which turned the
-    # float32 loop into scalar double arithmetic
+    # float32 loop into scalar double arithmetic; and so each hyperparameter is cast to
+    # floating once, here
     cdef Py_ssize_t q
     cdef floating mq, vq, vel, gq
     cdef floating one = 1
+    cdef floating lr = <floating>opt.lr, momentum = <floating>opt.momentum
+    cdef floating beta1 = <floating>opt.beta1, beta2 = <floating>opt.beta2
+    cdef floating eps = <floating>opt.eps, lr_t = <floating>opt.lr_t
     cdef floating c1 = one - beta1, c2 = one - beta2
-    if solver == ADAM:
+    if opt.solver == ADAM:
         for q in range(n):
             gq = g[q]
             mq = beta1 * m[q] + c1 * gq
@@ -447,7 +468,7 @@ cdef void _update(floating* p, const floating* g, floating* m, floating* v, Py_s
                 p[q] -= lr_t * mq / (sqrtf(vq) + eps)
             else:
                 p[q] -= lr_t * mq / (sqrt(vq) + eps)
-    elif nesterov:
+    elif opt.nesterov:
         for q in range(n):
             vel = momentum * m[q] - lr * g[q]
             m[q] = vel
@@ -460,38 +481,38 @@ cdef void _update(floating* p, const floating* g, floating* m, floating* v, Py_s
 
 
 cdef void _update_parallel(floating* p, const floating* g, floating* m, floating* v,
-                           Py_ssize_t n, int solver, floating lr, floating momentum,
-                           bint nesterov, floating beta1, floating beta2, floating eps,
-                           floating lr_t, int n_blocks) noexcept nogil:
-    # contiguous blocks, one per thread, each starting on a 16-element boundary
-    cdef Py_ssize_t k, s, e, per = ((n + n_blocks - 1) // n_blocks + 15) // 16 * 16
+                           Py_ssize_t n, const OptimizerStep* opt, int n_blocks) noexcept nogil:
+    # p, g, m, v (n,): _update in contiguous blocks, one per thread, each a whole number
+    # of ALIGN_VALUES long, so that threads share no cache line
+    cdef Py_ssize_t k, s, e, per = _round_up((n + n_blocks - 1) // n_blocks, ALIGN_VALUES)
     for k in prange(n_blocks, schedule="static", num_threads=n_blocks):
         s = k * per
         e = s + per
         if e > n:
             e = n
         if s < e:
-            _update(p + s, g + s, m + s, v + s, e - s, solver, lr, momentum, nesterov,
-                    beta1, beta2, eps, lr_t)
+            _update(p + s, g + s, m + s, v + s, e - s, opt)
 
 
 def sgd_update(floating[::1] param, const floating[::1] grad, floating[::1] velocity,
                double lr, double momentum, bint nesterov):
+    # param, grad, velocity (P,): SGD with (Nesterov) momentum, as scikit-learn's
+    cdef OptimizerStep opt = OptimizerStep(SGD, lr, momentum, nesterov, 0, 0, 0, 0)
     if param.shape[0] == 0:
         return
     with nogil:
-        _update_parallel(&param[0], &grad[0], &velocity[0], &velocity[0], param.shape[0], 0,
-                         <floating>lr, <floating>momentum, nesterov, 0, 0, 0, 0,
+        _update_parallel(&param[0], &grad[0], &velocity[0], &velocity[0], param.shape[0], &opt,
                          fastmlp_max_threads())
 
 
 def adam_update(floating[::1] param, const floating[::1] grad, floating[::1] m,
                 floating[::1] v, double lr_t, double beta1, double beta2, double eps):
+    # param, grad, m, v (P,): one Adam step, the bias correction folded into lr_t
+    cdef OptimizerStep opt = OptimizerStep(ADAM, 0, 0, False, beta1, beta2, eps, lr_t)
     if param.shape[0] == 0:
         return
     with nogil:
-        _update_parallel(&param[0], &grad[0], &m[0], &v[0], param.shape[0], ADAM, 0, 0, False,
-                         <floating>beta1, <floating>beta2, <floating>eps, <floating>lr_t,
+        _update_parallel(&param[0], &grad[0], &m[0], &v[0], param.shape[0], &opt,
                          fastmlp_max_threads())
 
 
@@ -499,6 +520,7 @@ def adam_update(floating[::1] param, const floating[::1] grad, floating[::1] m,
 
 
 def count_row_nonzeros(long long[::1] counts, const floating[:, ::1] X):
+    # X (N, I0), counts (N,): the non-zeros of each row of X
     cdef Py_ssize_t r, j, c
     with nogil:
         for r in prange(X.shape[0], schedule="static"):
@@ -511,6 +533,7 @@ def count_row_nonzeros(long long[::1] counts, const floating[:, ::1] X):
 
 def fill_sparse_rows(int[::1] indices, floating[::1] values, const long long[::1] indptr,
                      const floating[:, ::1] X):
+    # X (N, I0), indptr (N + 1,), indices and values (indptr[N],): X's rows compressed.
     # Without a branch: each input goes to the row's next free place, which only advances
     # past a non-zero (a branch taken at random on image data made this pass several
     # times slower); once the row's places are filled, the rest of the row is skipped.
@@ -530,67 +553,72 @@ def fill_sparse_rows(int[::1] indices, floating[::1] values, const long long[::1
 
 
 # ------------------------------------------------------------------------ the fused batch
+#
+# A mini-batch in stages: _forward_first, _forward_above (with the output head: softmax,
+# loss, gradient w.r.t. the logits), _backward_above, _first_layer_step (the first layer's
+# gradient fused with the optimizer's update), then _refresh_top_w and _batch_loss. Their
+# parallel loops split the work as the module docstring says, n_blocks threads each.
 
 
-cdef double _batch(floating* params, floating* grads, floating* m, floating* v,
-                   const long long* sizes, const long long* p_offs, const long long* a_offs,
-                   Py_ssize_t n_layers, const long long* indptr, const int* indices,
-                   const floating* values, const long long* y, const long long* rows,
-                   Py_ssize_t n, floating* acts, floating* deltas, double* row_loss,
-                   int* row_hit, double* pen_rows, floating* top_w, Py_ssize_t k_pad,
-                   floating* logit_rows, int act, double alpha, int solver,
-                   floating lr, floating momentum, bint nesterov, floating beta1,
-                   floating beta2, floating eps, floating lr_t, bint update,
-                   int n_blocks) noexcept nogil:
-    """Forward, loss, backward and (if update) optimizer step for the rows ``rows`` of the
-    sparse X. acts/deltas hold, for each weight layer, its (n, width) outputs and their
-    gradients at a_offs[layer]. With hidden layers, top_w is the top layer's W with its
-    columns padded to k_pad (_common.padded_top), kept in step with params here, and
-    logit_rows holds (n, k_pad) scratch. Returns the summed loss including
-    alpha/2 ||W||^2; per-row correctness is left in row_hit."""
-    cdef Py_ssize_t top = n_layers - 1, layer, r, c, i, q, k, j0, j1, per, tail, tail_per
-    cdef Py_ssize_t t0, t1
-    cdef Py_ssize_t n_in, n_out, n_k = sizes[n_layers], n_pix = sizes[0], pen_off
-    cdef floating* w
-    cdef floating* b
-    cdef floating* h
+cdef void _forward_first(const floating* params, const Layout* net, const Rows* x,
+                         const Batch* buf, int act, floating inv_n,
+                         int n_blocks) noexcept nogil:
+    """1. The first layer: bias plus the rows of W picked by the row's non-zero inputs, then
+    the activation (without hidden layers, the output head as in _forward_above)."""
+    cdef const long long* indptr = x.indptr
+    cdef const long long* rows = x.rows
+    cdef const long long* y = x.y
+    cdef const int* indices = x.indices
+    cdef const floating* values = <const floating*>x.values
+    cdef floating* acts = <floating*>buf.acts + net.a_offs[0]
+    cdef floating* deltas = <floating*>buf.deltas + net.a_offs[0]
+    cdef double* row_loss = buf.row_loss
+    cdef int* row_hit = buf.row_hit
+    cdef Py_ssize_t n = x.n, n_out = net.sizes[1], r
+    cdef bint hidden = net.n_layers > 1
+    cdef const floating* w = params
+    cdef const floating* b = params + net.sizes[0] * n_out
     cdef floating* o
-    cdef floating* d
-    cdef floating* dw
-    cdef floating* di
-    cdef floating xv
-    cdef floating alpha_n = <floating>(alpha / n), inv_n = <floating>(1.0 / n)
-    cdef double loss = 0.0, penalty = 0.0
-    cdef int hit
-    cdef long long row, label
-
-    # 1. first layer: bias plus the rows of W picked by the row's non-zero inputs
-    n_out = sizes[1]
-    w = params
-    b = params + n_pix * n_out
+    cdef long long row
     for r in prange(n, schedule="static", num_threads=n_blocks):
-        o = acts + a_offs[0] + r * n_out
+        o = acts + r * n_out
         row = rows[r]
         # summed in registers, not in o (see FASTMLP_SUM_ROWS)
-        if floating is float:
-            fastmlp_sum_rows_f(o, b, w, n_out, values + indptr[row], indices + indptr[row],
-                               indptr[row + 1] - indptr[row], n_out, 0)
-        else:
-            fastmlp_sum_rows_d(o, b, w, n_out, values + indptr[row], indices + indptr[row],
-                               indptr[row + 1] - indptr[row], n_out, 0)
-        if top > 0:
+        _sum_rows(o, b, w, n_out, values + indptr[row], indices + indptr[row],
+                  indptr[row + 1] - indptr[row], n_out, 0)
+        if hidden:
             _activate(o, n_out, act)
         else:
-            _loss_row(o, deltas + a_offs[0] + r * n_out, n_out, y[row], inv_n, &row_loss[r],
-                      &row_hit[r])
+            _loss_row(o, deltas + r * n_out, n_out, y[row], inv_n, &row_loss[r], &row_hit[r])
 
-    # 2. layers above: out = b + h @ W as a sum of rows of W, zero inputs skipped (at the
-    #    top, vector sums of the padded copy of W); at the top, softmax, loss, accuracy
-    #    and the gradient of the mean loss w.r.t. the logits
-    for layer in range(1, n_layers):
+
+cdef void _forward_above(const floating* params, const Layout* net, const Rows* x,
+                         const Batch* buf, int act, floating inv_n,
+                         int n_blocks) noexcept nogil:
+    """2. The layers above the first: out = b + h @ W as a sum of rows of W, zero inputs
+    skipped (at the top, vector sums of the padded copy of W); at the top, softmax, loss,
+    accuracy and the gradient of the mean loss w.r.t. the logits."""
+    cdef const long long* sizes = net.sizes
+    cdef const long long* a_offs = net.a_offs
+    cdef const long long* y = x.y
+    cdef const long long* rows = x.rows
+    cdef floating* acts = <floating*>buf.acts
+    cdef floating* deltas = <floating*>buf.deltas
+    cdef const floating* top_w = <const floating*>buf.top_w
+    cdef floating* logit_rows = <floating*>buf.logit_rows
+    cdef double* row_loss = buf.row_loss
+    cdef int* row_hit = buf.row_hit
+    cdef Py_ssize_t n = x.n, k_pad = buf.k_pad, top = net.n_layers - 1, n_k = sizes[top + 1]
+    cdef Py_ssize_t layer, r, c, i, n_in, n_out
+    cdef const floating* w
+    cdef const floating* b
+    cdef const floating* h
+    cdef floating* o
+    cdef floating* d
+    for layer in range(1, top + 1):
         n_in = sizes[layer]
         n_out = sizes[layer + 1]
-        w = params + p_offs[layer]
+        w = params + net.p_offs[layer]
         b = w + n_in * n_out
         for r in prange(n, schedule="static", num_threads=n_blocks):
             h = acts + a_offs[layer - 1] + r * n_in
@@ -598,13 +626,7 @@ cdef double _batch(floating* params, floating* grads, floating* m, floating* v,
             if layer == top:
                 # the padded rows of W in vector sums (see FASTMLP_VECTOR_SUM)
                 d = logit_rows + r * k_pad
-                c = 0
-                while c < k_pad:
-                    if floating is float:
-                        fastmlp_vector_sum_f(d + c, top_w + c, k_pad, h, NULL, n_in)
-                    else:
-                        fastmlp_vector_sum_d(d + c, top_w + c, k_pad, h, NULL, n_in)
-                    c = c + _vector_lanes(h)
+                _vector_sums(d, top_w, k_pad, h, NULL, n_in)
                 for c in range(n_out):
                     o[c] = b[c] + d[c]
             else:
@@ -619,13 +641,29 @@ cdef double _batch(floating* params, floating* grads, floating* m, floating* v,
                 _loss_row(o, deltas + a_offs[top] + r * n_k, n_k, y[rows[r]], inv_n,
                           &row_loss[r], &row_hit[r])
 
-    # 3. backward through the layers above the first, top down
-    pen_off = 0
-    for layer in range(top, 0, -1):
+
+cdef Py_ssize_t _backward_above(const floating* params, floating* grads, const Layout* net,
+                                Py_ssize_t n, const Batch* buf, int act, floating alpha_n,
+                                int n_blocks) noexcept nogil:
+    """3. Backward through the layers above the first, top down: each one's input gradient,
+    weight gradient (plus alpha_n W, with each row's sum of squares into pen_rows) and
+    bias gradient. Returns the number of pen_rows written."""
+    cdef const long long* sizes = net.sizes
+    cdef const long long* a_offs = net.a_offs
+    cdef floating* acts = <floating*>buf.acts
+    cdef floating* deltas = <floating*>buf.deltas
+    cdef double* pen_rows = buf.pen_rows
+    cdef Py_ssize_t layer, r, c, i, n_in, n_out, pen_off = 0
+    cdef const floating* w
+    cdef floating* dw
+    cdef floating* d
+    cdef floating* di
+    cdef floating xv
+    for layer in range(net.n_layers - 1, 0, -1):
         n_in = sizes[layer]
         n_out = sizes[layer + 1]
-        w = params + p_offs[layer]
-        dw = grads + p_offs[layer]
+        w = params + net.p_offs[layer]
+        dw = grads + net.p_offs[layer]
         # input gradient, from the weights before the update
         for r in prange(n, schedule="static", num_threads=n_blocks):
             d = deltas + a_offs[layer] + r * n_out
@@ -642,163 +680,195 @@ cdef double _batch(floating* params, floating* grads, floating* m, floating* v,
                 xv = acts[a_offs[layer - 1] + r * n_in + i]
                 if xv != 0:
                     _axpy(dw + i * n_out, xv, deltas + a_offs[layer] + r * n_out, n_out)
-        # bias gradient
-        dw = dw + n_in * n_out
-        for c in range(n_out):
-            dw[c] = 0
-        for r in range(n):
-            _axpy(dw, 1, deltas + a_offs[layer] + r * n_out, n_out)
+        _sum_bias_grad(dw + n_in * n_out, deltas + a_offs[layer], n, n_out)
         pen_off = pen_off + n_in
+    return pen_off
 
-    # 4. first layer's bias gradient, then its weight gradient by blocks of input pixels:
-    #    each block takes the batch's non-zeros in its range (a row's indices are sorted).
-    #    Each block then updates its rows of W and its share of everything after them.
-    n_out = sizes[1]
-    w = params
-    dw = grads + n_pix * n_out
-    for c in range(n_out):
-        dw[c] = 0
+
+cdef void _first_layer_grads(const floating* params, floating* grads, const Layout* net,
+                             const Rows* x, const Batch* buf, floating alpha_n,
+                             double* pen_rows, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """The first layer's weight gradient for the input pixels [j0, j1) (rows j0..j1 of W,
+    plus alpha_n W, and their sums of squares into pen_rows[j0:j1]): from each row of the
+    batch, its non-zeros in that range (a row's indices are sorted)."""
+    cdef const long long* indptr = x.indptr
+    cdef const int* indices = x.indices
+    cdef const floating* values = <const floating*>x.values
+    cdef const long long* rows = x.rows
+    cdef const floating* deltas = <const floating*>buf.deltas + net.a_offs[0]
+    cdef Py_ssize_t n = x.n, n_out = net.sizes[1], r, c, i, q
+    cdef const floating* d
+    cdef long long row
+    for i in range(j0, j1):
+        for c in range(n_out):
+            grads[i * n_out + c] = alpha_n * params[i * n_out + c]
+        pen_rows[i] = _dot(params + i * n_out, params + i * n_out, n_out)
     for r in range(n):
-        _axpy(dw, 1, deltas + a_offs[0] + r * n_out, n_out)
-    dw = grads
-    per = (n_pix + n_blocks - 1) // n_blocks
-    tail = n_pix * n_out
-    tail_per = ((p_offs[n_layers] - tail + n_blocks - 1) // n_blocks + 15) // 16 * 16
+        d = deltas + r * n_out
+        row = rows[r]
+        for q in range(indptr[row], indptr[row + 1]):
+            i = indices[q]
+            if i >= j1:
+                break
+            if i >= j0:
+                _axpy(grads + i * n_out, values[q], d, n_out)
+
+
+cdef void _first_layer_step(floating* params, floating* grads, floating* m, floating* v,
+                            const Layout* net, const Rows* x, const Batch* buf,
+                            const OptimizerStep* opt, floating alpha_n, Py_ssize_t pen_off,
+                            int n_blocks) noexcept nogil:
+    """4. The first layer's bias gradient, then its weight gradient by blocks of input pixels,
+    a block per thread (see _first_layer_grads; its sums of squares at pen_rows[pen_off:]).
+    With opt, each block then updates its rows of W and its share of everything after them
+    (without, nothing is updated)."""
+    cdef Py_ssize_t n_out = net.sizes[1], n_pix = net.sizes[0], total = net.p_offs[net.n_layers]
+    cdef Py_ssize_t tail = n_pix * n_out, per = (n_pix + n_blocks - 1) // n_blocks
+    cdef Py_ssize_t tail_per = _round_up((total - tail + n_blocks - 1) // n_blocks,
+                                         ALIGN_VALUES)
+    cdef Py_ssize_t k, j0, j1, t0, t1
+    cdef double* pen_rows = buf.pen_rows + pen_off
+    _sum_bias_grad(grads + tail, <const floating*>buf.deltas + net.a_offs[0], x.n, n_out)
     for k in prange(n_blocks, schedule="static", num_threads=n_blocks):
         j0 = k * per
         j1 = j0 + per
         if j1 > n_pix:
             j1 = n_pix
-        for i in range(j0, j1):
-            for c in range(n_out):
-                dw[i * n_out + c] = alpha_n * w[i * n_out + c]
-            pen_rows[pen_off + i] = _dot(w + i * n_out, w + i * n_out, n_out)
-        for r in range(n):
-            d = deltas + a_offs[0] + r * n_out
-            row = rows[r]
-            for q in range(indptr[row], indptr[row + 1]):
-                i = indices[q]
-                if i >= j1:
-                    break
-                if i >= j0:
-                    _axpy(dw + i * n_out, values[q], d, n_out)
-        if update:
+        _first_layer_grads(params, grads, net, x, buf, alpha_n, pen_rows, j0, j1)
+        if opt != NULL:
             if j0 < j1:
                 _update(params + j0 * n_out, grads + j0 * n_out, m + j0 * n_out,
-                        v + j0 * n_out, (j1 - j0) * n_out, solver, lr, momentum, nesterov,
-                        beta1, beta2, eps, lr_t)
+                        v + j0 * n_out, (j1 - j0) * n_out, opt)
             t0 = tail + k * tail_per
             t1 = t0 + tail_per
-            if t1 > p_offs[n_layers]:
-                t1 = p_offs[n_layers]
+            if t1 > total:
+                t1 = total
             if t0 < t1:
-                _update(params + t0, grads + t0, m + t0, v + t0, t1 - t0, solver, lr,
-                        momentum, nesterov, beta1, beta2, eps, lr_t)
-    pen_off = pen_off + n_pix
-    if update and top > 0:
-        # the padded copy of the top layer's W follows the update
-        n_in = sizes[top]
-        w = params + p_offs[top]
-        for i in range(n_in):
-            for c in range(n_k):
-                top_w[i * k_pad + c] = w[i * n_k + c]
+                _update(params + t0, grads + t0, m + t0, v + t0, t1 - t0, opt)
 
+
+cdef void _refresh_top_w(const floating* params, const Layout* net,
+                         const Batch* buf) noexcept nogil:
+    # the padded copy of the top layer's W follows the update
+    cdef Py_ssize_t top = net.n_layers - 1, n_in = net.sizes[top], n_k = net.sizes[top + 1]
+    cdef Py_ssize_t i, c, k_pad = buf.k_pad
+    cdef const floating* w = params + net.p_offs[top]
+    cdef floating* top_w = <floating*>buf.top_w
+    for i in range(n_in):
+        for c in range(n_k):
+            top_w[i * k_pad + c] = w[i * n_k + c]
+
+
+cdef double _batch_loss(const Batch* buf, Py_ssize_t n, Py_ssize_t n_pen,
+                        double alpha) noexcept nogil:
+    # the rows' losses summed in order, plus alpha/2 ||W||^2 from the n_pen row sums
+    cdef double loss = 0.0, penalty = 0.0
+    cdef Py_ssize_t r, i
     for r in range(n):
-        loss += row_loss[r]
+        loss += buf.row_loss[r]
     if alpha != 0:
-        for i in range(pen_off):
-            penalty += pen_rows[i]
+        for i in range(n_pen):
+            penalty += buf.pen_rows[i]
         loss += 0.5 * alpha * penalty
     return loss
 
 
+cdef double _batch(floating* params, floating* grads, floating* m, floating* v,
+                   const Layout* net, const Rows* x, const Batch* buf, int act, double alpha,
+                   const OptimizerStep* opt, int n_blocks) noexcept nogil:
+    """Forward, loss, backward and (given opt) optimizer step for the rows x.rows[0:x.n] of
+    the sparse X. buf.acts/deltas hold, for each weight layer, its (n, width) outputs and
+    their gradients at net.a_offs[layer]. With hidden layers, buf.top_w is the top layer's
+    W with its columns padded to k_pad (layout.padded_top), kept in step with params here,
+    and buf.logit_rows holds (n, k_pad) scratch. Returns the summed loss including
+    alpha/2 ||W||^2; per-row correctness is left in buf.row_hit."""
+    cdef floating alpha_n = <floating>(alpha / x.n), inv_n = <floating>(1.0 / x.n)
+    cdef Py_ssize_t n_pen
+    _forward_first(params, net, x, buf, act, inv_n, n_blocks)
+    _forward_above(params, net, x, buf, act, inv_n, n_blocks)
+    n_pen = _backward_above(params, grads, net, x.n, buf, act, alpha_n, n_blocks)
+    _first_layer_step(params, grads, m, v, net, x, buf, opt, alpha_n, n_pen, n_blocks)
+    n_pen = n_pen + net.sizes[0]
+    if opt != NULL and net.n_layers > 1:
+        _refresh_top_w(params, net, buf)
+    return _batch_loss(buf, x.n, n_pen, alpha)
+
+
 def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] m, floating[::1] v,
-                const long long[::1] sizes, const long long[::1] p_offs,
-                const long long[::1] a_offs, const long long[::1] indptr,
-                const int[::1] indices, const floating[::1] values, const long long[::1] y,
-                const long long[::1] order, Py_ssize_t batch_size, floating[::1] acts,
-                floating[::1] deltas, double[::1] row_loss, int[::1] row_hit,
-                double[::1] pen_rows, floating[::1] top_w, floating[::1] logit_rows,
-                int act, double alpha, int solver, double lr,
-                double momentum, bint nesterov, double beta1, double beta2, double eps,
-                long long t):
-    """One epoch; returns (loss_sum, n_correct, t). Arrays are checked by the caller."""
+                net, data, const long long[::1] order, Py_ssize_t batch_size, buffers,
+                int act, double alpha, opt, long long t):
+    """One epoch; returns (loss_sum, n_correct, t). params, grads, m, v (P,) (m, v may be
+    empty when unused); net = (sizes, p_offs, a_offs), data = (indptr, indices, values, y)
+    and buffers as in loss_and_grad; order (n,) the rows to visit; opt a
+    codes.OptimizerStep (its lr_t is set here, before every batch). Arrays are checked by
+    the caller."""
+    cdef Layout lay
+    cdef Rows x
+    cdef Batch buf
+    cdef OptimizerStep step = _optimizer_step(opt)
     cdef Py_ssize_t n = order.shape[0], start, stop, r
-    cdef Py_ssize_t n_layers = sizes.shape[0] - 1
-    cdef Py_ssize_t k_pad = top_w.shape[0] // sizes[n_layers - 1]
-    cdef double loss = 0.0, lr_t
+    cdef double loss = 0.0
     cdef long long hits = 0
     cdef int n_blocks = fastmlp_max_threads()
     cdef floating* mp = &m[0] if m.shape[0] > 0 else &params[0]
     cdef floating* vp = &v[0] if v.shape[0] > 0 else &params[0]
+    _read_records(params, net, data, buffers, &lay, &x, &buf)
     with nogil:
         start = 0
         while start < n:
             stop = start + batch_size
             if stop > n:
                 stop = n
-            lr_t = lr
-            if solver == ADAM:
+            step.lr_t = step.lr
+            if step.solver == ADAM:
                 t += 1
-                lr_t = lr * sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
-            loss += _batch(&params[0], &grads[0], mp, vp, &sizes[0], &p_offs[0], &a_offs[0],
-                           n_layers, &indptr[0], &indices[0] if indices.shape[0] > 0 else NULL,
-                           &values[0] if values.shape[0] > 0 else NULL, &y[0],
-                           &order[start], stop - start, &acts[0], &deltas[0], &row_loss[0],
-                           &row_hit[0], &pen_rows[0], &top_w[0], k_pad, &logit_rows[0],
-                           act, alpha, solver, <floating>lr,
-                           <floating>momentum, nesterov, <floating>beta1, <floating>beta2,
-                           <floating>eps, <floating>lr_t, True, n_blocks)
+                step.lr_t = step.lr * sqrt(1.0 - step.beta2 ** t) / (1.0 - step.beta1 ** t)
+            x.rows = &order[start]
+            x.n = stop - start
+            loss += _batch(&params[0], &grads[0], mp, vp, &lay, &x, &buf, act, alpha, &step,
+                           n_blocks)
             for r in range(stop - start):
-                hits += row_hit[r]
+                hits += buf.row_hit[r]
             start = stop
     return loss, int(hits), int(t)
 
 
-def loss_and_grad(floating[::1] params, floating[::1] grads, const long long[::1] sizes,
-                  const long long[::1] p_offs, const long long[::1] a_offs,
-                  const long long[::1] indptr, const int[::1] indices,
-                  const floating[::1] values, const long long[::1] y,
-                  const long long[::1] rows, floating[::1] acts, floating[::1] deltas,
-                  double[::1] row_loss, int[::1] row_hit, double[::1] pen_rows,
-                  floating[::1] top_w, floating[::1] logit_rows, int act, double alpha):
-    """Gradient of the summed objective of all rows into grads; returns that sum."""
+def loss_and_grad(floating[::1] params, floating[::1] grads, net, data,
+                  const long long[::1] rows, buffers, int act, double alpha):
+    """Gradient of the summed objective of the rows ``rows`` into grads; returns that sum.
+    params, grads (P,); net = (sizes, p_offs, a_offs); data = (indptr, indices, values, y),
+    the sparse X and its labels; buffers = (acts, deltas, row_loss, row_hit, pen_rows,
+    top_w, logit_rows) for batches of up to len(rows) rows (see cython_backend._Buffers)."""
+    cdef Layout lay
+    cdef Rows x
+    cdef Batch buf
     cdef double loss
-    cdef Py_ssize_t k_pad = top_w.shape[0] // sizes[sizes.shape[0] - 2]
+    _read_records(params, net, data, buffers, &lay, &x, &buf)
+    x.rows = &rows[0]
+    x.n = rows.shape[0]
     with nogil:
-        loss = _batch(&params[0], &grads[0], &params[0], &params[0], &sizes[0], &p_offs[0],
-                      &a_offs[0], sizes.shape[0] - 1, &indptr[0],
-                      &indices[0] if indices.shape[0] > 0 else NULL,
-                      &values[0] if values.shape[0] > 0 else NULL, &y[0], &rows[0],
-                      rows.shape[0], &acts[0], &deltas[0], &row_loss[0], &row_hit[0],
-                      &pen_rows[0], &top_w[0], k_pad, &logit_rows[0], act, alpha, 0, 0, 0,
-                      False, 0, 0, 0, 0, False,
-                      fastmlp_max_threads())
+        loss = _batch(&params[0], &grads[0], &params[0], &params[0], &lay, &x, &buf, act,
+                      alpha, NULL, fastmlp_max_threads())
     return loss
 
 
 # ------------------------------------------------------------------------ predict
 
 
-cdef inline Py_ssize_t _vector_lanes(floating* like) noexcept nogil:
-    # values per vector of the output layer's sums (see FASTMLP_VECTOR_SUM)
-    if floating is float:
-        return 16
-    else:
-        return 8
-
-
 cdef int _predict_row(floating* out, const floating* x, const floating* params,
-                      const floating* top_w, Py_ssize_t k_pad, const long long* sizes,
-                      const long long* p_offs, Py_ssize_t n_layers, floating* cur,
-                      floating* nxt, floating* logits, int* nz, int act,
+                      const Layout* net, const floating* top_w, Py_ssize_t k_pad,
+                      floating* scratch, Py_ssize_t width, int* nz, int act,
                       bint softmax) noexcept nogil:
     """One row's probabilities (or, without softmax, its logits) into out; returns 1 (and
     writes nothing) if the row holds NaN or infinity. top_w is the top layer's W with its
-    columns padded to k_pad; cur, nxt, logits and nz are the thread's scratch."""
-    cdef Py_ssize_t layer, i, c, t, n_in, n_out, cnt = 0
-    cdef Py_ssize_t top = n_layers - 1, lanes = _vector_lanes(out)
+    columns padded to k_pad; scratch (2 width + k_pad values) and nz (sizes[0]) are the
+    thread's."""
+    cdef const long long* sizes = net.sizes
+    cdef Py_ssize_t layer, i, c, t, n_in, n_out, cnt = 0, top = net.n_layers - 1
     cdef const floating* w
+    cdef floating* cur = scratch
+    cdef floating* nxt = scratch + width
+    cdef floating* logits = scratch + 2 * width
     cdef floating* tmp
     cdef floating zero = 0, xv
     cdef int hit, finite = 1
@@ -817,12 +887,9 @@ cdef int _predict_row(floating* out, const floating* x, const floating* params,
     for layer in range(top):
         n_in = sizes[layer]
         n_out = sizes[layer + 1]
-        w = params + p_offs[layer]
+        w = params + net.p_offs[layer]
         if layer == 0:
-            if floating is float:
-                fastmlp_sum_rows_f(nxt, w + n_in * n_out, w, n_out, x, nz, cnt, n_out, 1)
-            else:
-                fastmlp_sum_rows_d(nxt, w + n_in * n_out, w, n_out, x, nz, cnt, n_out, 1)
+            _sum_rows(nxt, w + n_in * n_out, w, n_out, x, nz, cnt, n_out, 1)
         else:
             for c in range(n_out):
                 nxt[c] = w[n_in * n_out + c]
@@ -835,21 +902,12 @@ cdef int _predict_row(floating* out, const floating* x, const floating* params,
         nxt = tmp
     # output layer: vector sums of the padded rows of W picked by the top layer's inputs
     n_in = sizes[top]
-    n_out = sizes[n_layers]
-    c = 0
-    while c < k_pad:
-        if floating is float:
-            if top == 0:
-                fastmlp_vector_sum_f(logits + c, top_w + c, k_pad, x, nz, cnt)
-            else:
-                fastmlp_vector_sum_f(logits + c, top_w + c, k_pad, cur, NULL, n_in)
-        else:
-            if top == 0:
-                fastmlp_vector_sum_d(logits + c, top_w + c, k_pad, x, nz, cnt)
-            else:
-                fastmlp_vector_sum_d(logits + c, top_w + c, k_pad, cur, NULL, n_in)
-        c += lanes
-    w = params + p_offs[top] + n_in * n_out
+    n_out = sizes[top + 1]
+    if top == 0:
+        _vector_sums(logits, top_w, k_pad, x, nz, cnt)
+    else:
+        _vector_sums(logits, top_w, k_pad, cur, NULL, n_in)
+    w = params + net.p_offs[top] + n_in * n_out
     for c in range(n_out):
         out[c] = w[c] + logits[c]
     if softmax:
@@ -863,18 +921,18 @@ def predict_proba(floating[:, ::1] out, const floating[:, ::1] X, const floating
     """Probabilities (or, without softmax, logits) of every row of X, rows split between
     threads when parallel_rows. Returns the number of rows holding NaN or infinity (their
     outputs are not written)."""
+    # X (N, I0), out (N, K), params (P,); width the widest hidden layer
     cdef Py_ssize_t n = X.shape[0], n_layers = sizes.shape[0] - 1, r, i, c
     cdef Py_ssize_t n_i = sizes[n_layers - 1], n_k = sizes[n_layers]
-    cdef Py_ssize_t lanes = _vector_lanes(&out[0, 0]) if n > 0 else 1
-    cdef Py_ssize_t k_pad = (n_k + lanes - 1) // lanes * lanes
+    cdef Py_ssize_t k_pad = _round_up(n_k, _vector_lanes(&params[0]))
     cdef int n_threads = fastmlp_max_threads() if parallel_rows else 1
     # each thread's scratch a whole number of cache lines, so threads share none
-    cdef Py_ssize_t bad = 0, per_thread = (2 * width + k_pad + 15) // 16 * 16
-    cdef Py_ssize_t n_in0 = (sizes[0] + 15) // 16 * 16
+    cdef Py_ssize_t bad = 0, per_thread = _round_up(2 * width + k_pad, ALIGN_VALUES)
+    cdef Py_ssize_t n_in0 = _round_up(sizes[0], ALIGN_VALUES)
     cdef const floating* w_top = &params[0] + p_offs[n_layers - 1]
+    cdef Layout net = Layout(&sizes[0], &p_offs[0], NULL, n_layers)
     cdef floating* top_w
     cdef floating* scratch
-    cdef floating* mine
     cdef int* places
     if n == 0:
         return 0
@@ -894,17 +952,13 @@ def predict_proba(floating[:, ::1] out, const floating[:, ::1] X, const floating
                     top_w[i * k_pad + c] = w_top[i * n_k + c] if c < n_k else 0
             if n_threads > 1:
                 for r in prange(n, schedule="static", num_threads=n_threads):
-                    mine = scratch + per_thread * threadid()
-                    bad += _predict_row(&out[r, 0], &X[r, 0], &params[0], top_w, k_pad,
-                                        &sizes[0], &p_offs[0], n_layers, mine, mine + width,
-                                        mine + 2 * width, places + n_in0 * threadid(), act,
-                                        softmax)
+                    bad += _predict_row(&out[r, 0], &X[r, 0], &params[0], &net, top_w, k_pad,
+                                        scratch + per_thread * threadid(), width,
+                                        places + n_in0 * threadid(), act, softmax)
             else:
                 for r in range(n):
-                    bad += _predict_row(&out[r, 0], &X[r, 0], &params[0], top_w, k_pad,
-                                        &sizes[0], &p_offs[0], n_layers, scratch,
-                                        scratch + width, scratch + 2 * width, places, act,
-                                        softmax)
+                    bad += _predict_row(&out[r, 0], &X[r, 0], &params[0], &net, top_w, k_pad,
+                                        scratch, width, places, act, softmax)
     finally:
         free(top_w)
         free(scratch)

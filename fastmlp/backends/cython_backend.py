@@ -19,16 +19,9 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import _cykernels as _k
-from ._common import (
-    SparseRows,
-    check_epoch_inputs,
-    check_index_array,
-    check_shapes,
-    padded_top,
-    refuse_non_finite,
-    sparse_rows,
-)
-from .numpy_backend import adam_lr  # noqa: F401  (part of the contract; pure arithmetic)
+from .checks import check_epoch_inputs, check_index_array, check_shapes, refuse_non_finite
+from .layout import padded_top
+from .sparse import SparseRows, sparse_rows
 
 NAME = "cython"
 # predict_proba raises ValueError for NaN or infinity in X (checked row by row as it
@@ -62,11 +55,6 @@ activation_backward = _k.activation_backward
 linear_backward = _k.linear_backward
 
 
-def relu_backward(delta, a):
-    """delta *= (a > 0)."""
-    _k.activation_backward(delta, a, 1)
-
-
 def softmax_xent_forward(probs, logits, y):
     """Softmax probabilities, summed cross-entropy and count of correct predictions."""
     check_index_array("y", y, logits.shape[1], length=logits.shape[0])
@@ -94,7 +82,7 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
 
 
 def prepare_inputs(X):
-    """X as SparseRows (see fastmlp.backends._common), built once per fit."""
+    """X as SparseRows (see fastmlp.backends.sparse), built once per fit."""
     return sparse_rows(X, _k.count_row_nonzeros, _k.fill_sparse_rows)
 
 
@@ -127,13 +115,18 @@ class _Buffers:
         k_pad = self.top_w.shape[0] // int(sizes[-2])
         self.logit_rows = np.empty(max(1, rows * k_pad), dtype=dtype)
 
+    def network(self):
+        """The extension's ``net``: (sizes, p_offs, a_offs)."""
+        return self.sizes, self.p_offs, self.a_offs
+
     def arrays(self):
+        """The extension's ``buffers``, in its order."""
         return (self.acts, self.deltas, self.row_loss, self.row_hit, self.pen_rows,
                 self.top_w, self.logit_rows)
 
 
-def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_size, alpha,
-                solver, lr, momentum, nesterov, beta1, beta2, eps, t):
+def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_size, alpha, opt,
+                t):
     """One epoch of mini-batch training in one call into the extension (no Python between
     mini-batches, nothing allocated per mini-batch). Same contract as the NumPy backend's;
     ``data`` is what ``prepare_inputs`` returned (a plain X is converted, at a cost)."""
@@ -142,11 +135,11 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
     data = _sparse(data)
     check_epoch_inputs(layer_sizes, params, grads, m, v, data, y, order)
     buf = _Buffers(layer_sizes, min(int(batch_size), order.shape[0]), params)
-    loss, hits, t = _k.train_epoch(params, grads, m, v, buf.sizes, buf.p_offs, buf.a_offs,
-                                   data.indptr, data.indices, data.values, y, order,
-                                   int(batch_size), *buf.arrays(), int(act), float(alpha),
-                                   int(solver), float(lr), float(momentum), bool(nesterov),
-                                   float(beta1), float(beta2), float(eps), int(t))
+    xy = (data.indptr, data.indices, data.values, y)
+    # the extension reads opt (a codes.OptimizerStep) by position into a record of its own
+    loss, hits, t = _k.train_epoch(params, grads, m, v, buf.network(), xy, order,
+                                   int(batch_size), buf.arrays(), int(act), float(alpha), opt,
+                                   int(t))
     return float(loss), int(hits), int(t)
 
 
@@ -159,10 +152,9 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
     check_index_array("y", y, int(layer_sizes[-1]), length=n)
     buf = _Buffers(layer_sizes, n, params)
     data = prepare_inputs(X)
-    rows = np.arange(n, dtype=np.int64)
-    loss = _k.loss_and_grad(params, grads, buf.sizes, buf.p_offs, buf.a_offs, data.indptr,
-                            data.indices, data.values, y, rows, *buf.arrays(), int(act),
-                            float(alpha))
+    xy = (data.indptr, data.indices, data.values, y)
+    loss = _k.loss_and_grad(params, grads, buf.network(), xy, np.arange(n, dtype=np.int64),
+                            buf.arrays(), int(act), float(alpha))
     return loss / n
 
 

@@ -1,0 +1,162 @@
+/* The C helpers of ext/_cykernels.pyx, which declares them in `cdef extern from
+   "simd.h"`: OpenMP's thread count, the fused epoch's axpy, and the row sums of the
+   first layer and the output layer. Each adds its terms in a fixed order. */
+
+#ifndef FASTMLP_SIMD_H
+#define FASTMLP_SIMD_H
+
+#include <Python.h>
+
+/* Bytes of one vector sum of the output layer (FASTMLP_VECTOR_SUM): 16 float32 or 8
+   float64 values. The top layer's W is padded to whole vector sums; fastmlp/backends/
+   layout.py declares the same width (VECTOR_BYTES), and tests/test_contract.py checks
+   that they agree. */
+#define FASTMLP_VECTOR_BYTES 64
+
+#ifdef _OPENMP
+#include <omp.h>
+#define FASTMLP_OPENMP 1
+static int fastmlp_max_threads(void) { return omp_get_max_threads(); }
+static void fastmlp_set_threads(int n) { omp_set_num_threads(n); }
+#else
+#define FASTMLP_OPENMP 0
+static int fastmlp_max_threads(void) { return 1; }
+static void fastmlp_set_threads(int n) { (void)n; }
+#endif
+
+/* y[0:n] += a * x[0:n]. restrict lets the compiler vectorise without overlap checks,
+   and the widths that are common here get a loop of constant length, which it
+   unrolls completely (the per-call set-up otherwise costs as much as the work). */
+#define FASTMLP_AXPY(NAME, T)                                                       \
+static inline void NAME(T *restrict y, T a, const T *restrict x, Py_ssize_t n) {    \
+    Py_ssize_t c;                                                                   \
+    if (n == 128) { for (c = 0; c < 128; c++) y[c] += a * x[c]; }                   \
+    else if (n == 64) { for (c = 0; c < 64; c++) y[c] += a * x[c]; }                \
+    else if (n == 10) { for (c = 0; c < 10; c++) y[c] += a * x[c]; }                \
+    else { for (c = 0; c < n; c++) y[c] += a * x[c]; }                              \
+}
+FASTMLP_AXPY(fastmlp_axpy_f, float)
+FASTMLP_AXPY(fastmlp_axpy_d, double)
+
+/* The prediction kernels, with GCC/Clang vector types where the compiler has them
+   (a plain C version otherwise). Partial sums must stay in registers: GCC keeps a
+   local array of them on the stack, and loading and storing it around every
+   multiply-add made predict much slower than plain row additions. */
+#if defined(__GNUC__)
+#include <string.h>
+typedef float fastmlp_vf __attribute__((vector_size(32)));
+typedef double fastmlp_vd __attribute__((vector_size(32)));
+/* a vector sum is two vectors (two registers on AVX2) */
+_Static_assert(2 * sizeof(fastmlp_vf) == FASTMLP_VECTOR_BYTES, "vector width");
+_Static_assert(2 * sizeof(fastmlp_vd) == FASTMLP_VECTOR_BYTES, "vector width");
+static inline fastmlp_vf fastmlp_load_vf(const float *p) {
+    fastmlp_vf v; memcpy(&v, p, sizeof v); return v;
+}
+static inline fastmlp_vd fastmlp_load_vd(const double *p) {
+    fastmlp_vd v; memcpy(&v, p, sizeof v); return v;
+}
+static inline void fastmlp_store_vf(float *p, fastmlp_vf v) { memcpy(p, &v, sizeof v); }
+static inline void fastmlp_store_vd(double *p, fastmlp_vd v) { memcpy(p, &v, sizeof v); }
+
+/* out[0:width] = init[0:width] + sum over q < n of a_q * w[idx[q] * stride : ...],
+   added in that order, where a_q = x[idx[q]] if by_idx, else x[q]: eight vectors of
+   columns at a time in registers (on AVX2, 64 float32 or 32 float64 columns), the
+   rest one column at a time. */
+#define FASTMLP_SUM_ROWS(NAME, T, VT, LOAD, STORE)                                  \
+static inline void NAME(T *restrict out, const T *restrict init, const T *restrict w, \
+                        Py_ssize_t stride, const T *restrict x,                     \
+                        const int *restrict idx, Py_ssize_t n, Py_ssize_t width,    \
+                        int by_idx) {                                               \
+    const Py_ssize_t K = sizeof(VT) / sizeof(T);                                    \
+    Py_ssize_t p0 = 0, q, c;                                                        \
+    for (; p0 + 8 * K <= width; p0 += 8 * K) {                                      \
+        VT a0 = LOAD(init + p0), a1 = LOAD(init + p0 + K);                          \
+        VT a2 = LOAD(init + p0 + 2 * K), a3 = LOAD(init + p0 + 3 * K);              \
+        VT a4 = LOAD(init + p0 + 4 * K), a5 = LOAD(init + p0 + 5 * K);              \
+        VT a6 = LOAD(init + p0 + 6 * K), a7 = LOAD(init + p0 + 7 * K);              \
+        for (q = 0; q < n; q++) {                                                   \
+            const T a = by_idx ? x[idx[q]] : x[q];                                  \
+            const T *r = w + idx[q] * stride + p0;                                  \
+            a0 += a * LOAD(r); a1 += a * LOAD(r + K);                               \
+            a2 += a * LOAD(r + 2 * K); a3 += a * LOAD(r + 3 * K);                   \
+            a4 += a * LOAD(r + 4 * K); a5 += a * LOAD(r + 5 * K);                   \
+            a6 += a * LOAD(r + 6 * K); a7 += a * LOAD(r + 7 * K);                   \
+        }                                                                           \
+        STORE(out + p0, a0); STORE(out + p0 + K, a1);                               \
+        STORE(out + p0 + 2 * K, a2); STORE(out + p0 + 3 * K, a3);                   \
+        STORE(out + p0 + 4 * K, a4); STORE(out + p0 + 5 * K, a5);                   \
+        STORE(out + p0 + 6 * K, a6); STORE(out + p0 + 7 * K, a7);                   \
+    }                                                                               \
+    for (c = p0; c < width; c++) out[c] = init[c];                                  \
+    for (q = 0; p0 < width && q < n; q++) {                                         \
+        const T a = by_idx ? x[idx[q]] : x[q];                                      \
+        const T *r = w + idx[q] * stride;                                           \
+        for (c = p0; c < width; c++) out[c] += a * r[c];                            \
+    }                                                                               \
+}
+
+/* out[0:2K] (FASTMLP_VECTOR_BYTES) = sum over q < n of x[j] * w[j * stride : ... + 2K],
+   j = idx[q] (or q without idx), in four interleaved partial sums added pairwise at
+   the end, so that consecutive multiply-adds do not wait for each other. The caller
+   pads w's rows (layout.padded_top). For the output layer: ten dot products per
+   row, each ending in a reduction, took several times longer. */
+#define FASTMLP_VECTOR_SUM(NAME, T, VT, LOAD, STORE)                                \
+static inline void NAME(T *restrict out, const T *restrict w, Py_ssize_t stride,    \
+                        const T *restrict x, const int *restrict idx, Py_ssize_t n) { \
+    const Py_ssize_t K = sizeof(VT) / sizeof(T);                                    \
+    VT s0 = {0}, t0 = {0}, s1 = {0}, t1 = {0}, s2 = {0}, t2 = {0}, s3 = {0}, t3 = {0}; \
+    Py_ssize_t q, j, n4 = n - n % 4;                                                \
+    for (q = 0; q < n4; q += 4) {                                                   \
+        j = idx ? idx[q] : q;                                                       \
+        s0 += x[j] * LOAD(w + j * stride); t0 += x[j] * LOAD(w + j * stride + K);   \
+        j = idx ? idx[q + 1] : q + 1;                                               \
+        s1 += x[j] * LOAD(w + j * stride); t1 += x[j] * LOAD(w + j * stride + K);   \
+        j = idx ? idx[q + 2] : q + 2;                                               \
+        s2 += x[j] * LOAD(w + j * stride); t2 += x[j] * LOAD(w + j * stride + K);   \
+        j = idx ? idx[q + 3] : q + 3;                                               \
+        s3 += x[j] * LOAD(w + j * stride); t3 += x[j] * LOAD(w + j * stride + K);   \
+    }                                                                               \
+    for (; q < n; q++) {                                                            \
+        j = idx ? idx[q] : q;                                                       \
+        s0 += x[j] * LOAD(w + j * stride); t0 += x[j] * LOAD(w + j * stride + K);   \
+    }                                                                               \
+    STORE(out, (s0 + s1) + (s2 + s3));                                              \
+    STORE(out + K, (t0 + t1) + (t2 + t3));                                          \
+}
+FASTMLP_SUM_ROWS(fastmlp_sum_rows_f, float, fastmlp_vf, fastmlp_load_vf, fastmlp_store_vf)
+FASTMLP_SUM_ROWS(fastmlp_sum_rows_d, double, fastmlp_vd, fastmlp_load_vd, fastmlp_store_vd)
+FASTMLP_VECTOR_SUM(fastmlp_vector_sum_f, float, fastmlp_vf, fastmlp_load_vf,
+                   fastmlp_store_vf)
+FASTMLP_VECTOR_SUM(fastmlp_vector_sum_d, double, fastmlp_vd, fastmlp_load_vd,
+                   fastmlp_store_vd)
+#else
+/* the same sums, in the same order, one value at a time */
+#define FASTMLP_SUM_ROWS(NAME, T)                                                   \
+static inline void NAME(T *out, const T *init, const T *w, Py_ssize_t stride,       \
+                        const T *x, const int *idx, Py_ssize_t n, Py_ssize_t width, \
+                        int by_idx) {                                               \
+    Py_ssize_t q, c;                                                                \
+    for (c = 0; c < width; c++) out[c] = init[c];                                   \
+    for (q = 0; q < n; q++)                                                         \
+        for (c = 0; c < width; c++)                                                 \
+            out[c] += (by_idx ? x[idx[q]] : x[q]) * w[idx[q] * stride + c];         \
+}
+#define FASTMLP_VECTOR_SUM(NAME, T)                                                 \
+static inline void NAME(T *out, const T *w, Py_ssize_t stride, const T *x, const int *idx, \
+                 Py_ssize_t n) {                                                    \
+    const Py_ssize_t L = FASTMLP_VECTOR_BYTES / sizeof(T);                          \
+    T s[4][FASTMLP_VECTOR_BYTES / sizeof(T)] = {{0}};                               \
+    Py_ssize_t q, c, j, n4 = n - n % 4;                                             \
+    for (q = 0; q < n; q++) {                                                       \
+        j = idx ? idx[q] : q;                                                       \
+        for (c = 0; c < L; c++) s[q < n4 ? q % 4 : 0][c] += x[j] * w[j * stride + c]; \
+    }                                                                               \
+    for (c = 0; c < L; c++) out[c] = (s[0][c] + s[1][c]) + (s[2][c] + s[3][c]);     \
+}
+FASTMLP_SUM_ROWS(fastmlp_sum_rows_f, float)
+FASTMLP_SUM_ROWS(fastmlp_sum_rows_d, double)
+FASTMLP_VECTOR_SUM(fastmlp_vector_sum_f, float)
+FASTMLP_VECTOR_SUM(fastmlp_vector_sum_d, double)
+#endif
+
+#endif /* FASTMLP_SIMD_H */
