@@ -3,9 +3,9 @@ loop; all arithmetic on arrays happens in the backend's kernels."""
 
 from __future__ import annotations
 
-import numbers
-import sys
 import warnings
+from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -15,16 +15,38 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._params import validate_params
+from ._state import own_trained_arrays, pickle_state, restore_snapshot, take_snapshot
 from .backends import get_backend
-from .backends._common import ACTIVATIONS, SOLVERS, layer_views, n_params
+from .backends.codes import ACTIVATIONS, optimizer_step
+from .backends.layout import layer_views, n_params
 from .network import init_params, layer_sizes_for, summary_table
 from .optim import OptimizerState
 from .threads import thread_limit
 
 AUTO_BATCH_SIZE = 64
 _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
-_LEARNING_RATES = ("constant", "invscaling", "adaptive")
-_DTYPES = {"float32": np.float32, "float64": np.float64}
+# warnings raised while fitting point at the user's call of fit or partial_fit:
+# caller -> fit -> _fit -> _plan_epochs or _run_epochs -> warnings.warn
+_USER_FRAME = 4
+
+
+@dataclass(frozen=True)
+class _Epochs:
+    """What every epoch of one call of fit or partial_fit needs, resolved once."""
+
+    backend: ModuleType
+    activation: int  # code, see fastmlp/backends/codes.py
+    solver: int  # code
+    data: object  # X in the backend's form (backend.prepare_inputs)
+    y: np.ndarray  # class indices, int64
+    n_samples: int
+    batch_size: int
+    count: int  # epochs to run: max_iter for fit, 1 for partial_fit
+    incremental: bool  # partial_fit
+    early_stopping: bool  # only fit stops early
+    validation: tuple | None  # (X_val, y_val) held out for early stopping
+    eval_set: tuple | None  # (X_eval, y_eval) scored after every epoch
 
 
 def _format_epoch(epoch, total, loss, train_acc, extra=None):
@@ -164,79 +186,9 @@ class FastMLP(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ validation
 
     def _validated_params(self):
-        """Check every parameter once, before any work; return the resolved values."""
-        def number(name, low=None, high=None, low_open=False, high_open=False, integer=False):
-            value = getattr(self, name)
-            kind = numbers.Integral if integer else numbers.Real
-            if isinstance(value, bool) or not isinstance(value, kind):
-                what = "an integer" if integer else "a real number"
-                raise TypeError(f"{name} must be {what}, got {value!r}")
-            if not np.isfinite(value):
-                raise ValueError(f"{name} must be finite, got {value!r}")
-            bad_low = low is not None and (value <= low if low_open else value < low)
-            bad_high = high is not None and (value >= high if high_open else value > high)
-            if bad_low or bad_high:
-                lo = "" if low is None else ("(" if low_open else "[") + f"{low}"
-                hi = "" if high is None else f"{high}" + (")" if high_open else "]")
-                raise ValueError(f"{name} must be in the range {lo or '(-inf'}, {hi or 'inf)'};"
-                                 f" got {value!r}")
-            return value
-
-        def choice(name, allowed):
-            value = getattr(self, name)
-            if not isinstance(value, str) or value not in allowed:
-                raise ValueError(f"{name}={value!r} is not supported; allowed values are "
-                                 + ", ".join(repr(a) for a in allowed))
-            return value
-
-        hidden = self.hidden_layer_sizes
-        if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
-            hidden = (hidden,)
-        try:
-            hidden = tuple(hidden)
-        except TypeError:
-            raise TypeError("hidden_layer_sizes must be a tuple of positive integers, got "
-                            f"{self.hidden_layer_sizes!r}") from None
-        for h in hidden:
-            if isinstance(h, bool) or not isinstance(h, numbers.Integral) or h <= 0:
-                raise ValueError("hidden_layer_sizes must contain positive integers, got "
-                                 f"{self.hidden_layer_sizes!r}")
-        batch_size = self.batch_size
-        if batch_size != "auto":
-            number("batch_size", low=1, integer=True)
-        number("alpha", low=0.0)
-        number("learning_rate_init", low=0.0, low_open=True)
-        number("power_t", low=0.0)
-        number("max_iter", low=1, integer=True)
-        number("tol", low=0.0)
-        number("n_iter_no_change", low=1, integer=True)
-        number("momentum", low=0.0, high=1.0)
-        number("validation_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
-        number("beta_1", low=0.0, high=1.0, high_open=True)
-        number("beta_2", low=0.0, high=1.0, high_open=True)
-        number("epsilon", low=0.0, low_open=True)
-        if self.n_jobs is not None:
-            number("n_jobs", integer=True)
-            if self.n_jobs == 0:
-                raise ValueError("n_jobs must be a positive integer, -1 (all CPUs) or None; got 0")
-        dtype_name = self.dtype
-        if not isinstance(dtype_name, str):
-            dtype_name = np.dtype(dtype_name).name if dtype_name in (np.float32, np.float64) \
-                else repr(dtype_name)
-        if dtype_name not in _DTYPES:
-            raise ValueError(f"dtype={self.dtype!r} is not supported; allowed values are "
-                             "'float32', 'float64'")
-        activation = ACTIVATIONS[choice("activation", tuple(ACTIVATIONS))]
-        solver = SOLVERS[choice("solver", tuple(SOLVERS))]
-        choice("learning_rate", _LEARNING_RATES)
-        backend = get_backend(self.backend)
-        return {
-            "hidden": hidden,
-            "activation": activation,
-            "solver": solver,
-            "dtype": _DTYPES[dtype_name],
-            "backend": backend,
-        }
+        """Check every parameter once, before any work, against the table in
+        fastmlp/_params.py; return the resolved values by parameter name."""
+        return validate_params(self)
 
     def _validate_X(self, X, backend=None):
         """X for prediction: C-contiguous, of the model's dtype, finite, right width.
@@ -302,8 +254,21 @@ class FastMLP(ClassifierMixin, BaseEstimator):
         return encoded.astype(np.int64)
 
     def _fit(self, X, y, incremental, classes=None, eval_set=None):
+        """fit and partial_fit. The random generator is drawn from in a fixed order: the
+        initial weights, then the validation split, then one permutation per epoch."""
         p = self._validated_params()
-        backend = p["backend"]
+        X, y_idx, layer_sizes, reinitialise = self._prepare_data(X, y, p, incremental,
+                                                                 classes)
+        self._initialise_or_continue(layer_sizes, p, reinitialise, incremental)
+        run = self._plan_epochs(X, y_idx, p, incremental, eval_set)
+        best_params = self._run_epochs(run)
+        if run.early_stopping and best_params is not None:
+            self._params[...] = best_params
+        return self
+
+    def _prepare_data(self, X, y, p, incremental, classes):
+        """Validate X and y, set or check ``classes_``, and decide whether training starts
+        from fresh weights. Returns (X, class indices of y, layer sizes, reinitialise)."""
         dtype = p["dtype"]
         reinitialise = not hasattr(self, "_params") or not (incremental or self.warm_start)
         X, y = validate_data(self, X, y, reset=reinitialise, dtype=dtype, order="C",
@@ -317,57 +282,66 @@ class FastMLP(ClassifierMixin, BaseEstimator):
             raise ValueError("warm_start can only be used when y has the same classes as the "
                              f"previous fit, {self.classes_!r}")
         y_idx = self._encode_labels(y)
-        n_samples = X.shape[0]
-        layer_sizes = layer_sizes_for(X.shape[1], p["hidden"], len(self.classes_))
-
+        layer_sizes = layer_sizes_for(X.shape[1], p["hidden_layer_sizes"], len(self.classes_))
         if not reinitialise and (not np.array_equal(layer_sizes, self._layer_sizes)
                                  or self._params.dtype != dtype):
             if incremental:
                 raise ValueError("partial_fit cannot change the network's shape or dtype; "
                                  f"fitted {self._layer_sizes.tolist()} {self._params.dtype}, "
                                  f"asked for {layer_sizes.tolist()} {np.dtype(dtype)}")
-            reinitialise = True
+            reinitialise = True  # warm_start with another shape: start afresh
+        return X, y_idx, layer_sizes, reinitialise
+
+    def _initialise_or_continue(self, layer_sizes, p, reinitialise, incremental):
+        """Fresh weights and training record, or those of the previous fit (warm_start,
+        partial_fit). Every fit starts a new optimizer; partial_fit continues its own."""
         if reinitialise:
-            self._random_state = check_random_state(self.random_state)
-            self._layer_sizes = layer_sizes
-            self._set_params_vector(init_params(layer_sizes, p["activation"], dtype,
-                                                self._random_state))
-            self.n_iter_ = 0
-            self.t_ = 0
-            self.loss_curve_ = []
-            self._no_improvement_count = 0
-            self.best_loss_ = None if self.early_stopping else np.inf
-            self.validation_scores_ = [] if self.early_stopping else None
-            self.best_validation_score_ = -np.inf if self.early_stopping else None
-            self.n_layers_ = len(layer_sizes)
-            self.n_outputs_ = int(layer_sizes[-1])
-            self.out_activation_ = "softmax"
+            self._initialise_state(layer_sizes, p)
         if reinitialise or not incremental or not hasattr(self, "_optimizer"):
-            self._optimizer = OptimizerState(p["solver"], self._params.size, dtype,
+            self._optimizer = OptimizerState(p["solver"], self._params.size, p["dtype"],
                                              self.learning_rate_init, self.learning_rate,
                                              self.power_t)
-        self.backend_ = backend.NAME
+        self.backend_ = p["backend"].NAME
         # predict uses what was trained, even if set_params changes the parameter later
         self._activation_code = p["activation"]
 
+    def _initialise_state(self, layer_sizes, p):
+        """Fresh weights (the random generator's first draws) and an empty record."""
+        self._random_state = check_random_state(self.random_state)
+        self._layer_sizes = layer_sizes
+        self._params = init_params(layer_sizes, p["activation"], p["dtype"], self._random_state)
+        self._rebuild_derived()
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        self.best_loss_ = None if self.early_stopping else np.inf
+        self.validation_scores_ = [] if self.early_stopping else None
+        self.best_validation_score_ = -np.inf if self.early_stopping else None
+        self.n_layers_ = len(layer_sizes)
+        self.n_outputs_ = int(layer_sizes[-1])
+        self.out_activation_ = "softmax"
+
+    def _plan_epochs(self, X, y_idx, p, incremental, eval_set):
+        """What every epoch of this call needs: the validation split (early stopping, fit
+        only), the evaluation set, the batch size and the backend's form of X."""
         early_stopping = self.early_stopping and not incremental
-        X_val = y_val = None
+        validation = None
         if early_stopping:
             stratify = y_idx if np.bincount(y_idx).min() >= 2 else None
             X, X_val, y_idx, y_val = train_test_split(
                 X, y_idx, random_state=self._random_state, test_size=self.validation_fraction,
                 stratify=stratify)
             X = np.ascontiguousarray(X)
-            n_samples = X.shape[0]
-        if early_stopping and self.best_validation_score_ is None:
-            self.validation_scores_ = []
-            self.best_validation_score_ = -np.inf
-        eval_data = None
+            validation = (X_val, y_val)
+            if self.best_validation_score_ is None:  # warm start from a fit without it
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
         if eval_set is not None:
             X_eval, y_eval = eval_set
-            eval_data = (X_eval, y_eval)
+            eval_set = (X_eval, y_eval)
             self.eval_scores_ = []
-
+        n_samples = X.shape[0]
         if self.batch_size == "auto":
             batch_size = min(AUTO_BATCH_SIZE, n_samples)
         else:
@@ -376,123 +350,110 @@ class FastMLP(ClassifierMixin, BaseEstimator):
             if self.batch_size != "auto":
                 warnings.warn(f"batch_size={batch_size} is larger than the number of samples "
                               f"({n_samples}); using batch_size={n_samples}", UserWarning,
-                              stacklevel=3)
+                              stacklevel=_USER_FRAME)
             batch_size = n_samples
+        backend = p["backend"]
+        return _Epochs(backend=backend, activation=p["activation"], solver=p["solver"],
+                       data=backend.prepare_inputs(X), y=y_idx, n_samples=n_samples,
+                       batch_size=batch_size, count=1 if incremental else self.max_iter,
+                       incremental=incremental, early_stopping=early_stopping,
+                       validation=validation, eval_set=eval_set)
 
-        data = backend.prepare_inputs(X)
-        epochs = 1 if incremental else self.max_iter
+    def _run_epochs(self, run):
+        """The epoch loop. An epoch that diverges or is interrupted (Ctrl-C) is undone and
+        ends training. Returns the best parameters seen under early stopping, or None."""
         best_params = None
-        opt = self._optimizer
-        with thread_limit(self.n_jobs, backend):
-            for _ in range(epochs):
-                snapshot = self._snapshot()
+        with thread_limit(self.n_jobs, run.backend):
+            for _ in range(run.count):
+                snapshot = take_snapshot(self)
                 try:
-                    order = (self._random_state.permutation(n_samples) if self.shuffle
-                             else np.arange(n_samples)).astype(np.int64)
-                    # overflow is detected below and reported once, clearly; NumPy's
-                    # own floating-point warnings would only repeat it
-                    with np.errstate(all="ignore"):
-                        loss_sum, n_correct, t = backend.train_epoch(
-                            self._params, self._grads, opt.m, opt.v, self._layer_sizes,
-                            p["activation"], data, y_idx, order, batch_size,
-                            float(self.alpha), p["solver"], float(opt.learning_rate),
-                            float(self.momentum), bool(self.nesterovs_momentum),
-                            float(self.beta_1), float(self.beta_2), float(self.epsilon),
-                            int(opt.t))
+                    loss_sum, n_correct, t = self._train_epoch(run)
                     if not (np.isfinite(loss_sum) and np.isfinite(self._params).all()):
-                        self._restore(snapshot)
+                        restore_snapshot(self, snapshot)
                         warnings.warn(
                             f"training diverged in epoch {self.n_iter_ + 1}: the loss or the "
                             "weights became infinite or NaN, so training stopped and the "
                             f"model keeps the weights of epoch {self.n_iter_} (the last "
                             "finite ones; epoch 0 means the initial weights). Lower "
                             "learning_rate_init, or scale X to a small range.",
-                            RuntimeWarning, stacklevel=3)
+                            RuntimeWarning, stacklevel=_USER_FRAME)
                         break
-                    opt.t = t
-                    stop = self._end_epoch(incremental, early_stopping, loss_sum, n_correct,
-                                           n_samples, X_val, y_val, eval_data, backend, p,
-                                           best_params)
-                    best_params, stop = stop
+                    self._optimizer.t = t
+                    best_params, stop = self._end_epoch(run, loss_sum, n_correct, best_params)
                 except KeyboardInterrupt:
-                    self._restore(snapshot)
+                    restore_snapshot(self, snapshot)
                     warnings.warn(f"training interrupted by the user during epoch "
                                   f"{snapshot['n_iter_'] + 1}; the model keeps the weights "
                                   f"of epoch {snapshot['n_iter_']}, the last completed one.",
-                                  UserWarning, stacklevel=3)
+                                  UserWarning, stacklevel=_USER_FRAME)
                     break
                 if stop:
                     break
             else:
-                if not incremental and self.max_iter > 0:
+                if not run.incremental:
                     warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
                                   "reached and the optimization hasn't converged yet.",
-                                  ConvergenceWarning, stacklevel=3)
-        if early_stopping and best_params is not None:
-            self._params[...] = best_params
-        return self
+                                  ConvergenceWarning, stacklevel=_USER_FRAME)
+        return best_params
 
-    def _end_epoch(self, incremental, early_stopping, loss_sum, n_correct, n_samples, X_val,
-                   y_val, eval_data, backend, p, best_params):
-        """Bookkeeping after a completed epoch; returns (best_params, whether to stop)."""
+    def _train_epoch(self, run):
+        """One pass over the rows, shuffled or in order; returns the backend's
+        (loss sum, correct predictions, Adam step count)."""
+        order = (self._random_state.permutation(run.n_samples) if self.shuffle
+                 else np.arange(run.n_samples)).astype(np.int64)
         opt = self._optimizer
+        # overflow is detected by the caller and reported once, clearly; NumPy's own
+        # floating-point warnings would only repeat it
+        with np.errstate(all="ignore"):
+            return run.backend.train_epoch(
+                self._params, self._grads, opt.m, opt.v, self._layer_sizes, run.activation,
+                run.data, run.y, order, run.batch_size, float(self.alpha),
+                self._optimizer_step(run.solver), int(opt.t))
+
+    def _optimizer_step(self, solver):
+        """The optimizer's hyperparameters as the record train_epoch takes (see
+        fastmlp/backends/codes.py), at the current learning rate of the schedule."""
+        return optimizer_step(solver, self._optimizer.learning_rate, self.momentum,
+                              self.nesterovs_momentum, self.beta_1, self.beta_2, self.epsilon)
+
+    def _end_epoch(self, run, loss_sum, n_correct, best_params):
+        """Bookkeeping after a completed epoch: the record, the scores, the verbose line,
+        the count of epochs without improvement and the learning-rate schedule.
+        Returns (best_params, whether to stop)."""
         self.n_iter_ += 1
-        self.t_ += n_samples
-        self.loss_ = loss_sum / n_samples
+        self.t_ += run.n_samples
+        self.loss_ = loss_sum / run.n_samples
         self.loss_curve_.append(self.loss_)
         extra = None
-        if early_stopping:
-            score = self._accuracy(backend, p["activation"], X_val, y_val)
+        if run.early_stopping:
+            score = self._accuracy(run.backend, run.activation, *run.validation)
             self.validation_scores_.append(score)
             extra = ("Validation", score)
-        if eval_data is not None:
-            score = self.score(*eval_data)
+        if run.eval_set is not None:
+            score = self.score(*run.eval_set)
             self.eval_scores_.append(score)
             extra = ("Test", score)
         if self.verbose:
-            total = self.n_iter_ if incremental else self.max_iter
-            print(_format_epoch(self.n_iter_, total, self.loss_, n_correct / n_samples, extra),
-                  flush=True)
-            sys.stdout.flush()
-        best_params = self._update_no_improvement(early_stopping, best_params)
-        opt.epoch_ended(self.t_)
-        if self._no_improvement_count > self.n_iter_no_change:
-            stop, reason = opt.should_stop()
-            if self.verbose:
-                print(f"Validation score did not improve more than tol={self.tol} for "
-                      f"{self.n_iter_no_change} consecutive epochs: {reason}.")
-            if stop:
-                return best_params, True
+            total = self.n_iter_ if run.incremental else self.max_iter
+            print(_format_epoch(self.n_iter_, total, self.loss_, n_correct / run.n_samples,
+                                extra), flush=True)
+        best_params = self._update_no_improvement(run.early_stopping, best_params)
+        self._optimizer.epoch_ended(self.t_)
+        return best_params, self._no_improvement_stops(run.early_stopping)
+
+    def _no_improvement_stops(self, early_stopping):
+        """Once more than n_iter_no_change epochs went without improvement: stop, or (the
+        adaptive schedule) lower the learning rate and count again."""
+        if self._no_improvement_count <= self.n_iter_no_change:
+            return False
+        stop, reason = self._optimizer.should_stop()
+        if self.verbose:
+            what = "Validation score" if early_stopping else "Training loss"
+            print(f"{what} did not improve more than tol={self.tol} for "
+                  f"{self.n_iter_no_change} consecutive epochs: {reason}.")
+        if not stop:
             self._no_improvement_count = 0
-        return best_params, False
-
-    _SNAPSHOT_LISTS = ("loss_curve_", "validation_scores_", "eval_scores_")
-    _SNAPSHOT_SCALARS = ("n_iter_", "t_", "loss_", "best_loss_", "best_validation_score_",
-                         "_no_improvement_count")
-
-    def _snapshot(self):
-        """What an epoch changes, so that an interrupted or diverged epoch can be undone."""
-        opt = self._optimizer
-        snap = {"params": self._params.copy(), "m": opt.m.copy(), "v": opt.v.copy(),
-                "t": opt.t, "learning_rate": opt.learning_rate}
-        for name in self._SNAPSHOT_SCALARS:
-            snap[name] = getattr(self, name, None)
-        for name in self._SNAPSHOT_LISTS:
-            value = getattr(self, name, None)
-            snap[name] = None if value is None else list(value)
-        return snap
-
-    def _restore(self, snap):
-        opt = self._optimizer
-        self._params[...] = snap["params"]
-        opt.m[...] = snap["m"]
-        opt.v[...] = snap["v"]
-        opt.t = snap["t"]
-        opt.learning_rate = snap["learning_rate"]
-        for name in self._SNAPSHOT_SCALARS + self._SNAPSHOT_LISTS:
-            if snap[name] is None and not hasattr(self, name):
-                continue
-            setattr(self, name, snap[name])
+        return stop
 
     def _update_no_improvement(self, early_stopping, best_params):
         if early_stopping:
@@ -512,12 +473,10 @@ class FastMLP(ClassifierMixin, BaseEstimator):
             self.best_loss_ = min(self.best_loss_, self.loss_)
         return best_params
 
-    def _set_params_vector(self, params):
-        self._params = params
-        self._grads = np.zeros_like(params)
-        self._expose_layers()
-
-    def _expose_layers(self):
+    def _rebuild_derived(self):
+        """The attributes derived from the parameter vector (kind DERIVED in
+        fastmlp/_state.py): the gradient buffer, and the per-layer views."""
+        self._grads = np.zeros_like(self._params)
         views = layer_views(self._params, self._layer_sizes)
         self.coefs_ = [w for w, _ in views]
         self.intercepts_ = [b for _, b in views]
@@ -585,7 +544,7 @@ class FastMLP(ClassifierMixin, BaseEstimator):
             activation = _ACTIVATION_NAMES[self._activation_code]
             text = summary_table(self._layer_sizes, activation, self._params.dtype)
         else:
-            hidden = self._validated_params()["hidden"]
+            hidden = self._validated_params()["hidden_layer_sizes"]
             text = ("not fitted: input and output widths come from the data; hidden layers "
                     f"{list(hidden)}, activation {self.activation}")
         if print_fn is not None:
@@ -597,8 +556,6 @@ class FastMLP(ClassifierMixin, BaseEstimator):
         """Number of trainable parameters (weights and biases)."""
         check_is_fitted(self, "_params")
         return n_params(self._layer_sizes)
-
-    # ------------------------------------------------------------------ pickling
 
     # ------------------------------------------------------------------ model files
 
@@ -618,28 +575,22 @@ class FastMLP(ClassifierMixin, BaseEstimator):
 
         return load(cls, path)
 
+    # ------------------------------------------------------------------ pickling
+
     def __getstate__(self):
-        state = super().__getstate__()
-        # coefs_ and intercepts_ are views into _params; they are rebuilt on load.
-        state = dict(state)
-        state.pop("coefs_", None)
-        state.pop("intercepts_", None)
-        state.pop("_grads", None)
-        return state
+        # coefs_, intercepts_ (views into _params) and _grads are rebuilt on unpickling
+        return pickle_state(super().__getstate__())
 
     def __setstate__(self, state):
         super().__setstate__(state)
         if "_params" in state:
-            # A model loaded from a read-only memory map (joblib) gets its own writable
-            # copy: kernels write the parameters in place, and compiled backends treat a
-            # read-only array as a different type (compiled again, summing differently).
-            self._params = np.array(self._params, copy=True, order="C")
-            self._grads = np.zeros_like(self._params)
-            self._expose_layers()
+            own_trained_arrays(self)
+            self._rebuild_derived()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = False
         tags.input_tags.allow_nan = False
         return tags
+
 

@@ -7,7 +7,7 @@ Format (version 1): one ``.npz`` archive, read with ``allow_pickle=False``, hold
   parameters (``get_params()``), the fitted scalars (``n_iter_``, ``loss_``, ...), and
   ``classes_kind`` (how to rebuild the labels);
 - ``params``: the flat parameter vector (float32 or float64, see
-  fastmlp/backends/_common.py for the layout), ``layer_sizes`` (int64);
+  fastmlp/backends/layout.py), ``layer_sizes`` (int64);
 - ``classes``: the labels (numbers, booleans or strings; never objects);
 - ``loss_curve`` and, when present, ``validation_scores``, ``eval_scores``,
   ``feature_names``;
@@ -18,6 +18,9 @@ Format (version 1): one ``.npz`` archive, read with ``allow_pickle=False``, hold
 Every array is checked against the metadata before an estimator is built from it; a file
 that is truncated, corrupted, of another format version, or holding object arrays raises
 a ValueError that says which.
+
+Which fitted attribute goes to which array or metadata entry is declared once, in
+``fastmlp._state.FITTED``; this module holds the header and one codec per kind of entry.
 """
 
 from __future__ import annotations
@@ -29,15 +32,16 @@ import tempfile
 import zipfile
 
 import numpy as np
+from sklearn.utils import check_random_state
 
-from .backends._common import ACTIVATIONS, SOLVERS, n_params
+from ._state import FITTED, MISSING, Kind, get_value, set_value
+from .backends.codes import ACTIVATIONS, SOLVERS
+from .backends.layout import n_params
+from .optim import OptimizerState
 
 FORMAT = "fastmlp.FastMLP"
 FORMAT_VERSION = 1
-_SCALARS = ("n_iter_", "t_", "loss_", "best_loss_", "best_validation_score_",
-            "n_features_in_", "n_layers_", "n_outputs_", "out_activation_", "backend_",
-            "_no_improvement_count")
-_OPTIONAL_LISTS = {"validation_scores": "validation_scores_", "eval_scores": "eval_scores_"}
+_ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
 
 
 def _json_safe(value):
@@ -75,6 +79,207 @@ def _classes_array(classes):
                     "without pickle; use numbers or strings as labels, or pickle/joblib")
 
 
+def _version():
+    from . import __version__
+
+    return __version__
+
+
+def _bad(path, why):
+    return ValueError(f"{path} is not a usable fastmlp model file: {why}")
+
+
+def _meta_get(metadata, where):
+    """The metadata entry at the dotted path ``where``, or MISSING if its last part is
+    absent (a missing parent raises KeyError: the metadata is incomplete)."""
+    *parents, last = where.split(".")
+    for part in parents:
+        metadata = metadata[part]
+    return metadata.get(last, MISSING)
+
+
+def _meta_put(metadata, where, value):
+    *parents, last = where.split(".")
+    for part in parents:
+        metadata = metadata.setdefault(part, {})
+    metadata[last] = value
+
+
+# ------------------------------------------------------------------ one codec per kind
+
+
+class _Codec:
+    """How the entries of one kind go into a model file and come back into an estimator.
+
+    ``write`` gives (array or None, metadata value or MISSING: nothing to store);
+    ``read`` checks what the file holds (None for an absent array, MISSING for an absent
+    metadata value) and gives the value (MISSING: leave the attribute unset); ``assign``
+    puts it on the new estimator. By default nothing is stored and nothing is set.
+    """
+
+    def write(self, entry, value):
+        return None, MISSING
+
+    def read(self, entry, array, meta, path):
+        return meta
+
+    def assign(self, est, entry, value, path):
+        set_value(est, entry.name, value)
+
+
+class _Scalar(_Codec):
+    def write(self, entry, value):
+        return None, _json_safe(None if value is MISSING else value)
+
+
+class _Parameters(_Codec):
+    def write(self, entry, value):
+        return value, value.dtype.name
+
+    def read(self, entry, params, dtype, path):
+        if dtype not in ("float32", "float64") or params.dtype.name != dtype or params.ndim != 1:
+            dtype = None if dtype is MISSING else dtype
+            raise _bad(path, f"its parameters are {params.dtype} {params.shape}, expected a 1-D "
+                             f"{dtype} vector")
+        return np.array(params, copy=True)
+
+
+class _LayerSizes(_Codec):
+    def write(self, entry, value):
+        return np.asarray(value, dtype=np.int64), MISSING
+
+    def read(self, entry, sizes, meta, path):
+        if (sizes.dtype.kind not in "iu" or sizes.ndim != 1 or sizes.size < 2
+                or (sizes < 1).any()):
+            raise _bad(path, f"its layer sizes {sizes!r} are not positive integers")
+        return sizes.astype(np.int64)
+
+
+class _Labels(_Codec):
+    def write(self, entry, value):
+        return _classes_array(value)
+
+    def read(self, entry, classes, kind, path):
+        if classes.ndim != 1 or classes.dtype.kind not in "biufU":
+            raise _bad(path, f"its classes have dtype {classes.dtype}")
+        return classes.astype(object) if kind == "str_object" else classes
+
+
+class _Curve(_Codec):
+    def write(self, entry, value):
+        if value is None or value is MISSING:
+            return None, MISSING
+        return np.asarray(value, dtype=np.float64), MISSING
+
+    def read(self, entry, array, meta, path):
+        if array is None:
+            return MISSING if entry.optional else None
+        return array.tolist()
+
+
+class _FeatureNames(_Codec):
+    def write(self, entry, value):
+        return (None if value is MISSING else np.asarray(value, dtype=str)), MISSING
+
+    def read(self, entry, array, meta, path):
+        return MISSING if array is None else array.astype(object)
+
+
+class _Optimizer(_Codec):
+    """Not stored: rebuilt from the estimator's parameters, then given the stored arrays
+    and scalars (the entries that follow it)."""
+
+    def assign(self, est, entry, value, path):
+        # the solver code directly: validating every parameter would also demand that the
+        # training backend be available here, which predicting does not need
+        solver = SOLVERS.get(est.solver)
+        if solver is None:
+            raise _bad(path, f"its solver {est.solver!r} is unknown")
+        est._optimizer = OptimizerState(solver, est._params.size, est._params.dtype,
+                                        est.learning_rate_init, est.learning_rate, est.power_t)
+
+
+class _OptimizerArray(_Codec):
+    def write(self, entry, value):
+        return value, MISSING
+
+    def read(self, entry, array, meta, path):
+        return array
+
+    def assign(self, est, entry, value, path):
+        # empty in the file (or SGD's unused second moment): the zeros it starts with
+        target = get_value(est, entry.name)
+        if target.size and value.size:
+            target[...] = value
+
+
+class _OptimizerScalar(_Codec):
+    def write(self, entry, value):
+        return None, entry.type(value)
+
+    def read(self, entry, array, value, path):
+        if value is MISSING:
+            raise KeyError(entry.meta)
+        try:
+            return entry.type(value)
+        except ValueError:
+            raise _bad(path, f"its {entry.meta} is {value!r}, not a {entry.type.__name__}"
+                       ) from None
+
+
+class _Activation(_Codec):
+    def write(self, entry, code):
+        return None, _ACTIVATION_NAMES[code]
+
+    def read(self, entry, array, name, path):
+        if name is MISSING:
+            raise KeyError(entry.meta)
+        return ACTIVATIONS[name]
+
+
+class _Rng(_Codec):
+    def write(self, entry, rng):
+        if not isinstance(rng, np.random.RandomState):
+            return None, MISSING
+        name, keys, pos, has_gauss, cached = rng.get_state()
+        return np.asarray(keys, dtype=np.uint32), {
+            "name": name, "pos": int(pos), "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached)}
+
+    def read(self, entry, keys, rng, path):
+        if rng is MISSING or rng is None or keys is None:
+            return None  # seeded anew from random_state
+        try:
+            state = np.random.RandomState()
+            state.set_state((rng["name"], keys, rng["pos"], rng["has_gauss"],
+                             rng["cached_gaussian"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _bad(path, f"its random generator state is invalid ({exc})") from None
+        return state
+
+    def assign(self, est, entry, value, path):
+        est._random_state = check_random_state(est.random_state) if value is None else value
+
+
+class _Derived(_Codec):
+    """Not stored: ``FastMLP._rebuild_derived`` makes them once the parameters are set."""
+
+    def assign(self, est, entry, value, path):
+        pass
+
+
+_CODECS = {
+    Kind.PARAMETERS: _Parameters(), Kind.LAYER_SIZES: _LayerSizes(), Kind.LABELS: _Labels(),
+    Kind.OPTIMIZER: _Optimizer(), Kind.OPTIMIZER_ARRAY: _OptimizerArray(),
+    Kind.OPTIMIZER_SCALAR: _OptimizerScalar(), Kind.RNG: _Rng(),
+    Kind.ACTIVATION: _Activation(), Kind.SCALAR: _Scalar(), Kind.CURVE: _Curve(),
+    Kind.FEATURE_NAMES: _FeatureNames(), Kind.DERIVED: _Derived(),
+}
+
+
+# ---------------------------------------------------------------------------- writing
+
+
 def save(est, path):
     """Write the fitted estimator to ``path`` (the name is used as given; ``.npz`` is the
     usual extension). The file appears complete or not at all: it is written beside the
@@ -83,39 +288,23 @@ def save(est, path):
         from sklearn.exceptions import NotFittedError
 
         raise NotFittedError("only a fitted FastMLP can be saved; call fit first")
-    classes, kind = _classes_array(est.classes_)
-    fitted = {name: _json_safe(getattr(est, name, None)) for name in _SCALARS}
-    metadata = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "fastmlp_version": _version(), "dtype": est._params.dtype.name,
-        "activation": {code: name for name, code in ACTIVATIONS.items()}[est._activation_code],
-        "params": _estimator_params(est), "fitted": fitted, "classes_kind": kind,
-        "optimizer": {"t": int(est._optimizer.t),
-                      "learning_rate": float(est._optimizer.learning_rate)},
-    }
-    arrays = {
-        "metadata": np.frombuffer(json.dumps(metadata).encode("utf-8"), dtype=np.uint8),
-        "params": est._params,
-        "layer_sizes": np.asarray(est._layer_sizes, dtype=np.int64),
-        "classes": classes,
-        "loss_curve": np.asarray(est.loss_curve_, dtype=np.float64),
-        "opt_m": est._optimizer.m,
-        "opt_v": est._optimizer.v,
-    }
-    for key, attr in _OPTIONAL_LISTS.items():
-        if getattr(est, attr, None) is not None:
-            arrays[key] = np.asarray(getattr(est, attr), dtype=np.float64)
-    if hasattr(est, "feature_names_in_"):
-        arrays["feature_names"] = np.asarray(est.feature_names_in_, dtype=str)
-    rng = getattr(est, "_random_state", None)
-    if isinstance(rng, np.random.RandomState):
-        name, keys, pos, has_gauss, cached = rng.get_state()
-        arrays["rng_keys"] = np.asarray(keys, dtype=np.uint32)
-        metadata["rng"] = {"name": name, "pos": int(pos), "has_gauss": int(has_gauss),
-                           "cached_gaussian": float(cached)}
-        arrays["metadata"] = np.frombuffer(json.dumps(metadata).encode("utf-8"),
-                                           dtype=np.uint8)
-    path = os.fspath(path)
+    # the entries in the order files have always had; the codecs fill in the Nones
+    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                "fastmlp_version": _version(), "dtype": None, "activation": None,
+                "params": _estimator_params(est), "fitted": {}, "classes_kind": None,
+                "optimizer": {}}
+    arrays = {}
+    for entry in FITTED:
+        array, meta = _CODECS[entry.kind].write(entry, get_value(est, entry.name))
+        if array is not None:
+            arrays[entry.array] = array
+        if meta is not MISSING:
+            _meta_put(metadata, entry.meta, meta)
+    metadata_bytes = np.frombuffer(json.dumps(metadata).encode("utf-8"), dtype=np.uint8)
+    _write_atomically(os.fspath(path), {"metadata": metadata_bytes, **arrays})
+
+
+def _write_atomically(path, arrays):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=folder)
     try:
@@ -128,24 +317,27 @@ def save(est, path):
         raise
 
 
-def _version():
-    from . import __version__
-
-    return __version__
-
-
-def _bad(path, why):
-    return ValueError(f"{path} is not a usable fastmlp model file: {why}")
+# ---------------------------------------------------------------------------- reading
 
 
 def load(cls, path):
     """Read a file written by ``save`` and return a fitted estimator of class ``cls``."""
     path = os.fspath(path)
+    arrays = _read_archive(path)
+    metadata = _read_metadata(path, arrays)
+    missing = [entry.array for entry in FITTED
+               if entry.required_in_file and entry.array not in arrays]
+    if missing:
+        raise _bad(path, f"it lacks the arrays {missing}")
+    return _build(cls, path, metadata, arrays)
+
+
+def _read_archive(path):
     try:
         with np.load(path, allow_pickle=False) as archive:
             if not isinstance(archive, np.lib.npyio.NpzFile):
                 raise _bad(path, "it holds a single array, not a model archive")
-            arrays = {key: archive[key] for key in archive.files}
+            return {key: archive[key] for key in archive.files}
     except FileNotFoundError:
         raise
     except ValueError as exc:
@@ -155,6 +347,9 @@ def load(cls, path):
         raise _bad(path, str(exc)) from None
     except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
         raise _bad(path, f"it is truncated or corrupted ({exc})") from None
+
+
+def _read_metadata(path, arrays):
     try:
         metadata = json.loads(bytes(arrays["metadata"].astype(np.uint8)).decode("utf-8"))
     except KeyError:
@@ -168,82 +363,43 @@ def load(cls, path):
     if version != FORMAT_VERSION:
         raise _bad(path, f"it is format version {version!r}, and this fastmlp "
                          f"({_version()}) reads version {FORMAT_VERSION}")
-    missing = [k for k in ("params", "layer_sizes", "classes", "loss_curve", "opt_m", "opt_v")
-               if k not in arrays]
-    if missing:
-        raise _bad(path, f"it lacks the arrays {missing}")
-    return _build(cls, path, metadata, arrays)
+    return metadata
 
 
 def _build(cls, path, metadata, arrays):
-    params, sizes = arrays["params"], arrays["layer_sizes"]
-    dtype = metadata.get("dtype")
-    if dtype not in ("float32", "float64") or params.dtype.name != dtype or params.ndim != 1:
-        raise _bad(path, f"its parameters are {params.dtype} {params.shape}, expected a 1-D "
-                         f"{dtype} vector")
-    if sizes.dtype.kind not in "iu" or sizes.ndim != 1 or sizes.size < 2 or (sizes < 1).any():
-        raise _bad(path, f"its layer sizes {sizes!r} are not positive integers")
+    """Check every entry of the file, then make the estimator from them."""
+    values = {}
+    try:
+        for entry in FITTED:
+            meta = _meta_get(metadata, entry.meta) if entry.meta else MISSING
+            values[entry.name] = _CODECS[entry.kind].read(entry, arrays.get(entry.array),
+                                                          meta, path)
+        est = cls(**_restore_params(metadata["params"]))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise _bad(path, f"its metadata is incomplete ({exc!r})") from None
+    _check_consistency(path, values)
+    for entry in FITTED:
+        _CODECS[entry.kind].assign(est, entry, values[entry.name], path)
+    est._rebuild_derived()
+    return est
+
+
+def _check_consistency(path, values):
+    """What each entry cannot check alone: that the entries fit together."""
+    params, sizes, classes = values["_params"], values["_layer_sizes"], values["classes_"]
     if params.size != n_params(sizes):
         raise _bad(path, f"it holds {params.size} parameters, but layers {sizes.tolist()} "
                          f"need {n_params(sizes)}")
-    classes = arrays["classes"]
-    if classes.ndim != 1 or classes.dtype.kind not in "biufU":
-        raise _bad(path, f"its classes have dtype {classes.dtype}")
-    if metadata.get("classes_kind") == "str_object":
-        classes = classes.astype(object)
     n_out = int(sizes[-1])
     if len(classes) != n_out:
         raise _bad(path, f"it has {len(classes)} classes for {n_out} output units")
-    for key in ("opt_m", "opt_v"):
-        if arrays[key].dtype != params.dtype or arrays[key].size not in (0, params.size):
-            raise _bad(path, f"its optimizer state {key} does not match the parameters")
-    try:
-        est = cls(**_restore_params(metadata["params"]))
-        activation = ACTIVATIONS[metadata["activation"]]
-        fitted = metadata["fitted"]
-        optimizer = metadata["optimizer"]
-    except (KeyError, TypeError) as exc:
-        raise _bad(path, f"its metadata is incomplete ({exc!r})") from None
-    if fitted.get("n_features_in_") != int(sizes[0]):
+    for entry in FITTED:
+        moment = values[entry.name]
+        if entry.kind is Kind.OPTIMIZER_ARRAY and (moment.dtype != params.dtype
+                                                   or moment.size not in (0, params.size)):
+            raise _bad(path, f"its optimizer state {entry.array} does not match the parameters")
+    if values["n_features_in_"] != int(sizes[0]):
         raise _bad(path, "its input width does not match its first layer")
-    from .optim import OptimizerState
-
-    est.classes_ = classes
-    est._layer_sizes = sizes.astype(np.int64)
-    est._activation_code = activation
-    est._set_params_vector(np.array(params, copy=True))
-    for name in _SCALARS:
-        if name in fitted:
-            setattr(est, name, fitted[name])
-    est.loss_curve_ = arrays["loss_curve"].tolist()
-    for key, attr in _OPTIONAL_LISTS.items():
-        setattr(est, attr, arrays[key].tolist() if key in arrays else None)
-    if "feature_names" in arrays:
-        est.feature_names_in_ = arrays["feature_names"].astype(object)
-    # the solver code directly: validating every parameter would also demand that the
-    # training backend be available here, which predicting does not need
-    solver = SOLVERS.get(est.solver)
-    if solver is None:
-        raise _bad(path, f"its solver {est.solver!r} is unknown")
-    est._optimizer = OptimizerState(solver, params.size, params.dtype,
-                                    est.learning_rate_init, est.learning_rate, est.power_t)
-    est._optimizer.m[...] = arrays["opt_m"] if arrays["opt_m"].size else 0
-    if est._optimizer.v.size and arrays["opt_v"].size:
-        est._optimizer.v[...] = arrays["opt_v"]
-    est._optimizer.t = int(optimizer["t"])
-    est._optimizer.learning_rate = float(optimizer["learning_rate"])
-    from sklearn.utils import check_random_state
-
-    est._random_state = check_random_state(est.random_state)
-    rng = metadata.get("rng")
-    if rng is not None and "rng_keys" in arrays:
-        try:
-            est._random_state = np.random.RandomState()
-            est._random_state.set_state((rng["name"], arrays["rng_keys"], rng["pos"],
-                                         rng["has_gauss"], rng["cached_gaussian"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise _bad(path, f"its random generator state is invalid ({exc})") from None
-    return est
 
 
 def _restore_params(params):

@@ -358,3 +358,54 @@ def test_n_jobs_restores_thread_settings(backend_name):
         warnings.simplefilter("ignore", ConvergenceWarning)
         FastMLP(max_iter=2, n_jobs=1, backend=backend_name).fit(X, y)
     assert [i["num_threads"] for i in threadpool_info()] == before
+
+
+@pytest.mark.parametrize("param, value, error, message", [
+    ("learning_rate_init", 0.0, ValueError,
+     "learning_rate_init must be in the range (0.0, inf); got 0.0"),
+    ("max_iter", 0, ValueError, "max_iter must be in the range [1, inf); got 0"),
+    ("momentum", 1.5, ValueError, "momentum must be in the range [0.0, 1.0]; got 1.5"),
+    ("beta_1", 1.0, ValueError, "beta_1 must be in the range [0.0, 1.0); got 1.0"),
+    ("validation_fraction", 1.0, ValueError,
+     "validation_fraction must be in the range (0.0, 1.0); got 1.0"),
+    ("solver", "lbfgs", ValueError,
+     "solver='lbfgs' is not supported; allowed values are 'sgd', 'adam'"),
+    ("dtype", np.float16, ValueError,
+     "dtype=<class 'numpy.float16'> is not supported; allowed values are 'float32', 'float64'"),
+    ("n_jobs", 0, ValueError, "n_jobs must be a positive integer, -1 (all CPUs) or None; got 0"),
+    ("tol", np.inf, ValueError, "tol must be finite, got inf"),
+    ("max_iter", 2.5, TypeError, "max_iter must be an integer, got 2.5"),
+    ("alpha", "0.1", TypeError, "alpha must be a real number, got '0.1'"),
+    ("batch_size", True, TypeError, "batch_size must be an integer, got True"),
+    ("hidden_layer_sizes", (4, True), ValueError,
+     "hidden_layer_sizes must contain positive integers, got (4, True)"),
+])
+def test_parameter_errors_name_the_parameter_the_value_and_what_is_allowed(param, value, error,
+                                                                          message):
+    X, y = _blobs(n=20)
+    with pytest.raises(error) as caught:
+        FastMLP(**{"backend": "numpy", param: value}).fit(X, y)
+    assert str(caught.value) == message
+
+
+def test_every_parameter_is_checked_or_declared_unchecked():
+    from fastmlp._params import PARAMETER_CONSTRAINTS, UNCHECKED
+
+    assert sorted([*PARAMETER_CONSTRAINTS, *UNCHECKED]) == sorted(FastMLP().get_params())
+
+
+@pytest.mark.parametrize("early_stopping, what, not_what", [
+    (False, "Training loss", "Validation score"),
+    (True, "Validation score", "Training loss"),
+])
+def test_verbose_says_what_stopped_improving(backend_name, capsys, early_stopping, what,
+                                             not_what):
+    X, y = _blobs()
+    clf = FastMLP(max_iter=500, tol=1.0, n_iter_no_change=2, verbose=True,
+                  early_stopping=early_stopping, random_state=0, backend=backend_name)
+    clf.fit(X, y)
+    out = capsys.readouterr().out
+    assert (f"{what} did not improve more than tol=1.0 for 2 consecutive epochs: "
+            "no improvement.") in out
+    assert not_what not in out
+    assert clf.n_iter_ < 500
