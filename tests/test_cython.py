@@ -66,6 +66,7 @@ def test_reports_its_threads_and_restores_them():
     assert cython_backend.max_threads() == before
 
 
+@pytest.mark.exhaustive  # a whole pip install: half a minute
 @pytest.mark.skipif(not (ROOT / "setup.py").exists(), reason="needs the source tree")
 def test_install_without_the_extension(tmp_path):
     """FASTMLP_CYTHON=0 installs the pure-Python package: numpy and numba still work,

@@ -48,6 +48,7 @@ def test_same_seed_and_threads_give_identical_weights():
         np.testing.assert_array_equal(wa, wb)
 
 
+@pytest.mark.exhaustive  # compiles the numba kernels from scratch in a new process
 def test_new_process_reproduces_weights_bitwise(tmp_path):
     """Freshly compiled and cache-loaded kernels must compute the same bits."""
     import subprocess

@@ -57,3 +57,12 @@ U = np.uint64
 # A block of units handed to one thread starts on a multiple of this many elements (64
 # bytes of float32), so no cache line is written by two threads.
 ALIGN = 16
+
+
+def read_only(a):
+    """A read-only view of ``a``. Numba compiles a kernel again for read-only arrays (a
+    type of their own); the kernels that read the user's X always get a read-only view,
+    so writable and read-only X (a joblib memory map, say) share one compiled kernel."""
+    view = a.view()
+    view.flags.writeable = False
+    return view

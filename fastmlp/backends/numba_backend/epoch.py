@@ -295,12 +295,22 @@ def backward_update(state, net, data, rows, bufs, act, alpha, opt, update, n_blo
                                           rows, i0, i1, alpha_n, opt, update)
             pen_parts[k] += pen
     if top == 0:
-        # no hidden layer: the only weight layer, split by output columns
-        n_k = usizes[1]
-        for k in prange(n_blocks):
-            c0, c1 = ublock(n_k, n_blocks, k)
-            pen_parts[k] += _first_layer_block(state, n_in0, n_k, delta_buf, a_offs[0] + c0,
-                                               n_k, data, rows, c0, c1, alpha_n, opt, update)
+        _only_layer_update(state, net, data, rows, delta_buf, pen_parts, alpha_n, opt, update,
+                           n_blocks)
+
+
+@pjit
+def _only_layer_update(state, net, data, rows, delta_buf, pen_parts, alpha_n, opt, update,
+                       n_blocks):
+    """Without hidden layers: the gradient and update of the only weight layer, split by
+    output columns."""
+    usizes, _, a_offs, _ = net
+    n_in0 = usizes[0]
+    n_k = usizes[1]
+    for k in prange(n_blocks):
+        c0, c1 = ublock(n_k, n_blocks, k)
+        pen_parts[k] += _first_layer_block(state, n_in0, n_k, delta_buf, a_offs[0] + c0, n_k,
+                                           data, rows, c0, c1, alpha_n, opt, update)
 
 
 # --------------------------------------------------------------------------- the batch

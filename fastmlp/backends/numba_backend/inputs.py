@@ -5,7 +5,7 @@ MNIST's pixels) without scanning each row again every epoch."""
 from numba import prange
 
 from ..sparse import SparseRows, sparse_rows
-from ._config import U, pjit
+from ._config import U, pjit, read_only
 
 
 @pjit
@@ -41,7 +41,7 @@ def _fill_sparse_rows(indices, values, indptr, X):
 
 def prepare_inputs(X):
     """X (N, I0) as SparseRows, the form train_epoch reads."""
-    return sparse_rows(X, _count_row_nonzeros, _fill_sparse_rows)
+    return sparse_rows(read_only(X), _count_row_nonzeros, _fill_sparse_rows)
 
 
 def as_sparse_rows(data):

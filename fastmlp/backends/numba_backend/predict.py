@@ -10,7 +10,7 @@ import numpy as np
 from numba import prange
 
 from ..checks import check_shapes, refuse_non_finite
-from ._config import U, inline, jit, pjit
+from ._config import U, inline, jit, pjit, read_only
 from .inline import activate_f, axpy_f, scale_f, softmax_f, sum_rows_f, ublock
 from .intrinsics import panel, sum_rows_vector, sum_rows_wide, vector_width, wide_width
 
@@ -18,7 +18,7 @@ from .intrinsics import panel, sum_rows_vector, sum_rows_wide, vector_width, wid
 PREDICT_CHUNK = 64
 
 
-@inline
+@jit
 def _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, r0, r1, softmax):
     # rows r0:r1 of X (N, I0) -> out (N, K), both flat; params in the flat layout;
     # top_w the top layer's W (I, Kp), its columns padded with zeros to a multiple of
@@ -152,10 +152,11 @@ def predict_proba(out, X, params, layer_sizes, act, softmax=True):
     Checks that X is finite on the way (see CHECKS_FINITE_INPUT)."""
     check_shapes(layer_sizes, params, X=X, out=out)
     n_rows = np.uint64(X.shape[0])
+    x = read_only(X.ravel())
     if X.shape[0] < 2 * PREDICT_CHUNK:
-        bad = _predict_proba_serial(out.ravel(), X.ravel(), n_rows, params, layer_sizes,
-                                    act, bool(softmax))
+        bad = _predict_proba_serial(out.ravel(), x, n_rows, params, layer_sizes, act,
+                                    bool(softmax))
     else:
-        bad = _predict_proba_parallel(out.ravel(), X.ravel(), n_rows, params, layer_sizes,
-                                      act, numba.get_num_threads(), bool(softmax))
+        bad = _predict_proba_parallel(out.ravel(), x, n_rows, params, layer_sizes, act,
+                                      numba.get_num_threads(), bool(softmax))
     refuse_non_finite(bad)
