@@ -158,7 +158,8 @@ def test_train_epoch_reduces_loss(backend, dtype):
     assert losses[-1] < 0.5 * losses[0]
 
 
-@pytest.mark.parametrize("n", [1, 23, 300])
+# one row (the serial path) and 300 (rows split between threads) by default
+@pytest.mark.parametrize("n", [1, pytest.param(23, marks=pytest.mark.exhaustive), 300])
 # more classes than one vector holds (16 float32, 8 float64), with and without hidden
 # layers, top layers whose width is not a multiple of the vector sums' interleave, and a
 # first layer wider than one register panel (64 float32, 32 float64) with columns left

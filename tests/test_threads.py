@@ -76,3 +76,23 @@ def test_threading_layer_is_reported():
     from fastmlp.backends.numba_backend import threading_layer
 
     assert threading_layer() in ("omp", "tbb", "workqueue")
+
+
+def test_cache_is_cleared_when_any_source_changes(tmp_path, monkeypatch):
+    from fastmlp.backends.numba_backend import _stale
+
+    (tmp_path / "inline.py").write_text("x = 1\n")
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+    monkeypatch.setattr(_stale, "_HERE", tmp_path)
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    _stale.clear_stale_cache()  # no stamp yet: whatever is cached is of unknown sources
+    (cache / "epoch.kernel-1.py311.nbi").write_text("index")
+    (cache / "epoch.kernel-1.py311.1.nbc").write_text("code")
+    (cache / "epoch.cpython-311.pyc").write_text("bytecode")
+    _stale.clear_stale_cache()  # nothing changed: the cache stays
+    assert len(list(cache.glob("*.nb?"))) == 2
+    (tmp_path / "inline.py").write_text("x = 2  # an edit of a helper module\n")
+    _stale.clear_stale_cache()
+    assert list(cache.glob("*.nb?")) == []
+    assert (cache / "epoch.cpython-311.pyc").exists()

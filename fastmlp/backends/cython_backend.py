@@ -6,7 +6,9 @@ extension that ``pip install`` builds when Cython and a C compiler are there (se
 and FASTMLP_CYTHON); importing this module raises ImportError when it was not built.
 
 This module allocates buffers, lays out offsets and calls the nogil kernels; the kernels
-themselves are in the extension. Same contract as ``numpy_backend``. The fused epoch
+themselves are in the extension. Same contract as every backend (contract.py). The
+estimator calls ``prepare_inputs``, ``train_epoch`` and ``predict_proba``; the standalone
+kernels exist for the tests, the benchmarks and ``fastmlp compare``. The fused epoch
 splits its work so that results are the same bits for any thread count (see the
 extension's notes); the thread count is OpenMP's, which ``n_jobs`` sets.
 """
@@ -49,6 +51,8 @@ def thread_limit(n):
 
 
 # ------------------------------------------------------------------------ standalone kernels
+# (for tests, benchmarks and fastmlp compare; the estimator trains and predicts through the
+# fused epoch and predict_proba below)
 
 linear_forward = _k.linear_forward
 activation_backward = _k.activation_backward

@@ -6,7 +6,9 @@ layer, K = classes, P = length of the flat parameter vector.
 
 The contract every backend follows is declared in ``contract.py``. Like the compiled
 backends, this one checks the labels and row indices it indexes with before using them: a
-negative index would silently wrap around in NumPy.
+negative index would silently wrap around in NumPy. Here ``train_epoch`` and
+``predict_proba`` (what the estimator calls) are built from the standalone kernels, one
+mini-batch at a time in Python.
 """
 
 from __future__ import annotations

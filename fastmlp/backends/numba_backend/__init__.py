@@ -23,6 +23,7 @@ import numpy as np
 from numba import prange
 
 from ._config import pjit as _pjit
+from ._stale import clear_stale_cache as _clear_stale_cache
 from .epoch import loss_and_grad, train_epoch
 from .inputs import prepare_inputs
 from .kernels import (
@@ -35,6 +36,9 @@ from .kernels import (
     softmax_xent_forward,
 )
 from .predict import predict_proba
+
+# the cache is read when a kernel is first called, so this need only come before that
+_clear_stale_cache()
 
 NAME = "numba"
 # predict_proba raises ValueError for NaN or infinity in X, checked in the same pass that
