@@ -21,6 +21,7 @@ from .inline import (
     axpy_f,
     column_sums_f,
     dot_f,
+    nonzero_places_f,
     scale_f,
     softmax_f,
     sum_rows_f,
@@ -45,7 +46,6 @@ def _linear_forward(out, x, w, b, n, n_in, n_out, act, n_blocks):
     # x (N, I), w (I, O), b (O,), out (N, O), all flat
     # each row as in predict: its non-zero inputs' places found without a branch, then
     # the picked rows of W summed panel by panel in registers
-    zero = x.dtype.type(0)
     one = x.dtype.type(1)
     for k in prange(n_blocks):
         r0, r1 = ublock(n, n_blocks, k)
@@ -53,10 +53,7 @@ def _linear_forward(out, x, w, b, n, n_in, n_out, act, n_blocks):
         acc = panel(out)
         for r in range(r0, r1):
             xo = r * n_in
-            cnt = U(0)
-            for j in range(n_in):
-                nz_idx[cnt] = j
-                cnt += U(1) if x[xo + j] != zero else U(0)
+            cnt = nonzero_places_f(nz_idx, x, xo, n_in)
             o = r * n_out
             sum_rows_f(out, o, one, b, U(0), x, xo, True, nz_idx, U(0), cnt, w, U(0), n_out,
                         n_out, acc)

@@ -11,7 +11,15 @@ from numba import prange
 
 from ..checks import check_shapes, refuse_non_finite
 from ._config import U, inline, jit, pjit, read_only
-from .inline import activate_f, axpy_f, scale_f, softmax_f, sum_rows_f, ublock
+from .inline import (
+    activate_f,
+    axpy_f,
+    nonzero_places_f,
+    scale_f,
+    softmax_f,
+    sum_rows_f,
+    ublock,
+)
 from .intrinsics import panel, sum_rows_vector, sum_rows_wide, vector_width, wide_width
 
 # predicting fewer than twice this many rows runs on the calling thread alone
@@ -40,15 +48,10 @@ def _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, r0, r1, sof
     acc = panel(out)
     n_bad = 0
     for r in range(r0, r1):
-        # where the row's non-zero inputs are, found without a branch (an unsigned count:
-        # a signed index costs a wrap-around check on every store); the values are read
-        # from X through these places, while the row is in cache (storing them as well
-        # was slower)
+        # where the row's non-zero inputs are; the values are read from X through these
+        # places, while the row is in cache (storing them as well was slower)
         xo = r * n_in0
-        cnt = U(0)
-        for j in range(n_in0):
-            nz_idx[cnt] = j
-            cnt += U(1) if X[xo + j] != zero else U(0)
+        cnt = nonzero_places_f(nz_idx, X, xo, n_in0)
         # NaN and infinity are non-zero, so checking the non-zero values checks the row
         # (v - v is 0 exactly for finite v)
         finite = True
