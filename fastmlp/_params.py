@@ -113,6 +113,14 @@ def n_jobs(name, value):
     return value
 
 
+def patience(name, value):
+    """A whole number of epochs (at least 1), or infinity (np.inf): never stop for lack
+    of improvement, as scikit-learn allows."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and value == np.inf:
+        return value
+    return Interval(numbers.Integral, 1, None, closed="left")(name, value)
+
+
 def backend(name, value):
     """A backend name, resolved to its module; ``get_backend`` raises for an unknown or
     unavailable one."""
@@ -129,7 +137,7 @@ PARAMETER_CONSTRAINTS = {
     "power_t": Interval(_Real, 0.0, None, closed="left"),
     "max_iter": Interval(_Integral, 1, None, closed="left"),
     "tol": Interval(_Real, 0.0, None, closed="left"),
-    "n_iter_no_change": Interval(_Integral, 1, None, closed="left"),
+    "n_iter_no_change": patience,
     "momentum": Interval(_Real, 0.0, 1.0, closed="both"),
     "validation_fraction": Interval(_Real, 0.0, 1.0, closed="neither"),
     "beta_1": Interval(_Real, 0.0, 1.0, closed="left"),

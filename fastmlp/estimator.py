@@ -99,11 +99,14 @@ class FastMLP(ClassifierMixin, BaseEstimator):
     random_state : int, RandomState or None, default None
         Seeds the initial weights, the shuffles and the validation split.
     tol : float, default 1e-4
-    n_iter_no_change : int, default 10
-        Epochs without an improvement of at least ``tol`` before training stops.
+    n_iter_no_change : int or np.inf, default 10
+        Epochs without an improvement of at least ``tol`` before training stops;
+        ``np.inf`` never stops early.
     early_stopping : bool, default False
-        Hold out ``validation_fraction`` of the data, stop when its accuracy stops
-        improving and keep the best weights.
+        Hold out a stratified ``validation_fraction`` of the data, stop when its accuracy
+        stops improving and keep the best weights. Data from which no such split can be
+        made (a class of one member, a validation set of fewer than two rows) is a
+        ValueError, and ``partial_fit`` refuses it, as in scikit-learn.
     validation_fraction : float, default 0.1
     momentum : float, default 0.9
     nesterovs_momentum : bool, default True
@@ -131,7 +134,8 @@ class FastMLP(ClassifierMixin, BaseEstimator):
     n_features_in_ : int
     feature_names_in_ : ndarray of str (only when X had string column names)
     n_iter_ : int
-        Epochs run.
+        Epochs run by the last call to ``fit`` or ``partial_fit`` (as in scikit-learn,
+        each call counts from zero; ``t_`` and ``loss_curve_`` go on across calls).
     t_ : int
         Training samples seen.
     loss_ : float
@@ -233,6 +237,10 @@ class FastMLP(ClassifierMixin, BaseEstimator):
 
         ``classes`` (all labels that will ever be seen) is required on the first call.
         """
+        if self.early_stopping:
+            # as in scikit-learn: a validation split of one batch means nothing, and
+            # refusing before any work leaves the model as it was
+            raise ValueError("partial_fit does not support early_stopping=True")
         first_call = not hasattr(self, "classes_")
         if first_call and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit")
@@ -301,6 +309,9 @@ class FastMLP(ClassifierMixin, BaseEstimator):
             self._optimizer = OptimizerState(p["solver"], self._params.size, p["dtype"],
                                              self.learning_rate_init, self.learning_rate,
                                              self.power_t)
+        # as in scikit-learn, n_iter_ counts the epochs of this call (t_ and loss_curve_
+        # go on across warm starts and partial_fit calls)
+        self.n_iter_ = 0
         self.backend_ = p["backend"].NAME
         # predict uses what was trained, even if set_params changes the parameter later
         self._activation_code = p["activation"]
@@ -328,15 +339,13 @@ class FastMLP(ClassifierMixin, BaseEstimator):
         early_stopping = self.early_stopping and not incremental
         validation = None
         if early_stopping:
-            stratify = y_idx if np.bincount(y_idx).min() >= 2 else None
-            X, X_val, y_idx, y_val = train_test_split(
-                X, y_idx, random_state=self._random_state, test_size=self.validation_fraction,
-                stratify=stratify)
-            X = np.ascontiguousarray(X)
+            X, X_val, y_idx, y_val = self._validation_split(X, y_idx)
             validation = (X_val, y_val)
             if self.best_validation_score_ is None:  # warm start from a fit without it
                 self.validation_scores_ = []
                 self.best_validation_score_ = -np.inf
+        elif self.best_loss_ is None:  # warm start from a fit with early stopping
+            self.best_loss_ = np.inf
         if eval_set is not None:
             X_eval, y_eval = eval_set
             eval_set = (X_eval, y_eval)
@@ -358,6 +367,23 @@ class FastMLP(ClassifierMixin, BaseEstimator):
                        batch_size=batch_size, count=1 if incremental else self.max_iter,
                        incremental=incremental, early_stopping=early_stopping,
                        validation=validation, eval_set=eval_set)
+
+    def _validation_split(self, X, y_idx):
+        """The stratified hold-out of early stopping, as scikit-learn makes it; a class
+        too small to have a member on both sides, or a validation set of fewer than two
+        rows, is an error rather than a meaningless score."""
+        try:
+            X, X_val, y_idx, y_val = train_test_split(
+                X, y_idx, random_state=self._random_state, test_size=self.validation_fraction,
+                stratify=y_idx)
+        except ValueError as exc:
+            raise ValueError(f"early_stopping=True holds out a stratified validation set "
+                             f"(validation_fraction={self.validation_fraction}), and it "
+                             f"cannot be made from this data: {exc}") from None
+        if X_val.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase "
+                             "'validation_fraction' or the size of your dataset.")
+        return np.ascontiguousarray(X), X_val, y_idx, y_val
 
     def _run_epochs(self, run):
         """The epoch loop. An epoch that diverges or is interrupted (Ctrl-C) is undone and

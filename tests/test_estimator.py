@@ -174,7 +174,8 @@ def test_partial_fit(backend_name):
     first = clf.coefs_[0].copy()
     assert clf.n_iter_ == 1 and clf.t_ == 100
     clf.partial_fit(X[100:], y[100:])
-    assert clf.n_iter_ == 2 and clf.t_ == 200
+    # as in scikit-learn: n_iter_ counts this call's epochs, t_ every sample seen
+    assert clf.n_iter_ == 1 and clf.t_ == 200 and len(clf.loss_curve_) == 2
     assert not np.array_equal(first, clf.coefs_[0])
     for _ in range(20):
         clf.partial_fit(X, y)
@@ -205,7 +206,8 @@ def test_warm_start(backend_name):
         start = warm.coefs_[0].copy()
         warm.fit(X, y)
     np.testing.assert_array_equal(cold.coefs_[0], cold_again.coefs_[0])
-    assert warm.n_iter_ == 4  # continued, not restarted
+    # continued, not restarted; n_iter_ counts this fit's epochs, as in scikit-learn
+    assert warm.n_iter_ == 2 and len(warm.loss_curve_) == 4 and warm.t_ == 4 * len(y)
     assert not np.array_equal(start, warm.coefs_[0])
     with pytest.raises(ValueError, match="same classes"):
         warm.fit(X, np.where(y == 2, 1, y))
@@ -409,3 +411,55 @@ def test_verbose_says_what_stopped_improving(backend_name, capsys, early_stoppin
             "no improvement.") in out
     assert not_what not in out
     assert clf.n_iter_ < 500
+
+
+def test_partial_fit_refuses_early_stopping_before_any_work(backend_name):
+    X, y = _blobs()
+    clf = FastMLP(early_stopping=True, backend=backend_name)
+    with pytest.raises(ValueError, match="partial_fit does not support early_stopping=True"):
+        clf.partial_fit(X, y, classes=np.unique(y))
+    assert not hasattr(clf, "coefs_")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    before = clf._params.copy()
+    with pytest.raises(ValueError, match="partial_fit does not support early_stopping=True"):
+        clf.partial_fit(X, y)
+    np.testing.assert_array_equal(clf._params, before)
+
+
+def test_warm_start_switching_early_stopping_off_and_on(backend_name):
+    X, y = _blobs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = FastMLP(early_stopping=True, max_iter=3, random_state=0,
+                      backend=backend_name).fit(X, y)
+        assert clf.best_loss_ is None
+        clf.set_params(early_stopping=False, warm_start=True).fit(X, y)
+        assert clf.n_iter_ == 3 and clf.best_loss_ == min(clf.loss_curve_[3:])
+        clf.set_params(early_stopping=True).fit(X, y)
+    assert clf.n_iter_ == 3 and len(clf.validation_scores_) >= 3
+
+
+def test_early_stopping_needs_a_stratified_split(backend_name):
+    X, y = _blobs()
+    y = y.copy()
+    y[0] = 3  # a class of one member cannot be on both sides of the split
+    with pytest.raises(ValueError, match="stratified validation set.*only 1 member"):
+        FastMLP(early_stopping=True, backend=backend_name).fit(X, y)
+    with pytest.raises(ValueError, match="validation set is too small|stratified"):
+        FastMLP(early_stopping=True, validation_fraction=0.004,
+                backend=backend_name).fit(X[:200], _blobs()[1][:200])
+
+
+def test_patience_may_be_infinite(backend_name):
+    X, y = _blobs()
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations"):
+        clf = FastMLP(n_iter_no_change=np.inf, tol=1e9, max_iter=4, random_state=0,
+                      backend=backend_name).fit(X, y)
+    assert clf.n_iter_ == 4  # tol so large that no epoch improves, yet it never stops
+    with pytest.raises(ValueError, match="n_iter_no_change"):
+        FastMLP(n_iter_no_change=0, backend=backend_name).fit(X, y)
+    for bad in (2.5, -np.inf):
+        with pytest.raises(TypeError, match="n_iter_no_change"):
+            FastMLP(n_iter_no_change=bad, backend=backend_name).fit(X, y)
