@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backends import get_backend
-from .backends.codes import ACTIVATIONS, SOLVERS
+from .backends.codes import ACTIVATIONS, ESTIMATOR_SOLVERS
 
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -143,10 +143,11 @@ PARAMETER_CONSTRAINTS = {
     "beta_1": Interval(_Real, 0.0, 1.0, closed="left"),
     "beta_2": Interval(_Real, 0.0, 1.0, closed="left"),
     "epsilon": Interval(_Real, 0.0, None, closed="neither"),
+    "max_fun": Interval(_Integral, 1, None, closed="left"),
     "n_jobs": n_jobs,
     "dtype": Choice(DTYPES, name_of=_dtype_name),
     "activation": Choice(ACTIVATIONS),
-    "solver": Choice(SOLVERS),
+    "solver": Choice(ESTIMATOR_SOLVERS),
     "learning_rate": Choice(LEARNING_RATES),
     # last: resolving it imports the backend
     "backend": backend,

@@ -8,17 +8,19 @@ from dataclasses import dataclass
 from types import ModuleType
 
 import numpy as np
+import scipy.optimize
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._params import validate_params
 from ._state import own_trained_arrays, pickle_state, restore_snapshot, take_snapshot
 from .backends import get_backend
-from .backends.codes import ACTIVATIONS, optimizer_step
+from .backends.codes import ACTIVATIONS, LBFGS, optimizer_step
 from .backends.layout import layer_views, n_params
 from .network import init_params, layer_sizes_for, summary_table
 from .optim import OptimizerState
@@ -47,6 +49,29 @@ class _Epochs:
     early_stopping: bool  # only fit stops early
     validation: tuple | None  # (X_val, y_val) held out for early stopping
     eval_set: tuple | None  # (X_eval, y_eval) scored after every epoch
+
+
+class _LbfgsObjective:
+    """The loss over all rows and its gradient, for SciPy (which works in float64) from
+    the backend's loss_and_grad (which works in the model's dtype)."""
+
+    def __init__(self, est, X, y_idx, p):
+        self.est, self.X, self.y, self.p = est, X, y_idx, p
+        self.losses = []
+
+    def __call__(self, x):
+        est = self.est
+        est._params[...] = x
+        with np.errstate(all="ignore"):
+            loss = self.p["backend"].loss_and_grad(est._grads, est._params, est._layer_sizes,
+                                                   self.p["activation"], self.X, self.y,
+                                                   float(est.alpha))
+        return float(loss), est._grads.astype(np.float64)
+
+    def iteration_ended(self, intermediate_result):
+        self.losses.append(float(intermediate_result.fun))
+        if self.est.verbose:
+            print(f"Iteration {len(self.losses)}, loss = {self.losses[-1]:.8f}", flush=True)
 
 
 def _format_epoch(epoch, total, loss, train_acc, extra=None):
@@ -80,7 +105,10 @@ class FastMLP(ClassifierMixin, BaseEstimator):
         Width of each hidden layer; ``()`` gives multinomial logistic regression.
     activation : {"relu", "tanh", "logistic", "identity"}, default "relu"
         Activation of the hidden layers.
-    solver : {"adam", "sgd"}, default "adam"
+    solver : {"adam", "sgd", "lbfgs"}, default "adam"
+        "lbfgs" minimises the loss over all rows at once with SciPy's L-BFGS-B (through
+        the backend's ``loss_and_grad``), as scikit-learn recommends for small data
+        sets; it has no ``partial_fit`` and ignores the mini-batch parameters.
     alpha : float, default 1e-4
         L2 penalty. Each mini-batch of n rows minimises
         ``mean cross-entropy + alpha / (2 n) * sum(W ** 2)``, as scikit-learn does.
@@ -93,12 +121,15 @@ class FastMLP(ClassifierMixin, BaseEstimator):
     power_t : float, default 0.5
         Exponent of the inverse-scaling schedule.
     max_iter : int, default 200
-        Maximum number of epochs.
+        Maximum number of epochs (for "lbfgs": of L-BFGS iterations).
     shuffle : bool, default True
         Shuffle the rows before every epoch.
     random_state : int, RandomState or None, default None
         Seeds the initial weights, the shuffles and the validation split.
     tol : float, default 1e-4
+    max_fun : int, default 15000
+        "lbfgs" only: the most loss evaluations; with ``tol`` (the gradient's largest
+        projected entry at which it stops) and ``max_iter`` as in scikit-learn.
     n_iter_no_change : int or np.inf, default 10
         Epochs without an improvement of at least ``tol`` before training stops;
         ``np.inf`` never stops early.
@@ -159,8 +190,8 @@ class FastMLP(ClassifierMixin, BaseEstimator):
                  power_t=0.5, max_iter=200, shuffle=True, random_state=None, tol=1e-4,
                  verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, backend="auto", dtype="float32",
-                 n_jobs=None):
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, backend="auto",
+                 dtype="float32", n_jobs=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -183,6 +214,7 @@ class FastMLP(ClassifierMixin, BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.backend = backend
         self.dtype = dtype
         self.n_jobs = n_jobs
@@ -232,6 +264,13 @@ class FastMLP(ClassifierMixin, BaseEstimator):
         """
         return self._fit(X, y, incremental=False, eval_set=eval_set)
 
+    def _check_solver(self):
+        if self.solver == "lbfgs":
+            raise AttributeError("partial_fit is only available for stochastic optimizers "
+                                 "(solver='adam' or 'sgd'); lbfgs is not stochastic")
+        return True
+
+    @available_if(_check_solver)
     def partial_fit(self, X, y, classes=None):
         """One epoch over (X, y), continuing from the current weights.
 
@@ -268,6 +307,8 @@ class FastMLP(ClassifierMixin, BaseEstimator):
         X, y_idx, layer_sizes, reinitialise = self._prepare_data(X, y, p, incremental,
                                                                  classes)
         self._initialise_or_continue(layer_sizes, p, reinitialise, incremental)
+        if p["solver"] == LBFGS:
+            return self._fit_lbfgs(X, y_idx, p, eval_set)
         run = self._plan_epochs(X, y_idx, p, incremental, eval_set)
         best_params = self._run_epochs(run)
         if run.early_stopping and best_params is not None:
@@ -367,6 +408,45 @@ class FastMLP(ClassifierMixin, BaseEstimator):
                        batch_size=batch_size, count=1 if incremental else self.max_iter,
                        incremental=incremental, early_stopping=early_stopping,
                        validation=validation, eval_set=eval_set)
+
+    def _fit_lbfgs(self, X, y_idx, p, eval_set):
+        """Minimise the loss over all rows with SciPy's L-BFGS-B, from the current weights;
+        ``max_iter``, ``max_fun`` and ``tol`` as in scikit-learn. The model keeps its
+        starting weights if the loss diverges or the user interrupts."""
+        start = self._params.copy()
+        objective = _LbfgsObjective(self, X, y_idx, p)
+        try:
+            with thread_limit(self.n_jobs, p["backend"]):
+                result = scipy.optimize.minimize(
+                    objective, start.astype(np.float64), method="L-BFGS-B", jac=True,
+                    callback=objective.iteration_ended,
+                    options={"maxfun": self.max_fun, "maxiter": self.max_iter,
+                             "gtol": self.tol})
+        except KeyboardInterrupt:
+            self._params[...] = start
+            warnings.warn("training interrupted by the user; the model keeps the weights it "
+                          "had before this fit", UserWarning, stacklevel=_USER_FRAME)
+            return self
+        self._params[...] = result.x
+        if not (np.isfinite(result.fun) and np.isfinite(self._params).all()):
+            self._params[...] = start
+            warnings.warn("training diverged: the loss or the weights became infinite or "
+                          "NaN, so the model keeps the weights it had before this fit. Scale "
+                          "X to a small range.", RuntimeWarning, stacklevel=_USER_FRAME)
+            return self
+        self.n_iter_ = min(int(result.nit), self.max_iter)
+        self.loss_ = float(result.fun)
+        self.loss_curve_.extend(objective.losses)
+        self.best_loss_ = min(self.loss_curve_, default=self.loss_)
+        if eval_set is not None:
+            self.eval_scores_ = [self.score(*eval_set)]
+        if result.status != 0:
+            hint = (f" Increase the number of iterations (max_iter={self.max_iter})."
+                    if self.n_iter_ == self.max_iter else "")
+            warnings.warn(f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
+                          f"(status={result.status}): {result.message}.{hint} Scaling X may "
+                          "also help.", ConvergenceWarning, stacklevel=_USER_FRAME)
+        return self
 
     def _validation_split(self, X, y_idx):
         """The stratified hold-out of early stopping, as scikit-learn makes it; a class

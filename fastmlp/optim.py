@@ -24,7 +24,8 @@ class OptimizerState:
     def __init__(self, solver_code, n_params, dtype, learning_rate_init, schedule="constant",
                  power_t=0.5):
         self.solver = solver_code
-        self.m = np.zeros(n_params, dtype=dtype)
+        # L-BFGS keeps no state between fits: both moments stay empty
+        self.m = np.zeros(n_params if solver_code in (SGD, ADAM) else 0, dtype=dtype)
         self.v = np.zeros(n_params if solver_code == ADAM else 0, dtype=dtype)
         self.t = 0
         self.learning_rate_init = float(learning_rate_init)

@@ -35,7 +35,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from ._state import FITTED, MISSING, Kind, get_value, set_value
-from .backends.codes import ACTIVATIONS, SOLVERS
+from .backends.codes import ACTIVATIONS, ESTIMATOR_SOLVERS
 from .backends.layout import n_params
 from .optim import OptimizerState
 
@@ -192,7 +192,7 @@ class _Optimizer(_Codec):
     def assign(self, est, entry, value, path):
         # the solver code directly: validating every parameter would also demand that the
         # training backend be available here, which predicting does not need
-        solver = SOLVERS.get(est.solver)
+        solver = ESTIMATOR_SOLVERS.get(est.solver)
         if solver is None:
             raise _bad(path, f"its solver {est.solver!r} is unknown")
         est._optimizer = OptimizerState(solver, est._params.size, est._params.dtype,

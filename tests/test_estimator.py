@@ -26,7 +26,8 @@ def _blobs(n=200, n_features=6, n_classes=3, seed=0):
     return X.astype(np.float32), y
 
 
-@parametrize_with_checks([FastMLP(backend=name) for name in available_backends()])
+@parametrize_with_checks([FastMLP(backend=name) for name in available_backends()]
+                         + [FastMLP(solver="lbfgs", backend="numpy")])
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -309,7 +310,7 @@ def test_predict_before_fit(backend_name):
 
 @pytest.mark.parametrize("param, value, message", [
     ("activation", "softplus", "activation='softplus' is not supported"),
-    ("solver", "lbfgs", "solver='lbfgs' is not supported"),
+    ("solver", "newton", "solver='newton' is not supported"),
     ("backend", "cuda", "unknown backend 'cuda'"),
     ("learning_rate", "cosine", "learning_rate='cosine'"),
     ("dtype", "float16", "dtype='float16'"),
@@ -370,8 +371,8 @@ def test_n_jobs_restores_thread_settings(backend_name):
     ("beta_1", 1.0, ValueError, "beta_1 must be in the range [0.0, 1.0); got 1.0"),
     ("validation_fraction", 1.0, ValueError,
      "validation_fraction must be in the range (0.0, 1.0); got 1.0"),
-    ("solver", "lbfgs", ValueError,
-     "solver='lbfgs' is not supported; allowed values are 'sgd', 'adam'"),
+    ("solver", "newton", ValueError,
+     "solver='newton' is not supported; allowed values are 'sgd', 'adam', 'lbfgs'"),
     ("dtype", np.float16, ValueError,
      "dtype=<class 'numpy.float16'> is not supported; allowed values are 'float32', 'float64'"),
     ("n_jobs", 0, ValueError, "n_jobs must be a positive integer, -1 (all CPUs) or None; got 0"),
@@ -463,3 +464,48 @@ def test_patience_may_be_infinite(backend_name):
     for bad in (2.5, -np.inf):
         with pytest.raises(TypeError, match="n_iter_no_change"):
             FastMLP(n_iter_no_change=bad, backend=backend_name).fit(X, y)
+
+
+def test_lbfgs_matches_the_reference_backend(backend_name):
+    X, y = _blobs(n=150)
+    kwargs = dict(solver="lbfgs", hidden_layer_sizes=(10,), alpha=1e-2, max_iter=40,
+                  random_state=0, dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = FastMLP(backend=backend_name, **kwargs).fit(X, y)
+        ref = FastMLP(backend="numpy", **kwargs).fit(X, y)
+    assert 1 <= clf.n_iter_ <= 40 and len(clf.loss_curve_) == clf.n_iter_
+    assert clf.loss_ == clf.loss_curve_[-1] == min(clf.loss_curve_)
+    np.testing.assert_allclose(clf.loss_, ref.loss_, rtol=1e-6)
+    np.testing.assert_allclose(clf._params, ref._params, rtol=1e-4, atol=1e-6)
+    assert clf.score(X, y) > 0.95
+    # the loss it reports is the one it minimised: mean cross-entropy + alpha/2n ||W||^2
+    proba = clf.predict_proba(X)
+    xent = -np.mean(np.log(proba[np.arange(len(y)), y]))
+    penalty = 1e-2 / (2 * len(y)) * sum(float((w ** 2).sum()) for w in clf.coefs_)
+    np.testing.assert_allclose(clf.loss_, xent + penalty, rtol=1e-6)
+
+
+def test_lbfgs_limits_and_partial_fit(backend_name):
+    X, y = _blobs()
+    clf = FastMLP(solver="lbfgs", max_iter=3, random_state=0, backend=backend_name)
+    with pytest.warns(ConvergenceWarning, match="lbfgs failed to converge after 3"):
+        clf.fit(X, y)
+    assert clf.n_iter_ == 3
+    with pytest.warns(ConvergenceWarning, match="lbfgs failed to converge"):
+        FastMLP(solver="lbfgs", max_fun=4, random_state=0, backend=backend_name).fit(X, y)
+    # as in scikit-learn, a non-stochastic solver has no partial_fit at all
+    assert not hasattr(clf, "partial_fit")
+    with pytest.raises(AttributeError, match="has no attribute 'partial_fit'") as info:
+        clf.partial_fit(X, y)
+    assert "lbfgs is not stochastic" in str(info.value.__cause__)
+    with pytest.raises(ValueError, match="max_fun"):
+        FastMLP(solver="lbfgs", max_fun=0, backend=backend_name).fit(X, y)
+    # warm start goes on from the weights reached
+    warm = FastMLP(solver="lbfgs", max_iter=3, warm_start=True, random_state=0,
+                   backend=backend_name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        first = warm.fit(X, y).loss_
+        assert warm.fit(X, y).loss_ < first
+    assert len(warm.loss_curve_) == 6

@@ -13,7 +13,10 @@ IDENTITY, RELU, TANH, LOGISTIC = 0, 1, 2, 3
 ACTIVATIONS = {"identity": IDENTITY, "relu": RELU, "tanh": TANH, "logistic": LOGISTIC}
 
 SGD, ADAM = 0, 1
-SOLVERS = {"sgd": SGD, "adam": ADAM}
+SOLVERS = {"sgd": SGD, "adam": ADAM}  # the solvers the fused epochs run
+# not a kernel solver: the estimator runs SciPy's L-BFGS-B over the backend's loss_and_grad
+LBFGS = 2
+ESTIMATOR_SOLVERS = {**SOLVERS, "lbfgs": LBFGS}
 
 
 class OptimizerStep(NamedTuple):
