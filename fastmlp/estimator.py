@@ -307,6 +307,9 @@ class FastMLP(ClassifierMixin, BaseEstimator):
         X, y_idx, layer_sizes, reinitialise = self._prepare_data(X, y, p, incremental,
                                                                  classes)
         self._initialise_or_continue(layer_sizes, p, reinitialise, incremental)
+        if eval_set is None and not incremental:
+            # the scores of an earlier fit's eval_set do not describe this fit
+            self.__dict__.pop("eval_scores_", None)
         if p["solver"] == LBFGS:
             return self._fit_lbfgs(X, y_idx, p, eval_set)
         run = self._plan_epochs(X, y_idx, p, incremental, eval_set)

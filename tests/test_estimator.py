@@ -509,3 +509,14 @@ def test_lbfgs_limits_and_partial_fit(backend_name):
         first = warm.fit(X, y).loss_
         assert warm.fit(X, y).loss_ < first
     assert len(warm.loss_curve_) == 6
+
+
+def test_eval_scores_belong_to_the_fit_that_made_them(backend_name):
+    X, y = _blobs()
+    clf = FastMLP(max_iter=2, warm_start=True, random_state=0, backend=backend_name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y, eval_set=(X[:50], y[:50]))
+        assert len(clf.eval_scores_) == 2 and clf.eval_scores_[-1] == clf.score(X[:50], y[:50])
+        clf.fit(X, y)
+    assert not hasattr(clf, "eval_scores_")
