@@ -23,7 +23,7 @@ a row-major (r, c) matrix is a column-major (c, r) one with leading dimension c.
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.math cimport exp, expf, log, sqrt, sqrtf, tanh, tanhf
+from libc.math cimport M_PI, cos, exp, expf, log, sqrt, sqrtf, tanh, tanhf
 from libc.stdlib cimport malloc, free
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -56,6 +56,11 @@ cdef enum:
     SGD = 0
     ADAM = 1
 
+cdef enum:
+    CONSTANT = 0
+    COSINE = 1
+    LINEAR = 2
+
 # Values in a 64-byte cache line of float32 (two whole lines of float64): per-thread blocks
 # and scratch are rounded up to a multiple of it, so that no two threads write one line.
 cdef enum:
@@ -66,6 +71,7 @@ OPENMP = bool(FASTMLP_OPENMP)
 VECTOR_BYTES = FASTMLP_VECTOR_BYTES
 ACTIVATION_CODES = {"identity": IDENTITY, "relu": RELU, "tanh": TANH, "logistic": LOGISTIC}
 SOLVER_CODES = {"sgd": SGD, "adam": ADAM}
+SCHEDULE_CODES = {"constant": CONSTANT, "cosine": COSINE, "linear": LINEAR}
 
 
 def max_threads():
@@ -139,13 +145,16 @@ cdef struct OptimizerStep:
     double beta2
     double eps
     double lr_t
+    int schedule        # codes.SCHEDULES: the learning rate's decay before every batch
+    double seen         # samples the schedule had seen before this epoch
+    double horizon      # samples the schedule spans
 
 
 cdef OptimizerStep _optimizer_step(opt) except *:
     """A codes.OptimizerStep as the record, read by position."""
     cdef OptimizerStep step
     (step.solver, step.lr, step.momentum, step.nesterov, step.beta1, step.beta2, step.eps,
-     step.lr_t) = opt
+     step.lr_t, step.schedule, step.seen, step.horizon) = opt
     return step
 
 
@@ -497,7 +506,8 @@ cdef void _update_parallel(floating* p, const floating* g, floating* m, floating
 def sgd_update(floating[::1] param, const floating[::1] grad, floating[::1] velocity,
                double lr, double momentum, bint nesterov):
     # param, grad, velocity (P,): SGD with (Nesterov) momentum, as scikit-learn's
-    cdef OptimizerStep opt = OptimizerStep(SGD, lr, momentum, nesterov, 0, 0, 0, 0)
+    cdef OptimizerStep opt = OptimizerStep(SGD, lr, momentum, nesterov, 0, 0, 0, 0, CONSTANT,
+                                           0, 1)
     if param.shape[0] == 0:
         return
     with nogil:
@@ -508,7 +518,8 @@ def sgd_update(floating[::1] param, const floating[::1] grad, floating[::1] velo
 def adam_update(floating[::1] param, const floating[::1] grad, floating[::1] m,
                 floating[::1] v, double lr_t, double beta1, double beta2, double eps):
     # param, grad, m, v (P,): one Adam step, the bias correction folded into lr_t
-    cdef OptimizerStep opt = OptimizerStep(ADAM, 0, 0, False, beta1, beta2, eps, lr_t)
+    cdef OptimizerStep opt = OptimizerStep(ADAM, 0, 0, False, beta1, beta2, eps, lr_t,
+                                           CONSTANT, 0, 1)
     if param.shape[0] == 0:
         return
     with nogil:
@@ -794,6 +805,20 @@ cdef double _batch(floating* params, floating* grads, floating* m, floating* v,
     return _batch_loss(buf, x.n, n_pen, alpha)
 
 
+cdef inline double _scheduled_lr(double lr, int schedule, double seen,
+                                 double horizon) noexcept nogil:
+    # as codes.scheduled_lr, in the same float64 operations
+    cdef double frac
+    if schedule == CONSTANT:
+        return lr
+    frac = seen / horizon
+    if frac > 1.0:
+        frac = 1.0
+    if schedule == COSINE:
+        return lr * (0.5 * (1.0 + cos(M_PI * frac)))
+    return lr * (1.0 - frac)
+
+
 def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] m, floating[::1] v,
                 net, data, const long long[::1] order, Py_ssize_t batch_size, buffers,
                 int act, double alpha, opt, long long t):
@@ -806,6 +831,7 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] m, floa
     cdef Rows x
     cdef Batch buf
     cdef OptimizerStep step = _optimizer_step(opt)
+    cdef double base_lr = step.lr
     cdef Py_ssize_t n = order.shape[0], start, stop, r
     cdef double loss = 0.0
     cdef long long hits = 0
@@ -819,6 +845,7 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] m, floa
             stop = start + batch_size
             if stop > n:
                 stop = n
+            step.lr = _scheduled_lr(base_lr, step.schedule, step.seen + start, step.horizon)
             step.lr_t = step.lr
             if step.solver == ADAM:
                 t += 1

@@ -20,7 +20,7 @@ import numpy as np
 from .backends import get_backend
 from .backends.codes import ACTIVATIONS, ESTIMATOR_SOLVERS
 
-LEARNING_RATES = ("constant", "invscaling", "adaptive")
+LEARNING_RATES = ("constant", "invscaling", "adaptive", "cosine", "linear")
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 

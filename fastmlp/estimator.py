@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._params import validate_params
 from ._state import own_trained_arrays, pickle_state, restore_snapshot, take_snapshot
 from .backends import get_backend
-from .backends.codes import ACTIVATIONS, LBFGS, optimizer_step
+from .backends.codes import ACTIVATIONS, CONSTANT, LBFGS, SCHEDULES, optimizer_step
 from .backends.layout import layer_views, n_params
 from .network import init_params, layer_sizes_for, summary_table
 from .optim import OptimizerState
@@ -115,8 +115,13 @@ class FastMLP(ClassifierMixin, BaseEstimator):
     batch_size : int or "auto", default "auto"
         Rows per mini-batch; "auto" means ``min(64, n_samples)``. Explicit values larger
         than the data are clamped with a warning.
-    learning_rate : {"constant", "invscaling", "adaptive"}, default "constant"
-        Schedule for SGD (Adam always uses a constant base rate).
+    learning_rate : {"constant", "invscaling", "adaptive", "cosine", "linear"}, \
+default "constant"
+        "invscaling" and "adaptive" are SGD's, as in scikit-learn (Adam keeps a constant
+        base rate with them). "cosine" and "linear", fastmlp's own, decay the rate of Adam
+        and SGD alike before every mini-batch, from ``learning_rate_init`` to 0 over the
+        ``max_iter`` epochs of a fit: ``(1 + cos(pi * s)) / 2`` or ``1 - s`` of it, s being
+        the fraction of the fit's samples seen.
     learning_rate_init : float, default 2e-3
     power_t : float, default 0.5
         Exponent of the inverse-scaling schedule.
@@ -517,13 +522,18 @@ class FastMLP(ClassifierMixin, BaseEstimator):
             return run.backend.train_epoch(
                 self._params, self._grads, opt.m, opt.v, self._layer_sizes, run.activation,
                 run.data, run.y, order, run.batch_size, float(self.alpha),
-                self._optimizer_step(run.solver), int(opt.t))
+                self._optimizer_step(run), int(opt.t))
 
-    def _optimizer_step(self, solver):
+    def _optimizer_step(self, run):
         """The optimizer's hyperparameters as the record train_epoch takes (see
-        fastmlp/backends/codes.py), at the current learning rate of the schedule."""
-        return optimizer_step(solver, self._optimizer.learning_rate, self.momentum,
-                              self.nesterovs_momentum, self.beta_1, self.beta_2, self.epsilon)
+        fastmlp/backends/codes.py), at the current learning rate of the schedule. A decaying
+        schedule spans max_iter epochs of this fit (for partial_fit: max_iter passes of
+        this call's size, counted by t_), and the kernels apply it before every batch."""
+        schedule = SCHEDULES.get(self.learning_rate, CONSTANT)
+        done = self.t_ if run.incremental else self.n_iter_ * run.n_samples
+        return optimizer_step(run.solver, self._optimizer.learning_rate, self.momentum,
+                              self.nesterovs_momentum, self.beta_1, self.beta_2, self.epsilon,
+                              schedule, done, self.max_iter * run.n_samples)
 
     def _end_epoch(self, run, loss_sum, n_correct, best_params):
         """Bookkeeping after a completed epoch: the record, the scores, the verbose line,

@@ -71,7 +71,8 @@ def test_backend_constants(backend_name, backend):
 def test_optimizer_record_fields():
     # the compiled code reads the record by position
     assert codes.OptimizerStep._fields == ("solver", "lr", "momentum", "nesterov", "beta1",
-                                            "beta2", "eps", "lr_t")
+                                            "beta2", "eps", "lr_t", "schedule", "seen",
+                                            "horizon")
     step = codes.optimizer_step(codes.ADAM, 1)
     assert (type(step.solver), type(step.lr), type(step.nesterov)) == (int, float, bool)
 
@@ -93,6 +94,7 @@ def test_extension_constants_agree_with_python():
     assert ext.VECTOR_BYTES == layout.VECTOR_BYTES
     assert {name: ext.ACTIVATION_CODES[name] for name in codes.ACTIVATIONS} == codes.ACTIVATIONS
     assert ext.SOLVER_CODES == codes.SOLVERS
+    assert ext.SCHEDULE_CODES == codes.SCHEDULES
     for dtype in (np.float32, np.float64):
         assert ext.vector_lanes(np.dtype(dtype).itemsize) == (
             layout.VECTOR_BYTES // np.dtype(dtype).itemsize)

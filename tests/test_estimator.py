@@ -312,7 +312,7 @@ def test_predict_before_fit(backend_name):
     ("activation", "softplus", "activation='softplus' is not supported"),
     ("solver", "newton", "solver='newton' is not supported"),
     ("backend", "cuda", "unknown backend 'cuda'"),
-    ("learning_rate", "cosine", "learning_rate='cosine'"),
+    ("learning_rate", "exponential", "learning_rate='exponential'"),
     ("dtype", "float16", "dtype='float16'"),
     ("hidden_layer_sizes", (10, 0), "positive integers"),
     ("hidden_layer_sizes", (-3,), "positive integers"),
@@ -520,3 +520,38 @@ def test_eval_scores_belong_to_the_fit_that_made_them(backend_name):
         assert len(clf.eval_scores_) == 2 and clf.eval_scores_[-1] == clf.score(X[:50], y[:50])
         clf.fit(X, y)
     assert not hasattr(clf, "eval_scores_")
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_decaying_schedules_span_the_fit(backend_name, monkeypatch, solver, schedule):
+    from fastmlp.backends import get_backend
+    from fastmlp.backends.codes import SCHEDULES
+
+    backend = get_backend(backend_name)
+    real, seen = backend.train_epoch, []
+
+    def recording(*args):
+        seen.append(args[11])  # the OptimizerStep record
+        return real(*args)
+
+    monkeypatch.setattr(backend, "train_epoch", recording)
+    X, y = _blobs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = FastMLP(solver=solver, learning_rate=schedule, max_iter=3, random_state=0,
+                      backend=backend_name).fit(X, y)
+        clf.set_params(warm_start=True).fit(X, y)  # a new fit starts its schedule anew
+    n = len(y)
+    assert [(s.schedule, s.seen, s.horizon) for s in seen] == 2 * [
+        (SCHEDULES[schedule], float(e * n), float(3 * n)) for e in range(3)]
+    assert all(s.lr == clf.learning_rate_init for s in seen)
+    monkeypatch.setattr(backend, "train_epoch", real)
+    constant = FastMLP(solver=solver, max_iter=3, random_state=0, backend=backend_name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        constant.fit(X, y)
+        decayed = FastMLP(solver=solver, learning_rate=schedule, max_iter=3, random_state=0,
+                          backend=backend_name).fit(X, y)
+    assert not np.array_equal(constant._params, decayed._params)
+    assert decayed.score(X, y) > 0.8  # it still learns (3 epochs; SGD is slow here)

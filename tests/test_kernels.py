@@ -4,7 +4,18 @@ composite kernels (train_epoch, predict_proba) against the NumPy reference backe
 import numpy as np
 import pytest
 
-from fastmlp.backends.codes import ACTIVATIONS, ADAM, IDENTITY, RELU, SGD, optimizer_step
+from fastmlp.backends.codes import (
+    ACTIVATIONS,
+    ADAM,
+    CONSTANT,
+    COSINE,
+    IDENTITY,
+    LINEAR,
+    RELU,
+    SGD,
+    optimizer_step,
+    scheduled_lr,
+)
 from fastmlp.backends.layout import n_params
 
 from . import naive
@@ -186,3 +197,37 @@ def test_predict_proba_matches_forward(backend, dtype, tol, layer_sizes, act_nam
     backend.predict_proba(logits, X, params, sizes, act, softmax=False)
     np.testing.assert_allclose(logits, h, **tol)
     assert not np.allclose(logits, out), "logits must differ from probabilities"
+
+
+@pytest.mark.parametrize("schedule", [COSINE, LINEAR], ids=["cosine", "linear"])
+@pytest.mark.parametrize("solver", [SGD, ADAM], ids=["sgd", "adam"])
+def test_train_epoch_schedules_match_reference(compiled_backend, reference, dtype, tol,
+                                               solver, schedule):
+    X, y, params, sizes = _problem(dtype, (20, 130, 19))
+    results = []
+    for impl in (reference, compiled_backend):
+        p, g, m = params.copy(), np.zeros_like(params), np.zeros_like(params)
+        v = np.zeros_like(p) if solver == ADAM else np.zeros(0, dtype=dtype)
+        order = np.random.default_rng(9).permutation(X.shape[0]).astype(np.int64)
+        # the epoch starts a third of the way into a schedule of 150 samples
+        opt = optimizer_step(solver, 0.02, schedule=schedule, seen=50, horizon=150)
+        impl.train_epoch(p, g, m, v, sizes, RELU, impl.prepare_inputs(X), y, order, 16, 1e-3,
+                         opt, 0)
+        results.append(p)
+    np.testing.assert_allclose(results[1], results[0], **tol)
+    constant = params.copy()
+    reference.train_epoch(constant, np.zeros_like(params), np.zeros_like(params),
+                          np.zeros_like(params) if solver == ADAM else np.zeros(0, dtype),
+                          sizes, RELU, X, y,
+                          np.random.default_rng(9).permutation(X.shape[0]).astype(np.int64),
+                          16, 1e-3, optimizer_step(solver, 0.02), 0)
+    assert not np.allclose(results[0], constant), "a decayed rate must change the epoch"
+
+
+def test_scheduled_lr():
+    assert scheduled_lr(0.1, CONSTANT, 70, 100) == 0.1
+    assert scheduled_lr(0.1, COSINE, 0, 100) == 0.1
+    assert scheduled_lr(0.1, COSINE, 50, 100) == pytest.approx(0.05)
+    assert scheduled_lr(0.1, COSINE, 100, 100) == pytest.approx(0.0, abs=1e-18)
+    assert scheduled_lr(0.1, LINEAR, 25, 100) == pytest.approx(0.075)
+    assert scheduled_lr(0.1, LINEAR, 300, 100) == 0.0  # past the horizon

@@ -5,6 +5,7 @@ Kernels never branch on strings: the estimator resolves names to these codes onc
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -19,6 +20,12 @@ LBFGS = 2
 ESTIMATOR_SOLVERS = {**SOLVERS, "lbfgs": LBFGS}
 
 
+# learning-rate schedules the fused epochs apply before every mini-batch (the per-epoch
+# "invscaling" and "adaptive" of SGD are the estimator's, and run as CONSTANT here)
+CONSTANT, COSINE, LINEAR = 0, 1, 2
+SCHEDULES = {"constant": CONSTANT, "cosine": COSINE, "linear": LINEAR}
+
+
 class OptimizerStep(NamedTuple):
     """The optimizer's hyperparameters as one record, the form every train_epoch and every
     fused update takes (instead of eight scalars through every signature).
@@ -27,6 +34,10 @@ class OptimizerStep(NamedTuple):
     ``lr_t`` is the step size of the current mini-batch: for Adam the bias-corrected rate
     (see ``adam_lr``), for SGD ``lr``. Callers of train_epoch leave it at 0: the epoch
     sets it before every batch.
+
+    ``schedule`` decays the learning rate before every mini-batch (``scheduled_lr``):
+    ``seen`` is how many samples the schedule had seen before this epoch and ``horizon``
+    how many it spans.
     """
 
     solver: int
@@ -37,14 +48,31 @@ class OptimizerStep(NamedTuple):
     beta2: float = 0.999
     eps: float = 1e-8
     lr_t: float = 0.0
+    schedule: int = CONSTANT
+    seen: float = 0.0
+    horizon: float = 1.0
 
 
 def optimizer_step(solver, lr, momentum=0.9, nesterov=True, beta1=0.9, beta2=0.999,
-                   eps=1e-8) -> OptimizerStep:
+                   eps=1e-8, schedule=CONSTANT, seen=0.0, horizon=1.0) -> OptimizerStep:
     """An OptimizerStep with every field of the type the compiled kernels expect (int,
     float, bool), so they are compiled for one signature only."""
     return OptimizerStep(int(solver), float(lr), float(momentum), bool(nesterov),
-                         float(beta1), float(beta2), float(eps), 0.0)
+                         float(beta1), float(beta2), float(eps), 0.0, int(schedule),
+                         float(seen), float(max(horizon, 1.0)))
+
+
+def scheduled_lr(lr, schedule, seen, horizon):
+    """The learning rate of a mini-batch that starts after ``seen`` of the ``horizon``
+    samples the schedule spans: ``lr`` for CONSTANT; for COSINE
+    ``lr * (1 + cos(pi * seen / horizon)) / 2``; for LINEAR ``lr * (1 - seen / horizon)``;
+    0 past the horizon. Every backend computes it in float64 in this order."""
+    if schedule == CONSTANT:
+        return lr
+    frac = min(seen / horizon, 1.0)
+    if schedule == COSINE:
+        return lr * (0.5 * (1.0 + math.cos(math.pi * frac)))
+    return lr * (1.0 - frac)
 
 
 def adam_lr(lr, beta1, beta2, t):

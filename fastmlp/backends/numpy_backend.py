@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import check_index_array
-from .codes import ADAM, IDENTITY, LOGISTIC, RELU, TANH, adam_lr
+from .codes import ADAM, IDENTITY, LOGISTIC, RELU, TANH, adam_lr, scheduled_lr
 from .layout import layer_views
 
 NAME = "numpy"
@@ -210,12 +210,13 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
         loss_sum, n_correct = _batch_step(layers, grad_layers, act, acts, deltas, y[idx], alpha)
         loss_total += loss_sum
         correct_total += n_correct
+        lr = scheduled_lr(opt.lr, opt.schedule, opt.seen + start, opt.horizon)
         if opt.solver == ADAM:
             t += 1
-            adam_update(params, grads, m, v, adam_lr(opt.lr, opt.beta1, opt.beta2, t),
+            adam_update(params, grads, m, v, adam_lr(lr, opt.beta1, opt.beta2, t),
                         opt.beta1, opt.beta2, opt.eps)
         else:
-            sgd_update(params, grads, m, opt.lr, opt.momentum, opt.nesterov)
+            sgd_update(params, grads, m, lr, opt.momentum, opt.nesterov)
     return loss_total, correct_total, t
 
 

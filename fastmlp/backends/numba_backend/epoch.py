@@ -26,11 +26,13 @@ Legend: N rows in the batch, I inputs of a layer, O its outputs, K classes, I0 i
 features.
 """
 
+import math
+
 import numpy as np
 from numba import prange
 
 from ..checks import check_epoch_inputs, check_index_array
-from ..codes import ADAM, OptimizerStep
+from ..codes import ADAM, CONSTANT, COSINE, OptimizerStep
 from ._config import U, jit, pjit
 from .inline import (
     act_derivative_f,
@@ -338,6 +340,17 @@ def _batch(state, net, data, rows, bufs, act, alpha, opt, update, n_blocks):
 
 
 @jit
+def _scheduled_lr(lr, schedule, seen, horizon):
+    # as codes.scheduled_lr, in the same float64 operations
+    if schedule == CONSTANT:
+        return lr
+    frac = min(seen / horizon, 1.0)
+    if schedule == COSINE:
+        return lr * (0.5 * (1.0 + math.cos(math.pi * frac)))
+    return lr * (1.0 - frac)
+
+
+@jit
 def _epoch(state, net, data, order, batch_size, bufs, act, alpha, opt, t, update, n_blocks):
     """Every mini-batch of ``order``; returns (summed losses, hits, Adam step count).
     Without ``update``, one batch of all of ``order`` leaves its gradient in grads
@@ -348,12 +361,14 @@ def _epoch(state, net, data, order, batch_size, bufs, act, alpha, opt, t, update
     dt = state[0].dtype.type
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        lr_t = opt.lr
+        lr = _scheduled_lr(opt.lr, opt.schedule, opt.seen + start, opt.horizon)
+        lr_t = lr
         if opt.solver == ADAM:
             t += 1
-            lr_t = opt.lr * np.sqrt(1.0 - opt.beta2**t) / (1.0 - opt.beta1**t)
-        step = OptimizerStep(opt.solver, dt(opt.lr), dt(opt.momentum), opt.nesterov,
-                             dt(opt.beta1), dt(opt.beta2), dt(opt.eps), dt(lr_t))
+            lr_t = lr * np.sqrt(1.0 - opt.beta2**t) / (1.0 - opt.beta1**t)
+        step = OptimizerStep(opt.solver, dt(lr), dt(opt.momentum), opt.nesterov,
+                             dt(opt.beta1), dt(opt.beta2), dt(opt.eps), dt(lr_t), opt.schedule,
+                             opt.seen, opt.horizon)
         batch_loss, batch_hits = _batch(state, net, data, order[start:stop], bufs, act, alpha,
                                         step, update, n_blocks)
         loss += batch_loss
@@ -373,7 +388,9 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
     ws = Workspace(layer_sizes, min(int(batch_size), order.shape[0]), params, m, v)
     opt = opt._replace(solver=int(opt.solver), lr=float(opt.lr), momentum=float(opt.momentum),
                        nesterov=bool(opt.nesterov), beta1=float(opt.beta1),
-                       beta2=float(opt.beta2), eps=float(opt.eps), lr_t=float(opt.lr_t))
+                       beta2=float(opt.beta2), eps=float(opt.eps), lr_t=float(opt.lr_t),
+                       schedule=int(opt.schedule), seen=float(opt.seen),
+                       horizon=float(opt.horizon))
     try:
         loss, hits, t = _epoch(ws.state(), ws.net(), (data.indptr, data.indices, data.values, y),
                                order, int(batch_size), ws.buffers(), int(act), float(alpha),
@@ -403,4 +420,4 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
 
 
 # the optimizer record of loss_and_grad, which takes no step
-_NO_STEP = OptimizerStep(0, 0.0, 0.0, False, 0.0, 0.0, 0.0, 0.0)
+_NO_STEP = OptimizerStep(0, 0.0, 0.0, False, 0.0, 0.0, 0.0, 0.0, CONSTANT, 0.0, 1.0)
