@@ -3,9 +3,10 @@
 Numba checks a cached function against the file that defines it only, not against the
 files of the helpers compiled into it: after an edit of inline.py or intrinsics.py, the
 kernels of epoch.py would still load from the cache as they were. So the cache is tied to
-all the package's sources at once: when any of them changed since the cache was written,
-the cached code is deleted and compiled again. (An installation writes every file anew,
-so this matters in a source checkout, where the sources are edited.)
+all the sources it compiles (this package's and those of fastmlp/backends) at once: when
+any of them changed since the cache was written, the cached code is deleted and compiled
+again. (An installation writes every file anew, so this matters in a source checkout,
+where the sources are edited.)
 """
 
 import hashlib
@@ -17,8 +18,10 @@ _STAMP = "fastmlp-sources.stamp"
 
 
 def _sources_digest() -> str:
+    # this package's modules and those of fastmlp/backends it compiles in (codes.py,
+    # layout.py...)
     digest = hashlib.sha256()
-    for path in sorted(_HERE.glob("*.py")):
+    for path in sorted(_HERE.glob("*.py")) + sorted(_HERE.parent.glob("*.py")):
         stat = path.stat()
         digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()

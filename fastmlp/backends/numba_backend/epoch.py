@@ -26,13 +26,11 @@ Legend: N rows in the batch, I inputs of a layer, O its outputs, K classes, I0 i
 features.
 """
 
-import math
-
 import numpy as np
 from numba import prange
 
 from ..checks import check_epoch_inputs, check_index_array
-from ..codes import ADAM, CONSTANT, COSINE, OptimizerStep
+from ..codes import ADAM, CONSTANT, OptimizerStep, scheduled_lr
 from ._config import U, jit, pjit
 from .inline import (
     act_derivative_f,
@@ -339,15 +337,8 @@ def _batch(state, net, data, rows, bufs, act, alpha, opt, update, n_blocks):
     return loss, hits
 
 
-@jit
-def _scheduled_lr(lr, schedule, seen, horizon):
-    # as codes.scheduled_lr, in the same float64 operations
-    if schedule == CONSTANT:
-        return lr
-    frac = min(seen / horizon, 1.0)
-    if schedule == COSINE:
-        return lr * (0.5 * (1.0 + math.cos(math.pi * frac)))
-    return lr * (1.0 - frac)
+# the schedule's rate, compiled from the one definition in codes.py
+_scheduled_lr = jit(scheduled_lr)
 
 
 @jit
