@@ -23,7 +23,7 @@ a row-major (r, c) matrix is a column-major (c, r) one with leading dimension c.
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.math cimport M_PI, cos, exp, expf, log, sqrt, sqrtf, tanh, tanhf
+from libc.math cimport M_PI, cos, exp, expf, fabs, log, log1p, sqrt, sqrtf, tanh, tanhf
 from libc.stdlib cimport malloc, free
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -51,6 +51,8 @@ cdef enum:
     RELU = 1
     TANH = 2
     LOGISTIC = 3
+    SOFTMAX = 4         # output functions only (codes.OUTPUTS)
+    EXP = 5
 
 cdef enum:
     SGD = 0
@@ -70,6 +72,7 @@ OPENMP = bool(FASTMLP_OPENMP)
 # bytes of one vector sum of the output layer (simd.h; fastmlp/backends/layout.py agrees)
 VECTOR_BYTES = FASTMLP_VECTOR_BYTES
 ACTIVATION_CODES = {"identity": IDENTITY, "relu": RELU, "tanh": TANH, "logistic": LOGISTIC}
+OUTPUT_CODES = {"softmax": SOFTMAX, "logistic": LOGISTIC, "identity": IDENTITY, "exp": EXP}
 SOLVER_CODES = {"sgd": SGD, "adam": ADAM}
 SCHEDULE_CODES = {"constant": CONSTANT, "cosine": COSINE, "linear": LINEAR}
 
@@ -113,11 +116,16 @@ cdef struct Layout:
 
 cdef struct Rows:
     # the batch: rows[0:n] of the sparse X, whose row j holds values[indptr[j]:indptr[j + 1]]
-    # in the columns indices[...] (sorted), and the labels y[j]. values is floating*.
+    # in the columns indices[...] (sorted), and its target (codes.Target): the output
+    # function, and the label y[j] (SOFTMAX) or the k values t_values[j * k ...]; weights[j]
+    # scales the row (NULL: every row weighs 1). values, t_values, weights are floating*.
     const long long* indptr
     const int* indices
     const void* values
+    int output
     const long long* y
+    const void* t_values
+    const void* weights
     const long long* rows
     Py_ssize_t n
 
@@ -161,24 +169,28 @@ cdef OptimizerStep _optimizer_step(opt) except *:
 cdef int _read_records(floating[::1] params, net, data, buffers, Layout* lay, Rows* x,
                        Batch* buf) except -1:
     """The records of the arrays in net (sizes, p_offs, a_offs), data (indptr, indices,
-    values, y) and buffers (acts, deltas, row_loss, row_hit, pen_rows, top_w, logit_rows);
+    values, target; target = (output, labels, flat values, weights) of a codes.Target)
+    and buffers (acts, deltas, row_loss, row_hit, pen_rows, top_w, logit_rows);
     floats of params' type (params only picks it; ValueError for another). The records point
     into the arrays, which the caller's tuples keep alive; x's rows are left to the caller."""
     cdef const long long[::1] sizes, p_offs, a_offs, indptr, y
     cdef const int[::1] indices
-    cdef const floating[::1] values
+    cdef const floating[::1] values, t_values, weights
     cdef floating[::1] acts, deltas, top_w, logit_rows
     cdef double[::1] row_loss, pen_rows
     cdef int[::1] row_hit
     sizes, p_offs, a_offs = net
-    indptr, indices, values, y = data
+    indptr, indices, values, target = data
+    x.output, y, t_values, weights = target
     acts, deltas, row_loss, row_hit, pen_rows, top_w, logit_rows = buffers
     lay.sizes, lay.p_offs, lay.a_offs = &sizes[0], &p_offs[0], &a_offs[0]
     lay.n_layers = sizes.shape[0] - 1
     x.indptr = &indptr[0]
     x.indices = &indices[0] if indices.shape[0] > 0 else NULL
     x.values = &values[0] if values.shape[0] > 0 else NULL
-    x.y = &y[0]
+    x.y = &y[0] if y.shape[0] > 0 else NULL
+    x.t_values = &t_values[0] if t_values.shape[0] > 0 else NULL
+    x.weights = &weights[0] if weights.shape[0] > 0 else NULL
     x.rows = NULL
     x.n = 0
     buf.acts, buf.deltas, buf.row_loss = &acts[0], &deltas[0], &row_loss[0]
@@ -285,14 +297,62 @@ cdef inline double _softmax_row(floating* out, const floating* z, Py_ssize_t k,
     return log(total) - target
 
 
-cdef inline void _loss_row(floating* o, floating* d, Py_ssize_t k, long long label,
-                           floating inv_n, double* loss, int* hit) noexcept nogil:
-    # softmax of the logits o in place, the row's loss and hit, and d = (p - onehot) / n
+cdef inline void _output_row(floating* o, floating* d, Py_ssize_t k, const Rows* x,
+                             long long row, floating inv_n, double* loss,
+                             int* hit) noexcept nogil:
+    """One row of the output layer: the logits o replaced by the output function, the row's
+    (weighted) loss and hit, and d = (output - target) * w / n, the gradient of its share
+    of the batch's mean loss (n: the rows, or the sum of their weights; inv_n = 1 / n)."""
     cdef Py_ssize_t c
-    loss[0] = _softmax_row(o, o, k, label, hit)
-    for c in range(k):
-        d[c] = o[c] * inv_n
-    d[label] -= inv_n
+    cdef floating scale = inv_n, p, zero = 0, half = 0.5, one = 1
+    cdef double zf, tf, w = 1.0
+    cdef const floating* t
+    if x.weights != NULL:
+        w = (<const floating*>x.weights)[row]
+        scale = inv_n * (<const floating*>x.weights)[row]
+    if x.output == SOFTMAX:
+        loss[0] = _softmax_row(o, o, k, x.y[row], hit)
+        for c in range(k):
+            d[c] = o[c] * scale
+        d[x.y[row]] -= scale
+    else:
+        t = <const floating*>x.t_values + row * k
+        loss[0] = 0.0
+        hit[0] = x.output == LOGISTIC
+        for c in range(k):
+            zf = o[c]
+            tf = t[c]
+            if x.output == LOGISTIC:
+                # binary cross-entropy through z: log(1 + e^z) - t z, without overflow
+                loss[0] += (zf if zf > 0 else 0.0) + log1p(exp(-fabs(zf))) - tf * zf
+                if (o[c] > zero) != (t[c] > half):
+                    hit[0] = 0
+                p = one / (one + _exp(-o[c]))
+            elif x.output == EXP:
+                # half the Poisson deviance: e^z - t z + t log t - t
+                p = _exp(o[c])
+                loss[0] += exp(zf) - tf * zf - tf + (tf * log(tf) if tf > 0 else 0.0)
+            else:
+                # IDENTITY: half the squared error
+                p = o[c]
+                loss[0] += 0.5 * (zf - tf) * (zf - tf)
+            o[c] = p
+            d[c] = (p - t[c]) * scale
+    if x.weights != NULL:
+        loss[0] *= w
+
+
+cdef inline void _output_fn(floating* o, Py_ssize_t k, int output) noexcept nogil:
+    # the output function in place (prediction; IDENTITY leaves the logits)
+    cdef Py_ssize_t c
+    cdef int hit
+    if output == SOFTMAX:
+        _softmax_row(o, o, k, -1, &hit)
+    elif output == EXP:
+        for c in range(k):
+            o[c] = _exp(o[c])
+    else:
+        _activate(o, k, output)
 
 
 cdef void _gemm(char transa, char transb, int m, int n, int k, floating alpha,
@@ -578,7 +638,6 @@ cdef void _forward_first(const floating* params, const Layout* net, const Rows* 
     the activation (without hidden layers, the output head as in _forward_above)."""
     cdef const long long* indptr = x.indptr
     cdef const long long* rows = x.rows
-    cdef const long long* y = x.y
     cdef const int* indices = x.indices
     cdef const floating* values = <const floating*>x.values
     cdef floating* acts = <floating*>buf.acts + net.a_offs[0]
@@ -600,7 +659,8 @@ cdef void _forward_first(const floating* params, const Layout* net, const Rows* 
         if hidden:
             _activate(o, n_out, act)
         else:
-            _loss_row(o, deltas + r * n_out, n_out, y[row], inv_n, &row_loss[r], &row_hit[r])
+            _output_row(o, deltas + r * n_out, n_out, x, row, inv_n, &row_loss[r],
+                        &row_hit[r])
 
 
 cdef void _forward_above(const floating* params, const Layout* net, const Rows* x,
@@ -611,7 +671,6 @@ cdef void _forward_above(const floating* params, const Layout* net, const Rows* 
     accuracy and the gradient of the mean loss w.r.t. the logits."""
     cdef const long long* sizes = net.sizes
     cdef const long long* a_offs = net.a_offs
-    cdef const long long* y = x.y
     cdef const long long* rows = x.rows
     cdef floating* acts = <floating*>buf.acts
     cdef floating* deltas = <floating*>buf.deltas
@@ -649,8 +708,8 @@ cdef void _forward_above(const floating* params, const Layout* net, const Rows* 
             if layer < top:
                 _activate(o, n_out, act)
             else:
-                _loss_row(o, deltas + a_offs[top] + r * n_k, n_k, y[rows[r]], inv_n,
-                          &row_loss[r], &row_hit[r])
+                _output_row(o, deltas + a_offs[top] + r * n_k, n_k, x, rows[r], inv_n,
+                            &row_loss[r], &row_hit[r])
 
 
 cdef Py_ssize_t _backward_above(const floating* params, floating* grads, const Layout* net,
@@ -792,9 +851,16 @@ cdef double _batch(floating* params, floating* grads, floating* m, floating* v,
     their gradients at net.a_offs[layer]. With hidden layers, buf.top_w is the top layer's
     W with its columns padded to k_pad (layout.padded_top), kept in step with params here,
     and buf.logit_rows holds (n, k_pad) scratch. Returns the summed loss including
-    alpha/2 ||W||^2; per-row correctness is left in buf.row_hit."""
-    cdef floating alpha_n = <floating>(alpha / x.n), inv_n = <floating>(1.0 / x.n)
-    cdef Py_ssize_t n_pen
+    alpha/2 ||W||^2; per-row correctness is left in buf.row_hit. With weights, the mean
+    loss is the weighted one (a batch whose weights sum to 0 has no gradient)."""
+    cdef double denom = x.n
+    cdef Py_ssize_t n_pen, r
+    if x.weights != NULL:
+        denom = 0.0
+        for r in range(x.n):
+            denom += (<const floating*>x.weights)[x.rows[r]]
+    cdef floating alpha_n = <floating>(alpha / denom if denom > 0 else 0.0)
+    cdef floating inv_n = <floating>(1.0 / denom if denom > 0 else 0.0)
     _forward_first(params, net, x, buf, act, inv_n, n_blocks)
     _forward_above(params, net, x, buf, act, inv_n, n_blocks)
     n_pen = _backward_above(params, grads, net, x.n, buf, act, alpha_n, n_blocks)
@@ -885,8 +951,8 @@ def loss_and_grad(floating[::1] params, floating[::1] grads, net, data,
 cdef int _predict_row(floating* out, const floating* x, const floating* params,
                       const Layout* net, const floating* top_w, Py_ssize_t k_pad,
                       floating* scratch, Py_ssize_t width, int* nz, int act,
-                      bint softmax) noexcept nogil:
-    """One row's probabilities (or, without softmax, its logits) into out; returns 1 (and
+                      int output) noexcept nogil:
+    """One row's outputs (through the output function ``output``) into out; returns 1 (and
     writes nothing) if the row holds NaN or infinity. top_w is the top layer's W with its
     columns padded to k_pad; scratch (2 width + k_pad values) and nz (sizes[0]) are the
     thread's."""
@@ -898,7 +964,7 @@ cdef int _predict_row(floating* out, const floating* x, const floating* params,
     cdef floating* logits = scratch + 2 * width
     cdef floating* tmp
     cdef floating zero = 0, xv
-    cdef int hit, finite = 1
+    cdef int finite = 1
     # where the non-zero inputs are, found without a branch (a branch taken at random on
     # image data costs more than the stores it saves)
     for i in range(sizes[0]):
@@ -937,15 +1003,15 @@ cdef int _predict_row(floating* out, const floating* x, const floating* params,
     w = params + net.p_offs[top] + n_in * n_out
     for c in range(n_out):
         out[c] = w[c] + logits[c]
-    if softmax:
-        _softmax_row(out, out, n_out, -1, &hit)
+    _output_fn(out, n_out, output)
     return 0
 
 
 def predict_proba(floating[:, ::1] out, const floating[:, ::1] X, const floating[::1] params,
                   const long long[::1] sizes, const long long[::1] p_offs, Py_ssize_t width,
-                  int act, bint parallel_rows, bint softmax=True):
-    """Probabilities (or, without softmax, logits) of every row of X, rows split between
+                  int act, bint parallel_rows, int output=SOFTMAX):
+    """The outputs of every row of X through the output function ``output``
+    (codes.OUTPUTS; IDENTITY gives the logits), rows split between
     threads when parallel_rows. Returns the number of rows holding NaN or infinity (their
     outputs are not written)."""
     # X (N, I0), out (N, K), params (P,); width the widest hidden layer
@@ -981,11 +1047,11 @@ def predict_proba(floating[:, ::1] out, const floating[:, ::1] X, const floating
                 for r in prange(n, schedule="static", num_threads=n_threads):
                     bad += _predict_row(&out[r, 0], &X[r, 0], &params[0], &net, top_w, k_pad,
                                         scratch + per_thread * threadid(), width,
-                                        places + n_in0 * threadid(), act, softmax)
+                                        places + n_in0 * threadid(), act, output)
             else:
                 for r in range(n):
                     bad += _predict_row(&out[r, 0], &X[r, 0], &params[0], &net, top_w, k_pad,
-                                        scratch, width, places, act, softmax)
+                                        scratch, width, places, act, output)
     finally:
         free(top_w)
         free(scratch)

@@ -1,5 +1,6 @@
-"""FastMLP's hyperparameters as a declared table of constraints, and the checker that
-applies it, in the spirit of scikit-learn's ``_parameter_constraints``.
+"""The hyperparameters of FastMLP and FastMLPRegressor as a declared table of
+constraints, and the checker that applies it, in the spirit of scikit-learn's
+``_parameter_constraints``.
 
 ``PARAMETER_CONSTRAINTS`` maps each checked parameter to its rule, in the order they are
 checked (the first bad parameter is the one reported). A rule is called as
@@ -121,6 +122,17 @@ def patience(name, value):
     return Interval(numbers.Integral, 1, None, closed="left")(name, value)
 
 
+def class_weight(name, value):
+    """None, "balanced" or a dict of label -> weight (its labels are checked against the
+    classes when fitting)."""
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        return Choice(("balanced",))(name, value)
+    raise TypeError(f"{name} must be None, 'balanced' or a dict mapping labels to weights, "
+                    f"got {value!r}")
+
+
 def backend(name, value):
     """A backend name, resolved to its module; ``get_backend`` raises for an unknown or
     unavailable one."""
@@ -149,6 +161,8 @@ PARAMETER_CONSTRAINTS = {
     "activation": Choice(ACTIVATIONS),
     "solver": Choice(ESTIMATOR_SOLVERS),
     "learning_rate": Choice(LEARNING_RATES),
+    "loss": Choice(("squared_error", "poisson")),  # FastMLPRegressor's
+    "class_weight": class_weight,  # FastMLP's
     # last: resolving it imports the backend
     "backend": backend,
 }
@@ -161,5 +175,7 @@ UNCHECKED = ("shuffle", "random_state", "verbose", "warm_start", "nesterovs_mome
 
 def validate_params(estimator, constraints=PARAMETER_CONSTRAINTS) -> dict:
     """Check each parameter of ``estimator`` against its rule, in the table's order, and
-    return the resolved values by parameter name."""
-    return {name: rule(name, getattr(estimator, name)) for name, rule in constraints.items()}
+    return the resolved values by parameter name (the table serves both estimators: a
+    parameter the estimator does not have is skipped)."""
+    return {name: rule(name, getattr(estimator, name)) for name, rule in constraints.items()
+            if hasattr(estimator, name)}

@@ -90,7 +90,8 @@ class Fitted:
 FITTED = (
     Fitted("_params", Kind.PARAMETERS, array="params", meta="dtype", undo=True),
     Fitted("_layer_sizes", Kind.LAYER_SIZES, array="layer_sizes"),
-    Fitted("classes_", Kind.LABELS, array="classes", meta="classes_kind"),
+    # classifiers only
+    Fitted("classes_", Kind.LABELS, array="classes", meta="classes_kind", optional=True),
     Fitted("loss_curve_", Kind.CURVE, array="loss_curve", undo=True),
     Fitted("_optimizer", Kind.OPTIMIZER),
     Fitted("_optimizer.m", Kind.OPTIMIZER_ARRAY, array="opt_m", undo=True),

@@ -1,94 +1,34 @@
-"""FastMLP: the scikit-learn classifier. It validates, encodes labels and drives the epoch
-loop; all arithmetic on arrays happens in the backend's kernels."""
+"""FastMLP: the scikit-learn classifier. It validates and encodes labels; the epoch loop,
+L-BFGS, prediction and model files are shared with the regressor (fastmlp/_base.py), and
+all arithmetic on arrays happens in the backend's kernels."""
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-from types import ModuleType
 
 import numpy as np
-import scipy.optimize
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state
+from scipy.special import expit
+from sklearn.base import ClassifierMixin
+from sklearn.exceptions import DataConversionWarning
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
-from ._params import validate_params
-from ._state import own_trained_arrays, pickle_state, restore_snapshot, take_snapshot
-from .backends import get_backend
-from .backends.codes import ACTIVATIONS, CONSTANT, LBFGS, SCHEDULES, optimizer_step
-from .backends.layout import layer_views, n_params
-from .network import init_params, layer_sizes_for, summary_table
-from .optim import OptimizerState
-from .threads import thread_limit
+from ._base import BaseMLP, weights_or_none
+from .backends.codes import IDENTITY, LOGISTIC, SOFTMAX, Target
 
-AUTO_BATCH_SIZE = 64
-_ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
-# warnings raised while fitting point at the user's call of fit or partial_fit:
-# caller -> fit -> _fit -> _plan_epochs or _run_epochs -> warnings.warn
-_USER_FRAME = 4
+_TINY = np.finfo(np.float64).tiny
 
 
-@dataclass(frozen=True)
-class _Epochs:
-    """What every epoch of one call of fit or partial_fit needs, resolved once."""
-
-    backend: ModuleType
-    activation: int  # code, see fastmlp/backends/codes.py
-    solver: int  # code
-    data: object  # X in the backend's form (backend.prepare_inputs)
-    y: np.ndarray  # class indices, int64
-    n_samples: int
-    batch_size: int
-    count: int  # epochs to run: max_iter for fit, 1 for partial_fit
-    incremental: bool  # partial_fit
-    early_stopping: bool  # only fit stops early
-    validation: tuple | None  # (X_val, y_val) held out for early stopping
-    eval_set: tuple | None  # (X_eval, y_eval) scored after every epoch
-
-
-class _LbfgsObjective:
-    """The loss over all rows and its gradient, for SciPy (which works in float64) from
-    the backend's loss_and_grad (which works in the model's dtype)."""
-
-    def __init__(self, est, X, y_idx, p):
-        self.est, self.X, self.y, self.p = est, X, y_idx, p
-        self.losses = []
-
-    def __call__(self, x):
-        est = self.est
-        est._params[...] = x
-        with np.errstate(all="ignore"):
-            loss = self.p["backend"].loss_and_grad(est._grads, est._params, est._layer_sizes,
-                                                   self.p["activation"], self.X, self.y,
-                                                   float(est.alpha))
-        return float(loss), est._grads.astype(np.float64)
-
-    def iteration_ended(self, intermediate_result):
-        self.losses.append(float(intermediate_result.fun))
-        if self.est.verbose:
-            print(f"Iteration {len(self.losses)}, loss = {self.losses[-1]:.8f}", flush=True)
-
-
-def _format_epoch(epoch, total, loss, train_acc, extra=None):
-    line = (f"Epoch [{epoch}/{total}], Train Loss: {loss:.4f}, "
-            f"Train Accuracy: {100 * train_acc:.2f}%")
-    if extra is not None:
-        name, value = extra
-        line += f", {name} Accuracy: {100 * value:.2f}%"
-    return line
-
-
-class FastMLP(ClassifierMixin, BaseEstimator):
+class FastMLP(ClassifierMixin, BaseMLP):
     """Multi-layer perceptron classifier trained with compiled mini-batch kernels.
 
-    Dense layers with one activation between them and a softmax cross-entropy output,
-    trained by Adam or SGD on mini-batches. Parameters mirror scikit-learn's
-    ``MLPClassifier``; ``backend``, ``dtype`` and ``n_jobs`` are fastmlp's own.
+    Dense layers with one activation between them and a softmax cross-entropy output
+    (for a 2-D indicator ``y``, multilabel: a logistic output per label with binary
+    cross-entropy), trained by Adam, SGD or L-BFGS. Parameters mirror scikit-learn's
+    ``MLPClassifier``; ``class_weight``, ``backend``, ``dtype`` and ``n_jobs`` are
+    fastmlp's own.
 
     The defaults are chosen for image-like data such as MNIST: one hidden layer of 128 ReLU
     units, mini-batches of 64 rows and Adam at a learning rate of 2e-3. Small batches give
@@ -160,10 +100,17 @@ default "constant"
     n_jobs : int or None, default None
         Threads for the kernels and BLAS; None leaves the libraries' defaults, -1 uses
         every CPU.
+    class_weight : None, "balanced" or dict, default None
+        Weights of the classes: every row's weight (its ``sample_weight``, or 1) is
+        multiplied by its class's. "balanced" gives class c the weight
+        ``n_samples / (n_classes * count(c))`` over the y of ``fit`` (it is refused by
+        ``partial_fit``, which sees one part of the data); a dict maps labels to weights,
+        1 for labels it leaves out. Not for multilabel y.
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
+        The labels; for multilabel y, ``0 .. n_labels - 1``.
     coefs_ : list of ndarray, the i-th of shape (layer_sizes[i], layer_sizes[i + 1])
         Views into one contiguous parameter vector.
     intercepts_ : list of ndarray, the i-th of shape (layer_sizes[i + 1],)
@@ -175,7 +122,8 @@ default "constant"
     t_ : int
         Training samples seen.
     loss_ : float
-        Mean loss of the last epoch (cross-entropy plus the L2 term).
+        Mean loss of the last epoch (cross-entropy plus the L2 term; with weights, the
+        weighted mean).
     loss_curve_ : list of float
     best_loss_ : float or None
     validation_scores_ : list of float or None
@@ -183,9 +131,10 @@ default "constant"
     n_layers_ : int
         Layers including input and output.
     n_outputs_ : int
-        Output units: one per class (softmax output, binary problems included).
+        Output units: one per class (softmax output, binary problems included), or one
+        per label (multilabel).
     out_activation_ : str
-        Always "softmax".
+        "softmax", or "logistic" for multilabel y.
     backend_ : str
         Name of the backend that ran.
     """
@@ -195,70 +144,33 @@ default "constant"
                  power_t=0.5, max_iter=200, shuffle=True, random_state=None, tol=1e-4,
                  verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, backend="auto",
-                 dtype="float32", n_jobs=None):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.max_fun = max_fun
-        self.backend = backend
-        self.dtype = dtype
-        self.n_jobs = n_jobs
-
-    # ------------------------------------------------------------------ validation
-
-    def _validated_params(self):
-        """Check every parameter once, before any work, against the table in
-        fastmlp/_params.py; return the resolved values by parameter name."""
-        return validate_params(self)
-
-    def _validate_X(self, X, backend=None):
-        """X for prediction: C-contiguous, of the model's dtype, finite, right width.
-
-        A plain float ndarray of the right width takes a short path (predicting one row
-        costs microseconds, and scikit-learn's full validation costs tens of them);
-        anything else, or anything that fails a check, goes through scikit-learn's
-        validation, which raises its usual errors. Backends that check finiteness while
-        they predict (CHECKS_FINITE_INPUT) are spared a separate pass over X.
-        """
-        dtype = self._params.dtype
-        if (type(X) is np.ndarray and X.ndim == 2 and X.dtype.kind == "f" and X.shape[0] > 0
-                and X.shape[1] == self.n_features_in_
-                and not hasattr(self, "feature_names_in_")):
-            converted = np.ascontiguousarray(X, dtype=dtype)
-            if getattr(backend, "CHECKS_FINITE_INPUT", False) or np.isfinite(converted).all():
-                return converted
-        return validate_data(self, X, reset=False, dtype=dtype, order="C")
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, class_weight=None,
+                 backend="auto", dtype="float32", n_jobs=None):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
+            alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
+            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
+            warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping, validation_fraction=validation_fraction,
+            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun, backend=backend, dtype=dtype, n_jobs=n_jobs)
+        self.class_weight = class_weight
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, X, y, *, eval_set=None):
+    def fit(self, X, y, sample_weight=None, *, eval_set=None):
         """Train on (X, y), from fresh weights unless ``warm_start`` is set.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
-            Class labels of any type.
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Class labels of any type, or a 0/1 indicator matrix (multilabel).
+        sample_weight : array-like of shape (n_samples,), optional
+            Each row's weight in the loss and its gradient (scikit-learn's definition:
+            every mini-batch minimises its weighted mean loss); also weighs the
+            validation score of early stopping.
         eval_set : tuple (X_eval, y_eval), optional
             Scored after every epoch; the accuracies are kept in ``eval_scores_`` and
             shown as "Test Accuracy" by ``verbose``.
@@ -267,33 +179,34 @@ default "constant"
         -------
         self
         """
-        return self._fit(X, y, incremental=False, eval_set=eval_set)
+        return self._fit(X, y, sample_weight, incremental=False, eval_set=eval_set)
 
-    def _check_solver(self):
-        if self.solver == "lbfgs":
-            raise AttributeError("partial_fit is only available for stochastic optimizers "
-                                 "(solver='adam' or 'sgd'); lbfgs is not stochastic")
-        return True
-
-    @available_if(_check_solver)
-    def partial_fit(self, X, y, classes=None):
+    @available_if(BaseMLP._check_solver)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y), continuing from the current weights.
 
-        ``classes`` (all labels that will ever be seen) is required on the first call.
+        ``classes`` (all labels that will ever be seen) is required on the first call,
+        unless y is a multilabel indicator matrix.
         """
         if self.early_stopping:
             # as in scikit-learn: a validation split of one batch means nothing, and
             # refusing before any work leaves the model as it was
             raise ValueError("partial_fit does not support early_stopping=True")
+        if isinstance(self.class_weight, str) and self.class_weight == "balanced":
+            raise ValueError("class_weight='balanced' is not supported by partial_fit, "
+                             "which sees only part of the data: pass the weights as a dict "
+                             "(compute_class_weight('balanced', ...) over all of y gives "
+                             "them)")
         first_call = not hasattr(self, "classes_")
-        if first_call and classes is None:
+        multilabel = type_of_target(y) == "multilabel-indicator"
+        if first_call and classes is None and not multilabel:
             raise ValueError("classes must be passed on the first call to partial_fit")
         if classes is not None:
             classes = np.unique(np.asarray(classes))
             if not first_call and not np.array_equal(classes, self.classes_):
                 raise ValueError(f"classes={classes!r} differs from the classes of the first "
                                  f"call to partial_fit, {self.classes_!r}")
-        return self._fit(X, y, incremental=True, classes=classes)
+        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
 
     def _encode_labels(self, y):
         """Class indices of y in classes_; labels outside classes_ are an error."""
@@ -305,341 +218,102 @@ default "constant"
                              f"known classes are {self.classes_!r}")
         return encoded.astype(np.int64)
 
-    def _fit(self, X, y, incremental, classes=None, eval_set=None):
-        """fit and partial_fit. The random generator is drawn from in a fixed order: the
-        initial weights, then the validation split, then one permutation per epoch."""
-        p = self._validated_params()
-        X, y_idx, layer_sizes, reinitialise = self._prepare_data(X, y, p, incremental,
-                                                                 classes)
-        self._initialise_or_continue(layer_sizes, p, reinitialise, incremental)
-        if eval_set is None and not incremental:
-            # the scores of an earlier fit's eval_set do not describe this fit
-            self.__dict__.pop("eval_scores_", None)
-        if p["solver"] == LBFGS:
-            return self._fit_lbfgs(X, y_idx, p, eval_set)
-        run = self._plan_epochs(X, y_idx, p, incremental, eval_set)
-        best_params = self._run_epochs(run)
-        if run.early_stopping and best_params is not None:
-            self._params[...] = best_params
-        return self
-
-    def _prepare_data(self, X, y, p, incremental, classes):
-        """Validate X and y, set or check ``classes_``, and decide whether training starts
-        from fresh weights. Returns (X, class indices of y, layer sizes, reinitialise)."""
+    def _targets(self, X, y, p, incremental, classes, reinitialise):
+        """Validate X and y; set or check ``classes_``. Class labels train a softmax
+        output; a 2-D 0/1 indicator y (multilabel) a logistic output per label."""
         dtype = p["dtype"]
-        reinitialise = not hasattr(self, "_params") or not (incremental or self.warm_start)
         X, y = validate_data(self, X, y, reset=reinitialise, dtype=dtype, order="C",
-                             multi_output=False, y_numeric=False)
-        if type_of_target(y) == "multilabel-indicator":
-            raise ValueError("multilabel targets are not supported; y must be 1-D class labels")
+                             multi_output=True, y_numeric=False)
+        if y.ndim == 2 and y.shape[1] == 1 and type_of_target(y) != "multilabel-indicator":
+            warnings.warn("A column-vector y was passed when a 1d array was expected. "
+                          "Please change the shape of y to (n_samples,), for example using "
+                          "ravel().", DataConversionWarning, stacklevel=4)
+            y = y.ravel()
+        if y.ndim == 2:
+            return self._multilabel_targets(X, y, dtype, incremental, reinitialise)
         check_classification_targets(y)
         if reinitialise:
             self.classes_ = np.unique(y) if classes is None else classes
         elif not incremental and not np.array_equal(np.unique(y), self.classes_):
             raise ValueError("warm_start can only be used when y has the same classes as the "
                              f"previous fit, {self.classes_!r}")
-        y_idx = self._encode_labels(y)
-        layer_sizes = layer_sizes_for(X.shape[1], p["hidden_layer_sizes"], len(self.classes_))
-        if not reinitialise and (not np.array_equal(layer_sizes, self._layer_sizes)
-                                 or self._params.dtype != dtype):
-            if incremental:
-                raise ValueError("partial_fit cannot change the network's shape or dtype; "
-                                 f"fitted {self._layer_sizes.tolist()} {self._params.dtype}, "
-                                 f"asked for {layer_sizes.tolist()} {np.dtype(dtype)}")
-            reinitialise = True  # warm_start with another shape: start afresh
-        return X, y_idx, layer_sizes, reinitialise
+        elif getattr(self, "out_activation_", "softmax") != "softmax":
+            raise ValueError("this model was fitted on multilabel y; it cannot continue on "
+                             "1-D class labels")
+        labels = self._encode_labels(y)
+        n_out = len(self.classes_)
+        target = Target(SOFTMAX, labels, np.empty((0, n_out), dtype=dtype),
+                        np.empty(0, dtype=dtype))
+        return X, target, "softmax", self._class_factors(y, labels)
 
-    def _initialise_or_continue(self, layer_sizes, p, reinitialise, incremental):
-        """Fresh weights and training record, or those of the previous fit (warm_start,
-        partial_fit). Every fit starts a new optimizer; partial_fit continues its own."""
+    def _multilabel_targets(self, X, y, dtype, incremental, reinitialise):
+        if type_of_target(y) != "multilabel-indicator":
+            raise ValueError(f"a 2-D y must be a multilabel indicator matrix of 0s and 1s "
+                             f"(one column per label); got {type_of_target(y)!r} targets, "
+                             "which are not supported")
+        if self.class_weight is not None:
+            raise ValueError("class_weight is not supported for multilabel y; weigh the "
+                             "rows with sample_weight")
+        n_labels = y.shape[1]
         if reinitialise:
-            self._initialise_state(layer_sizes, p)
-        if reinitialise or not incremental or not hasattr(self, "_optimizer"):
-            self._optimizer = OptimizerState(p["solver"], self._params.size, p["dtype"],
-                                             self.learning_rate_init, self.learning_rate,
-                                             self.power_t)
-        # as in scikit-learn, n_iter_ counts the epochs of this call (t_ and loss_curve_
-        # go on across warm starts and partial_fit calls)
-        self.n_iter_ = 0
-        self.backend_ = p["backend"].NAME
-        # predict uses what was trained, even if set_params changes the parameter later
-        self._activation_code = p["activation"]
+            self.classes_ = np.arange(n_labels)
+        elif getattr(self, "out_activation_", None) != "logistic" or len(self.classes_) != n_labels:
+            what = "warm_start" if not incremental else "partial_fit"
+            raise ValueError(f"{what} needs y like the previous fit's: this model was "
+                             f"fitted on {len(self.classes_)} "
+                             + ("labels (multilabel)" if self.out_activation_ == "logistic"
+                                else "classes (1-D labels)")
+                             + f", and y is a {n_labels}-label indicator matrix")
+        values = np.ascontiguousarray(y, dtype=dtype)
+        target = Target(LOGISTIC, np.empty(0, dtype=np.int64), values, np.empty(0, dtype=dtype))
+        return X, target, "logistic", None
 
-    def _initialise_state(self, layer_sizes, p):
-        """Fresh weights (the random generator's first draws) and an empty record."""
-        self._random_state = check_random_state(self.random_state)
-        self._layer_sizes = layer_sizes
-        self._params = init_params(layer_sizes, p["activation"], p["dtype"], self._random_state)
-        self._rebuild_derived()
-        self.n_iter_ = 0
-        self.t_ = 0
-        self.loss_curve_ = []
-        self._no_improvement_count = 0
-        self.best_loss_ = None if self.early_stopping else np.inf
-        self.validation_scores_ = [] if self.early_stopping else None
-        self.best_validation_score_ = -np.inf if self.early_stopping else None
-        self.n_layers_ = len(layer_sizes)
-        self.n_outputs_ = int(layer_sizes[-1])
-        self.out_activation_ = "softmax"
-
-    def _plan_epochs(self, X, y_idx, p, incremental, eval_set):
-        """What every epoch of this call needs: the validation split (early stopping, fit
-        only), the evaluation set, the batch size and the backend's form of X."""
-        early_stopping = self.early_stopping and not incremental
-        validation = None
-        if early_stopping:
-            X, X_val, y_idx, y_val = self._validation_split(X, y_idx)
-            validation = (X_val, y_val)
-            if self.best_validation_score_ is None:  # warm start from a fit without it
-                self.validation_scores_ = []
-                self.best_validation_score_ = -np.inf
-        elif self.best_loss_ is None:  # warm start from a fit with early stopping
-            self.best_loss_ = np.inf
-        if eval_set is not None:
-            X_eval, y_eval = eval_set
-            eval_set = (X_eval, y_eval)
-            self.eval_scores_ = []
-        n_samples = X.shape[0]
-        if self.batch_size == "auto":
-            batch_size = min(AUTO_BATCH_SIZE, n_samples)
+    def _class_factors(self, y, labels):
+        """Each row's class weight (class_weight, already checked against the table of
+        fastmlp/_params.py), or None."""
+        if self.class_weight is None:
+            return None
+        if isinstance(self.class_weight, dict):
+            unknown = [k for k in self.class_weight if k not in set(self.classes_.tolist())]
+            if unknown:
+                raise ValueError(f"class_weight has labels that are not classes: {unknown!r}; "
+                                 f"the classes are {self.classes_!r}")
+            factors = np.ones(len(self.classes_))
+            for i, label in enumerate(self.classes_):
+                factors[i] = float(self.class_weight.get(label, 1.0))
+            if not (np.isfinite(factors).all() and factors.min() >= 0):
+                raise ValueError("class_weight values must be finite and non-negative")
         else:
-            batch_size = int(self.batch_size)
-        if batch_size > n_samples:
-            if self.batch_size != "auto":
-                warnings.warn(f"batch_size={batch_size} is larger than the number of samples "
-                              f"({n_samples}); using batch_size={n_samples}", UserWarning,
-                              stacklevel=_USER_FRAME)
-            batch_size = n_samples
-        backend = p["backend"]
-        return _Epochs(backend=backend, activation=p["activation"], solver=p["solver"],
-                       data=backend.prepare_inputs(X), y=y_idx, n_samples=n_samples,
-                       batch_size=batch_size, count=1 if incremental else self.max_iter,
-                       incremental=incremental, early_stopping=early_stopping,
-                       validation=validation, eval_set=eval_set)
+            present = np.unique(labels)
+            factors = np.ones(len(self.classes_))
+            factors[present] = compute_class_weight("balanced", classes=self.classes_[present],
+                                                    y=y)
+        return factors[labels]
 
-    def _fit_lbfgs(self, X, y_idx, p, eval_set):
-        """Minimise the loss over all rows with SciPy's L-BFGS-B, from the current weights;
-        ``max_iter``, ``max_fun`` and ``tol`` as in scikit-learn. The model keeps its
-        starting weights if the loss diverges or the user interrupts."""
-        start = self._params.copy()
-        objective = _LbfgsObjective(self, X, y_idx, p)
-        try:
-            with thread_limit(self.n_jobs, p["backend"]):
-                result = scipy.optimize.minimize(
-                    objective, start.astype(np.float64), method="L-BFGS-B", jac=True,
-                    callback=objective.iteration_ended,
-                    options={"maxfun": self.max_fun, "maxiter": self.max_iter,
-                             "gtol": self.tol})
-        except KeyboardInterrupt:
-            self._params[...] = start
-            warnings.warn("training interrupted by the user; the model keeps the weights it "
-                          "had before this fit", UserWarning, stacklevel=_USER_FRAME)
-            return self
-        self._params[...] = result.x
-        if not (np.isfinite(result.fun) and np.isfinite(self._params).all()):
-            self._params[...] = start
-            warnings.warn("training diverged: the loss or the weights became infinite or "
-                          "NaN, so the model keeps the weights it had before this fit. Scale "
-                          "X to a small range.", RuntimeWarning, stacklevel=_USER_FRAME)
-            return self
-        self.n_iter_ = min(int(result.nit), self.max_iter)
-        self.loss_ = float(result.fun)
-        self.loss_curve_.extend(objective.losses)
-        self.best_loss_ = min(self.loss_curve_, default=self.loss_)
-        if eval_set is not None:
-            self.eval_scores_ = [self.score(*eval_set)]
-        if result.status != 0:
-            hint = (f" Increase the number of iterations (max_iter={self.max_iter})."
-                    if self.n_iter_ == self.max_iter else "")
-            warnings.warn(f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
-                          f"(status={result.status}): {result.message}.{hint} Scaling X may "
-                          "also help.", ConvergenceWarning, stacklevel=_USER_FRAME)
-        return self
+    def _stratify(self, target):
+        return target.labels if target.output == SOFTMAX else None
 
-    def _validation_split(self, X, y_idx):
-        """The stratified hold-out of early stopping, as scikit-learn makes it; a class
-        too small to have a member on both sides, or a validation set of fewer than two
-        rows, is an error rather than a meaningless score."""
-        try:
-            X, X_val, y_idx, y_val = train_test_split(
-                X, y_idx, random_state=self._random_state, test_size=self.validation_fraction,
-                stratify=y_idx)
-        except ValueError as exc:
-            raise ValueError(f"early_stopping=True holds out a stratified validation set "
-                             f"(validation_fraction={self.validation_fraction}), and it "
-                             f"cannot be made from this data: {exc}") from None
-        if X_val.shape[0] < 2:
-            raise ValueError("The validation set is too small. Increase "
-                             "'validation_fraction' or the size of your dataset.")
-        return np.ascontiguousarray(X), X_val, y_idx, y_val
-
-    def _run_epochs(self, run):
-        """The epoch loop. An epoch that diverges or is interrupted (Ctrl-C) is undone and
-        ends training. Returns the best parameters seen under early stopping, or None."""
-        best_params = None
-        with thread_limit(self.n_jobs, run.backend):
-            for _ in range(run.count):
-                snapshot = take_snapshot(self)
-                try:
-                    loss_sum, n_correct, t = self._train_epoch(run)
-                    if not (np.isfinite(loss_sum) and np.isfinite(self._params).all()):
-                        restore_snapshot(self, snapshot)
-                        warnings.warn(
-                            f"training diverged in epoch {self.n_iter_ + 1}: the loss or the "
-                            "weights became infinite or NaN, so training stopped and the "
-                            f"model keeps the weights of epoch {self.n_iter_} (the last "
-                            "finite ones; epoch 0 means the initial weights). Lower "
-                            "learning_rate_init, or scale X to a small range.",
-                            RuntimeWarning, stacklevel=_USER_FRAME)
-                        break
-                    self._optimizer.t = t
-                    best_params, stop = self._end_epoch(run, loss_sum, n_correct, best_params)
-                except KeyboardInterrupt:
-                    restore_snapshot(self, snapshot)
-                    warnings.warn(f"training interrupted by the user during epoch "
-                                  f"{snapshot['n_iter_'] + 1}; the model keeps the weights "
-                                  f"of epoch {snapshot['n_iter_']}, the last completed one.",
-                                  UserWarning, stacklevel=_USER_FRAME)
-                    break
-                if stop:
-                    break
-            else:
-                if not run.incremental:
-                    warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
-                                  "reached and the optimization hasn't converged yet.",
-                                  ConvergenceWarning, stacklevel=_USER_FRAME)
-        return best_params
-
-    def _train_epoch(self, run):
-        """One pass over the rows, shuffled or in order; returns the backend's
-        (loss sum, correct predictions, Adam step count)."""
-        order = (self._random_state.permutation(run.n_samples) if self.shuffle
-                 else np.arange(run.n_samples)).astype(np.int64)
-        opt = self._optimizer
-        # overflow is detected by the caller and reported once, clearly; NumPy's own
-        # floating-point warnings would only repeat it
-        with np.errstate(all="ignore"):
-            return run.backend.train_epoch(
-                self._params, self._grads, opt.m, opt.v, self._layer_sizes, run.activation,
-                run.data, run.y, order, run.batch_size, float(self.alpha),
-                self._optimizer_step(run), int(opt.t))
-
-    def _optimizer_step(self, run):
-        """The optimizer's hyperparameters as the record train_epoch takes (see
-        fastmlp/backends/codes.py), at the current learning rate of the schedule. A decaying
-        schedule spans max_iter epochs of this fit (for partial_fit: max_iter passes of
-        this call's size, counted by t_), and the kernels apply it before every batch."""
-        schedule = SCHEDULES.get(self.learning_rate, CONSTANT)
-        done = self.t_ if run.incremental else self.n_iter_ * run.n_samples
-        return optimizer_step(run.solver, self._optimizer.learning_rate, self.momentum,
-                              self.nesterovs_momentum, self.beta_1, self.beta_2, self.epsilon,
-                              schedule, done, self.max_iter * run.n_samples)
-
-    def _end_epoch(self, run, loss_sum, n_correct, best_params):
-        """Bookkeeping after a completed epoch: the record, the scores, the verbose line,
-        the count of epochs without improvement and the learning-rate schedule.
-        Returns (best_params, whether to stop)."""
-        self.n_iter_ += 1
-        self.t_ += run.n_samples
-        self.loss_ = loss_sum / run.n_samples
-        self.loss_curve_.append(self.loss_)
-        extra = None
-        if run.early_stopping:
-            score = self._accuracy(run.backend, run.activation, *run.validation)
-            self.validation_scores_.append(score)
-            extra = ("Validation", score)
-        if run.eval_set is not None:
-            score = self.score(*run.eval_set)
-            self.eval_scores_.append(score)
-            extra = ("Test", score)
-        if self.verbose:
-            total = self.n_iter_ if run.incremental else self.max_iter
-            print(_format_epoch(self.n_iter_, total, self.loss_, n_correct / run.n_samples,
-                                extra), flush=True)
-        best_params = self._update_no_improvement(run.early_stopping, best_params)
-        self._optimizer.epoch_ended(self.t_)
-        return best_params, self._no_improvement_stops(run.early_stopping)
-
-    def _no_improvement_stops(self, early_stopping):
-        """Once more than n_iter_no_change epochs went without improvement: stop, or (the
-        adaptive schedule) lower the learning rate and count again."""
-        if self._no_improvement_count <= self.n_iter_no_change:
-            return False
-        stop, reason = self._optimizer.should_stop()
-        if self.verbose:
-            what = "Validation score" if early_stopping else "Training loss"
-            print(f"{what} did not improve more than tol={self.tol} for "
-                  f"{self.n_iter_no_change} consecutive epochs: {reason}.")
-        if not stop:
-            self._no_improvement_count = 0
-        return stop
-
-    def _update_no_improvement(self, early_stopping, best_params):
-        if early_stopping:
-            score = self.validation_scores_[-1]
-            if score < self.best_validation_score_ + self.tol:
-                self._no_improvement_count += 1
-            else:
-                self._no_improvement_count = 0
-            if score > self.best_validation_score_:
-                self.best_validation_score_ = score
-                best_params = self._params.copy()
+    def _score_target(self, backend, activation, X, target):
+        """Accuracy (weighted by the rows' weights, if any): the arg-max is the label, or
+        for multilabel, every label is on its side of 0.5."""
+        logits = self._forward(backend, activation, X, IDENTITY)
+        if target.output == SOFTMAX:
+            right = np.argmax(logits, axis=1) == target.labels
         else:
-            if self.loss_ > self.best_loss_ - self.tol:
-                self._no_improvement_count += 1
-            else:
-                self._no_improvement_count = 0
-            self.best_loss_ = min(self.best_loss_, self.loss_)
-        return best_params
-
-    def _rebuild_derived(self):
-        """The attributes derived from the parameter vector (kind DERIVED in
-        fastmlp/_state.py): the gradient buffer, and the per-layer views."""
-        self._grads = np.zeros_like(self._params)
-        views = layer_views(self._params, self._layer_sizes)
-        self.coefs_ = [w for w, _ in views]
-        self.intercepts_ = [b for _, b in views]
-
-    def _accuracy(self, backend, activation, X, y_idx):
-        logits = self._forward(backend, activation, X, softmax=False)
-        return float(np.mean(np.argmax(logits, axis=1) == y_idx))
+            right = np.all((logits > 0) == (target.values > 0.5), axis=1)
+        return float(np.average(right, weights=weights_or_none(target)))
 
     # ------------------------------------------------------------------ prediction
 
-    def _forward(self, backend, activation, X, softmax=True):
-        # probabilities, or the logits (all that the most probable class needs)
-        out = np.empty((X.shape[0], self._layer_sizes[-1]), dtype=self._params.dtype)
-        with thread_limit(self.n_jobs, backend), np.errstate(all="ignore"):
-            backend.predict_proba(out, X, self._params, self._layer_sizes, activation,
-                                  softmax=softmax)
-        if not np.isfinite(out).all():
-            bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
-            raise ValueError(
-                f"{bad.size} row(s) of X (the first is row {bad[0]}) overflow the network's "
-                f"{self._params.dtype} arithmetic and give no finite outputs; the "
-                "inputs are far larger than the data the model was trained on (scale X "
-                "as for training, or fit with dtype='float64')")
-        return out
-
-    def _prediction_backend(self):
-        """The backend that trained the model, or auto's pick where that one is not
-        available (a model saved on a machine with the compiled extension and loaded on
-        one without): every backend computes the same function."""
-        try:
-            return get_backend(self.backend_)
-        except ImportError:
-            return get_backend("auto")
-
     def predict_proba(self, X):
-        """Class probabilities, of shape (n_samples, n_classes), columns in ``classes_`` order."""
-        return self._predict_forward(X, softmax=True)
-
-    def _predict_forward(self, X, softmax):
-        if not hasattr(self, "_params"):
-            check_is_fitted(self, "_params")  # raises NotFittedError with sklearn's message
-        backend = self._prediction_backend()
-        X = self._validate_X(X, backend)
-        return self._forward(backend, self._activation_code, X, softmax=softmax)
+        """Class probabilities, of shape (n_samples, n_classes), columns in ``classes_``
+        order; for multilabel, each label's probability (the rows need not sum to 1), in
+        float64 and inside the open interval (0, 1), as probabilities of a logistic
+        output are (a logit beyond about 37 would round to exactly 1)."""
+        if getattr(self, "out_activation_", None) == "logistic":
+            proba = expit(self._predict_forward(X, IDENTITY).astype(np.float64))
+            return np.clip(proba, _TINY, 1.0 - 2.0**-53, out=proba)
+        return self._predict_forward(X)
 
     def predict_log_proba(self, X):
         """Logarithm of ``predict_proba``."""
@@ -647,69 +321,16 @@ default "constant"
             return np.log(self.predict_proba(X))
 
     def predict(self, X):
-        """Most probable class of each row, of shape (n_samples,)."""
-        # the largest logit is the largest probability: no softmax needed
-        logits = self._predict_forward(X, softmax=False)
+        """Most probable class of each row, of shape (n_samples,); for multilabel, the
+        indicator matrix of the labels whose probability exceeds 0.5."""
+        # the largest logit is the largest probability, and a positive one a probability
+        # above 0.5: no output function needed
+        logits = self._predict_forward(X, IDENTITY)
+        if self.out_activation_ == "logistic":
+            return (logits > 0).astype(np.int64)
         return self.classes_[np.argmax(logits, axis=1)]
-
-    # ------------------------------------------------------------------ reporting
-
-    def summary(self, print_fn=print):
-        """Print (and return) the architecture: layers, sizes, activation, parameter counts.
-
-        Before fitting, the input and output widths are unknown and shown as "?".
-        """
-        if hasattr(self, "_layer_sizes"):
-            activation = _ACTIVATION_NAMES[self._activation_code]
-            text = summary_table(self._layer_sizes, activation, self._params.dtype)
-        else:
-            hidden = self._validated_params()["hidden_layer_sizes"]
-            text = ("not fitted: input and output widths come from the data; hidden layers "
-                    f"{list(hidden)}, activation {self.activation}")
-        if print_fn is not None:
-            print_fn(text)
-        return text
-
-    @property
-    def n_parameters_(self):
-        """Number of trainable parameters (weights and biases)."""
-        check_is_fitted(self, "_params")
-        return n_params(self._layer_sizes)
-
-    # ------------------------------------------------------------------ model files
-
-    def save(self, path):
-        """Write the fitted model to ``path`` in fastmlp's model format (an ``.npz``
-        archive with JSON metadata, read back without pickle: loading it cannot run code).
-        See ``fastmlp.persistence`` for the format. The file is replaced atomically."""
-        from .persistence import save
-
-        save(self, path)
-
-    @classmethod
-    def load(cls, path):
-        """Read a model written by ``save``. A truncated or corrupted file, a file of
-        another format version, or one holding pickled or object data raises ValueError."""
-        from .persistence import load
-
-        return load(cls, path)
-
-    # ------------------------------------------------------------------ pickling
-
-    def __getstate__(self):
-        # coefs_, intercepts_ (views into _params) and _grads are rebuilt on unpickling
-        return pickle_state(super().__getstate__())
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        if "_params" in state:
-            own_trained_arrays(self)
-            self._rebuild_derived()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = False
-        tags.input_tags.allow_nan = False
+        tags.classifier_tags.multi_label = True
         return tags
-
-

@@ -1,8 +1,10 @@
-"""Model files that cannot run code when loaded: ``FastMLP.save`` and ``FastMLP.load``.
+"""Model files that cannot run code when loaded: ``save`` and ``load`` of FastMLP and
+FastMLPRegressor.
 
 Format (version 1): one ``.npz`` archive, read with ``allow_pickle=False``, holding
 
-- ``metadata``: UTF-8 JSON as a uint8 array: ``format`` ("fastmlp.FastMLP"),
+- ``metadata``: UTF-8 JSON as a uint8 array: ``format`` ("fastmlp.FastMLP", or
+  "fastmlp.FastMLPRegressor" for the regressor, whose files have no ``classes``),
   ``format_version`` (1), ``fastmlp_version``, ``dtype``, ``activation``, the estimator's
   parameters (``get_params()``), the fitted scalars (``n_iter_``, ``loss_``, ...), and
   ``classes_kind`` (how to rebuild the labels);
@@ -35,11 +37,20 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from ._state import FITTED, MISSING, Kind, get_value, set_value
-from .backends.codes import ACTIVATIONS, ESTIMATOR_SOLVERS
+from .backends.codes import ACTIVATIONS, ESTIMATOR_SOLVERS, OUTPUTS
 from .backends.layout import n_params
 from .optim import OptimizerState
 
-FORMAT = "fastmlp.FastMLP"
+FORMAT = "fastmlp.FastMLP"  # the classifier's; the regressor's is "fastmlp.FastMLPRegressor"
+ESTIMATORS = ("FastMLP", "FastMLPRegressor")
+
+
+def format_of(cls):
+    """The format name of the files of estimator class ``cls`` (or of a subclass)."""
+    for klass in cls.__mro__:
+        if klass.__name__ in ESTIMATORS and klass.__module__.startswith("fastmlp."):
+            return f"fastmlp.{klass.__name__}"
+    raise TypeError(f"{cls.__name__} is not a fastmlp estimator")
 FORMAT_VERSION = 1
 _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
 
@@ -157,9 +168,13 @@ class _LayerSizes(_Codec):
 
 class _Labels(_Codec):
     def write(self, entry, value):
+        if value is MISSING:  # a regressor
+            return None, MISSING
         return _classes_array(value)
 
     def read(self, entry, classes, kind, path):
+        if classes is None:
+            return MISSING
         if classes.ndim != 1 or classes.dtype.kind not in "biufU":
             raise _bad(path, f"its classes have dtype {classes.dtype}")
         return classes.astype(object) if kind == "str_object" else classes
@@ -289,7 +304,7 @@ def save(est, path):
 
         raise NotFittedError("only a fitted FastMLP can be saved; call fit first")
     # the entries in the order files have always had; the codecs fill in the Nones
-    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION,
+    metadata = {"format": format_of(type(est)), "format_version": FORMAT_VERSION,
                 "fastmlp_version": _version(), "dtype": None, "activation": None,
                 "params": _estimator_params(est), "fitted": {}, "classes_kind": None,
                 "optimizer": {}}
@@ -324,7 +339,7 @@ def load(cls, path):
     """Read a file written by ``save`` and return a fitted estimator of class ``cls``."""
     path = os.fspath(path)
     arrays = _read_archive(path)
-    metadata = _read_metadata(path, arrays)
+    metadata = _read_metadata(path, arrays, format_of(cls))
     missing = [entry.array for entry in FITTED
                if entry.required_in_file and entry.array not in arrays]
     if missing:
@@ -349,7 +364,7 @@ def _read_archive(path):
         raise _bad(path, f"it is truncated or corrupted ({exc})") from None
 
 
-def _read_metadata(path, arrays):
+def _read_metadata(path, arrays, expected):
     try:
         metadata = json.loads(bytes(arrays["metadata"].astype(np.uint8)).decode("utf-8"))
     except KeyError:
@@ -357,8 +372,10 @@ def _read_metadata(path, arrays):
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _bad(path, f"its metadata is not valid JSON ({exc})") from None
     found = metadata.get("format") if isinstance(metadata, dict) else None
-    if found != FORMAT:
-        raise _bad(path, f"its format is {found!r}, not {FORMAT!r}")
+    if found != expected:
+        raise _bad(path, f"its format is {found!r}, not {expected!r}"
+                   + (f" (load it with {found[len('fastmlp.'):]}.load)"
+                      if found in [f"fastmlp.{name}" for name in ESTIMATORS] else ""))
     version = metadata.get("format_version")
     if version != FORMAT_VERSION:
         raise _bad(path, f"it is format version {version!r}, and this fastmlp "
@@ -391,7 +408,12 @@ def _check_consistency(path, values):
         raise _bad(path, f"it holds {params.size} parameters, but layers {sizes.tolist()} "
                          f"need {n_params(sizes)}")
     n_out = int(sizes[-1])
-    if len(classes) != n_out:
+    if values["out_activation_"] not in OUTPUTS:
+        raise _bad(path, f"its output function {values['out_activation_']!r} is unknown")
+    if (values["out_activation_"] in ("softmax", "logistic")) != (classes is not MISSING):
+        raise _bad(path, "its classes do not match its output function "
+                         f"{values['out_activation_']!r}")
+    if classes is not MISSING and len(classes) != n_out:
         raise _bad(path, f"it has {len(classes)} classes for {n_out} output units")
     for entry in FITTED:
         moment = values[entry.name]

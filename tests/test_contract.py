@@ -14,7 +14,7 @@ def _declared_parameters(spec):
     out = []
     for part in spec.split(","):
         name, _, default = part.strip().partition("=")
-        out.append((name, eval(default) if default else inspect.Parameter.empty))
+        out.append((name, eval(default, vars(codes)) if default else inspect.Parameter.empty))
     return out
 
 
@@ -39,7 +39,7 @@ def _defined_in(module, obj):
 def test_the_contract_declares_every_kernel_once():
     assert len(contract.KERNELS) == len(set(contract.KERNELS))
     assert set(contract.kernel_names(contract.ESTIMATOR)) == {
-        "prepare_inputs", "train_epoch", "predict_proba"}
+        "prepare_inputs", "train_epoch", "loss_and_grad", "predict_proba"}
     assert set(contract.kernel_names()) == (set(contract.kernel_names(contract.ESTIMATOR))
                                             | set(contract.kernel_names(contract.SUPPORT)))
 
@@ -94,6 +94,7 @@ def test_extension_constants_agree_with_python():
     assert ext.VECTOR_BYTES == layout.VECTOR_BYTES
     assert {name: ext.ACTIVATION_CODES[name] for name in codes.ACTIVATIONS} == codes.ACTIVATIONS
     assert ext.SOLVER_CODES == codes.SOLVERS
+    assert ext.OUTPUT_CODES == codes.OUTPUTS
     assert ext.SCHEDULE_CODES == codes.SCHEDULES
     for dtype in (np.float32, np.float64):
         assert ext.vector_lanes(np.dtype(dtype).itemsize) == (

@@ -194,7 +194,7 @@ def test_predict_proba_matches_forward(backend, dtype, tol, layer_sizes, act_nam
     np.testing.assert_allclose(out, probs, **tol)
     # without the softmax: the logits themselves (what predict takes the arg-max of)
     logits = np.full_like(out, np.nan)
-    backend.predict_proba(logits, X, params, sizes, act, softmax=False)
+    backend.predict_proba(logits, X, params, sizes, act, output=IDENTITY)
     np.testing.assert_allclose(logits, h, **tol)
     assert not np.allclose(logits, out), "logits must differ from probabilities"
 

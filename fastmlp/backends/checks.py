@@ -19,6 +19,38 @@ def check_index_array(name, idx, upper, length=None):
                          f"{idx.max()}")
 
 
+def check_target(target, n_rows, n_out, dtype):
+    """Raise ValueError unless ``target`` (a codes.Target) fits n_rows rows of a network of
+    n_out outputs in ``dtype``: labels in range for SOFTMAX, finite (n_rows, n_out) values
+    for the other outputs (non-negative for EXP) and, when given, n_rows finite
+    non-negative weights. The compiled kernels index and divide with these unchecked."""
+    from .codes import EXP, OUTPUTS, SOFTMAX
+
+    if target.output not in OUTPUTS.values():
+        raise ValueError(f"unknown output code {target.output!r}")
+    if target.output == SOFTMAX:
+        check_index_array("y", target.labels, n_out, length=n_rows)
+    else:
+        values = target.values
+        if (not isinstance(values, np.ndarray) or values.dtype != dtype
+                or values.shape != (n_rows, n_out) or not values.flags.c_contiguous):
+            raise ValueError(f"target values must be a C-contiguous {np.dtype(dtype)} array "
+                             f"of shape ({n_rows}, {n_out}), got "
+                             f"{getattr(values, 'dtype', type(values))} of shape "
+                             f"{np.shape(values)}")
+        if not np.isfinite(values).all():
+            raise ValueError("target values must be finite")
+        if target.output == EXP and values.size and values.min() < 0:
+            raise ValueError("targets of the Poisson loss (output EXP) must be >= 0")
+    weights = target.weights
+    if weights.size:
+        if weights.dtype != dtype or weights.shape != (n_rows,):
+            raise ValueError(f"weights must be a {np.dtype(dtype)} vector of {n_rows} "
+                             f"entries, got {weights.dtype} of shape {weights.shape}")
+        if not np.isfinite(weights).all() or weights.min() < 0:
+            raise ValueError("weights must be finite and non-negative")
+
+
 def check_shapes(layer_sizes, params, *, X=None, out=None, state=()):
     """Raise ValueError unless the arrays fit the network ``layer_sizes``: the compiled
     kernels take their extents from layer_sizes. (A few microseconds: it runs on every
@@ -36,12 +68,12 @@ def check_shapes(layer_sizes, params, *, X=None, out=None, state=()):
         raise ValueError(f"out has shape {out.shape}, expected ({X.shape[0]}, {sizes[-1]})")
 
 
-def check_epoch_inputs(layer_sizes, params, grads, m, v, data, y, order):
-    """Everything a compiled train_epoch indexes with, checked before the call: labels,
-    shuffled row indices, the state vectors' shapes and X's width (``data`` is X or the
-    SparseRows of X; both have a 2-D ``shape``)."""
+def check_epoch_inputs(layer_sizes, params, grads, m, v, data, target, order):
+    """Everything a compiled train_epoch indexes with, checked before the call: the
+    targets (a codes.Target), shuffled row indices, the state vectors' shapes and X's
+    width (``data`` is X or the SparseRows of X; both have a 2-D ``shape``)."""
     n_rows, n_cols = data.shape
-    check_index_array("y", y, int(layer_sizes[-1]), length=n_rows)
+    check_target(target, n_rows, int(layer_sizes[-1]), params.dtype)
     check_index_array("order", order, n_rows)
     check_shapes(layer_sizes, params, state=(("grads", grads), ("m", m), ("v", v)))
     if n_cols != layer_sizes[0]:

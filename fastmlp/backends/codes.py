@@ -13,6 +13,14 @@ import numpy as np
 IDENTITY, RELU, TANH, LOGISTIC = 0, 1, 2, 3
 ACTIVATIONS = {"identity": IDENTITY, "relu": RELU, "tanh": TANH, "logistic": LOGISTIC}
 
+# The output layer's function. Each one is trained with its canonical loss, whose gradient
+# with respect to the output layer's pre-activation z is simply (output - target):
+# SOFTMAX with cross-entropy over classes, LOGISTIC with binary cross-entropy per label
+# (multilabel), IDENTITY with half the squared error, EXP with half the Poisson deviance
+# (log link). predict_proba takes these codes too; IDENTITY there returns z itself.
+SOFTMAX, EXP = 4, 5
+OUTPUTS = {"softmax": SOFTMAX, "logistic": LOGISTIC, "identity": IDENTITY, "exp": EXP}
+
 SGD, ADAM = 0, 1
 SOLVERS = {"sgd": SGD, "adam": ADAM}  # the solvers the fused epochs run
 # not a kernel solver: the estimator runs SciPy's L-BFGS-B over the backend's loss_and_grad
@@ -60,6 +68,42 @@ def optimizer_step(solver, lr, momentum=0.9, nesterov=True, beta1=0.9, beta2=0.9
     return OptimizerStep(int(solver), float(lr), float(momentum), bool(nesterov),
                          float(beta1), float(beta2), float(eps), 0.0, int(schedule),
                          float(seen), float(max(horizon, 1.0)))
+
+
+class Target(NamedTuple):
+    """What a training kernel fits the network's outputs to, as one record.
+
+    ``output`` is the output function (SOFTMAX, LOGISTIC, IDENTITY or EXP, see OUTPUTS),
+    which also fixes the loss. With SOFTMAX the targets are ``labels`` (N,) int64 class
+    indices; with the others ``values`` (N, K) of the parameters' dtype (0/1 indicators
+    for LOGISTIC, counts or rates >= 0 for EXP). The unused one is empty. ``weights``
+    (N,) of the parameters' dtype scales each row's loss and gradient, and each batch's
+    mean becomes a weighted mean (as scikit-learn defines sample_weight); empty means
+    every row weighs 1.
+    """
+
+    output: int
+    labels: np.ndarray
+    values: np.ndarray
+    weights: np.ndarray
+
+
+def as_target(y, dtype) -> Target:
+    """A Target from what a kernel was given: a Target as it is, or class indices
+    (the int64 ``y`` of softmax classification) as an unweighted SOFTMAX Target."""
+    if isinstance(y, Target):
+        return y
+    empty = np.empty(0, dtype=dtype)
+    return Target(SOFTMAX, y, empty.reshape(0, 1), empty)
+
+
+def loss_denominator(target, n_rows) -> float:
+    """What a Target's summed loss over n_rows rows is divided by to make the mean the
+    kernels minimise: the row count, or the sum of the weights (1 if they sum to 0)."""
+    if target.weights.size == 0:
+        return n_rows
+    total = float(np.sum(target.weights, dtype=np.float64))
+    return total if total > 0 else 1.0
 
 
 def scheduled_lr(lr, schedule, seen, horizon):

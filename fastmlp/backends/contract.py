@@ -11,9 +11,13 @@ Conventions (shared by all kernels):
 
 - outputs first and preallocated, then inputs, then scalars;
 - arrays C-contiguous, of one float dtype (float32 or float64) per call;
-- ``act`` and ``OptimizerStep.solver`` are the integer codes of ``codes``;
-- labels ``y`` and row indices ``order`` are int64; the backend checks them (and every
-  shape it indexes with) once, in Python, before its compiled code runs;
+- ``act``, ``output`` and ``OptimizerStep.solver`` are the integer codes of ``codes``;
+- what training fits the outputs to is a ``codes.Target`` (the output function, which
+  fixes the loss; class labels or target values; optional row weights); int64 class
+  indices ``y`` stand for an unweighted softmax Target;
+- labels and row indices ``order`` are int64; the backend checks them, the targets'
+  values and weights (and every shape it indexes with) once, in Python, before its
+  compiled code runs;
 - parameters, gradients and optimizer moments are flat vectors in the layout of
   ``layout`` (P = its length).
 
@@ -68,19 +72,21 @@ KERNELS = {
     "train_epoch": Kernel(
         "params, grads, m, v, layer_sizes, act, data, y, order, batch_size, alpha, opt, t",
         "params, grads, m (P,), v (P,) or size 0 for SGD, layer_sizes (L + 1,) int64, "
-        "data from prepare_inputs, y (N,) int64 class indices, order (n,) int64 rows to "
-        "visit; opt a codes.OptimizerStep",
-        "one epoch of mini-batches in the given order (gather, forward, softmax "
-        "cross-entropy + alpha/2n ||W||^2, backward, update); returns (summed batch "
+        "data from prepare_inputs, y a codes.Target of N rows (or (N,) int64 class "
+        "indices), order (n,) int64 rows to visit; opt a codes.OptimizerStep",
+        "one epoch of mini-batches in the given order (gather, forward, the output's loss "
+        "(weighted mean) + alpha/2n ||W||^2, backward, update); returns (summed batch "
         "losses, correct training predictions, new Adam step count t)", ESTIMATOR),
     "loss_and_grad": Kernel(
         "grads, params, layer_sizes, act, X, y, alpha",
-        "grads, params (P,), X (N, I0), y (N,) int64",
-        "grads = gradient of mean cross-entropy + alpha/2N ||W||^2; returns its value",
-        SUPPORT),
+        "grads, params (P,), X (N, I0), y a codes.Target (or (N,) int64 class indices)",
+        "grads = gradient of the (weighted) mean loss + alpha/2N ||W||^2 (N: the rows, or "
+        "the sum of their weights); returns its value", ESTIMATOR),
     "predict_proba": Kernel(
-        "out, X, params, layer_sizes, act, softmax=True", "X (N, I0), out (N, K)",
-        "class probabilities of the rows of X (the logits without softmax)", ESTIMATOR),
+        "out, X, params, layer_sizes, act, output=SOFTMAX", "X (N, I0), out (N, K)",
+        "the outputs of the rows of X through the output function (codes.OUTPUTS: class "
+        "probabilities, per-label probabilities, values, exp(values); IDENTITY gives the "
+        "logits)", ESTIMATOR),
 }
 
 # name -> type of the constants every backend module defines

@@ -21,7 +21,14 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import _cykernels as _k
-from .checks import check_epoch_inputs, check_index_array, check_shapes, refuse_non_finite
+from .checks import (
+    check_epoch_inputs,
+    check_index_array,
+    check_shapes,
+    check_target,
+    refuse_non_finite,
+)
+from .codes import SOFTMAX, as_target, loss_denominator
 from .layout import padded_top
 from .sparse import SparseRows, sparse_rows
 
@@ -137,9 +144,10 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
     if order.shape[0] == 0:
         return 0.0, 0, int(t)
     data = _sparse(data)
-    check_epoch_inputs(layer_sizes, params, grads, m, v, data, y, order)
+    target = as_target(y, params.dtype)
+    check_epoch_inputs(layer_sizes, params, grads, m, v, data, target, order)
     buf = _Buffers(layer_sizes, min(int(batch_size), order.shape[0]), params)
-    xy = (data.indptr, data.indices, data.values, y)
+    xy = (data.indptr, data.indices, data.values, _target_tuple(target))
     # the extension reads opt (a codes.OptimizerStep) by position into a record of its own
     loss, hits, t = _k.train_epoch(params, grads, m, v, buf.network(), xy, order,
                                    int(batch_size), buf.arrays(), int(act), float(alpha), opt,
@@ -148,18 +156,23 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
 
 
 def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
-    """Gradient of the batch objective (mean cross-entropy + alpha/2N ||W||^2) into grads.
-
-    Returns the objective's value.
-    """
+    """Gradient of the batch objective (the (weighted) mean loss + the L2 term) into grads,
+    as the NumPy backend's; returns the objective's value."""
     n = X.shape[0]
-    check_index_array("y", y, int(layer_sizes[-1]), length=n)
+    target = as_target(y, params.dtype)
+    check_target(target, n, int(layer_sizes[-1]), params.dtype)
     buf = _Buffers(layer_sizes, n, params)
     data = prepare_inputs(X)
-    xy = (data.indptr, data.indices, data.values, y)
+    xy = (data.indptr, data.indices, data.values, _target_tuple(target))
     loss = _k.loss_and_grad(params, grads, buf.network(), xy, np.arange(n, dtype=np.int64),
                             buf.arrays(), int(act), float(alpha))
-    return loss / n
+    return loss / loss_denominator(target, n)
+
+
+def _target_tuple(target):
+    """A codes.Target as the tuple the extension reads (flat values)."""
+    output, labels, values, weights = target
+    return (int(output), labels, values.reshape(-1), weights)
 
 
 @functools.lru_cache(maxsize=64)
@@ -174,14 +187,15 @@ def _predict_layout(sizes_key):
     return sizes, p_offs, int(widths.max())
 
 
-def predict_proba(out, X, params, layer_sizes, act, softmax=True):
-    """Class probabilities of the rows of X (logits if not ``softmax``): a row at a time,
-    zero inputs skipped, rows split between threads when there are many."""
+def predict_proba(out, X, params, layer_sizes, act, output=SOFTMAX):
+    """The outputs of the rows of X through the output function ``output`` (SOFTMAX:
+    class probabilities; IDENTITY: the logits): a row at a time, zero inputs skipped, rows
+    split between threads when there are many."""
     check_shapes(layer_sizes, params, X=X, out=out)
     sizes, p_offs, width = _predict_layout(tuple(int(s) for s in layer_sizes))
     kernel = _PREDICT[params.dtype.type]
     refuse_non_finite(kernel(out, X, params, sizes, p_offs, width, int(act),
-                             X.shape[0] >= PARALLEL_ROWS, bool(softmax)))
+                             X.shape[0] >= PARALLEL_ROWS, int(output)))
 
 
 # the kernel's specialisations, picked by dtype here rather than by Cython's dispatcher,

@@ -14,9 +14,23 @@ mini-batch at a time in Python.
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import xlogy
 
-from .checks import check_index_array
-from .codes import ADAM, IDENTITY, LOGISTIC, RELU, TANH, adam_lr, scheduled_lr
+from .checks import check_index_array, check_target
+from .codes import (
+    ADAM,
+    EXP,
+    IDENTITY,
+    LOGISTIC,
+    RELU,
+    SOFTMAX,
+    TANH,
+    Target,
+    adam_lr,
+    as_target,
+    loss_denominator,
+    scheduled_lr,
+)
 from .layout import layer_views
 
 NAME = "numpy"
@@ -68,25 +82,15 @@ def softmax_xent_forward(probs, logits, y):
     """
     # logits (N, K), probs (N, K), y (N,)
     check_index_array("y", y, logits.shape[1], length=logits.shape[0])
-    n = logits.shape[0]
-    rows = np.arange(n)
-    n_correct = int(np.count_nonzero(np.argmax(logits, axis=1) == y))
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    sum_exp = np.exp(shifted).sum(axis=1)
-    loss_sum = float(np.sum(np.log(sum_exp) - shifted[rows, y], dtype=np.float64))
-    np.exp(shifted, out=probs)
-    probs /= sum_exp[:, None]
-    return loss_sum, n_correct
+    losses, n_correct = _output_rows(probs, logits, SOFTMAX, y, None)
+    return float(np.sum(losses, dtype=np.float64)), n_correct
 
 
 def softmax_xent_backward(delta, probs, y):
     """delta = (probs - onehot(y)) / N: gradient of the mean cross-entropy w.r.t. logits."""
     # probs (N, K), y (N,), delta (N, K)
     check_index_array("y", y, probs.shape[1], length=probs.shape[0])
-    n = probs.shape[0]
-    np.copyto(delta, probs)
-    delta[np.arange(n), y] -= 1
-    delta /= n
+    _output_delta(delta, probs, SOFTMAX, y, None, probs[:0, 0])
 
 
 def linear_backward(dw, db, dx, delta, x, w, alpha_n):
@@ -131,43 +135,113 @@ def _allocate_workspace(layer_sizes, rows, dtype):
     return acts, deltas
 
 
-def _batch_step(layers, grad_layers, act, acts, deltas, y, alpha):
-    """Forward and backward over one batch already gathered into acts[0].
+def _output_rows(out, z, output, labels, values):
+    """out = the output function of z (in place when out is z); returns each row's loss
+    (N,) under that output's loss, and the count of rows predicted right (the arg-max is
+    the label; for LOGISTIC every label's side of 0.5; none for regression)."""
+    # z (N, K), out (N, K), labels (N,) for SOFTMAX, values (N, K) otherwise
+    if output == SOFTMAX:
+        rows = np.arange(z.shape[0])
+        n_correct = int(np.count_nonzero(np.argmax(z, axis=1) == labels))
+        shifted = z - z.max(axis=1, keepdims=True)
+        sum_exp = np.exp(shifted).sum(axis=1)
+        losses = np.log(sum_exp) - shifted[rows, labels]
+        np.exp(shifted, out=out)
+        out /= sum_exp[:, None]
+        return losses, n_correct
+    z64 = z.astype(np.float64)
+    t = values.astype(np.float64)
+    if output == LOGISTIC:
+        # binary cross-entropy per label, written through z: log(1 + e^z) - t z
+        losses = np.sum(np.logaddexp(0.0, z64) - t * z64, axis=1)
+        n_correct = int(np.count_nonzero(np.all((z > 0) == (values > 0.5), axis=1)))
+        np.copyto(out, z)
+        _activate(out, LOGISTIC)
+        return losses, n_correct
+    if output == EXP:
+        # half the Poisson deviance: e^z - t z + t log t - t
+        losses = np.sum(np.exp(z64) - t * z64 + xlogy(t, t) - t, axis=1)
+        np.exp(z, out=out)
+        return losses, 0
+    losses = 0.5 * np.sum((z64 - t) ** 2, axis=1)  # IDENTITY: half the squared error
+    np.copyto(out, z)
+    return losses, 0
+
+
+def _output_delta(delta, out, output, labels, values, weights):
+    """delta = (out - target) / N, or with weights (out - target) * w / sum(w): the
+    gradient of the batch's (weighted) mean loss with respect to z."""
+    n = out.shape[0]
+    np.copyto(delta, out)
+    if output == SOFTMAX:
+        delta[np.arange(n), labels] -= 1
+    else:
+        delta -= values
+    if weights.size == 0:
+        delta /= n
+    else:
+        total = float(np.sum(weights, dtype=np.float64))
+        scale = weights * (1.0 / total) if total > 0 else np.zeros_like(weights)
+        delta *= scale[:, None]
+
+
+def _batch_step(layers, grad_layers, act, acts, deltas, target, alpha):
+    """Forward and backward over one batch already gathered into acts[0]; ``target`` is
+    the batch's codes.Target.
 
     ``layers`` and ``grad_layers`` are the (W, b) views of the parameters and gradients.
-    Returns (loss_sum including the L2 term times N, n_correct).
+    Returns (the summed (weighted) row losses plus the L2 term alpha/2 ||W||^2,
+    n_correct).
     """
+    output, labels, values, weights = target
     n = acts[0].shape[0]
     last = len(layers) - 1
     for i, (w, b) in enumerate(layers):
         linear_forward(acts[i + 1], acts[i], w, b, IDENTITY if i == last else act)
-    loss_sum, n_correct = softmax_xent_forward(acts[-1], acts[-1], y)
+    losses, n_correct = _output_rows(acts[-1], acts[-1], output, labels, values)
+    if weights.size == 0:
+        loss_sum = float(np.sum(losses, dtype=np.float64))
+        denom = n
+    else:
+        loss_sum = float(np.dot(losses.astype(np.float64), weights.astype(np.float64)))
+        denom = float(np.sum(weights, dtype=np.float64))
     if alpha != 0:
         penalty = sum(float(np.dot(w.ravel(), w.ravel())) for w, _ in layers)
         loss_sum += 0.5 * alpha * penalty
-    softmax_xent_backward(deltas[-1], acts[-1], y)
+    _output_delta(deltas[-1], acts[-1], output, labels, values, weights)
+    # a batch whose weights are all 0 has no gradient, not even the L2 term's
+    alpha_n = alpha / denom if denom > 0 else 0.0
     for i in range(last, -1, -1):
         w = layers[i][0]
         dw, db = grad_layers[i]
         dx = deltas[i - 1] if i > 0 else acts[0][:0, :0]
-        linear_backward(dw, db, dx, deltas[i], acts[i], w, alpha / n)
+        linear_backward(dw, db, dx, deltas[i], acts[i], w, alpha_n)
         if i > 0:
             activation_backward(dx, acts[i], act)
     return loss_sum, n_correct
 
 
-def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
-    """Gradient of the batch objective (mean cross-entropy + alpha/2N ||W||^2).
+def _rows_of(target, idx):
+    """The Target of the rows idx."""
+    output, labels, values, weights = target
+    return Target(output, labels[idx] if output == SOFTMAX else labels,
+                  values if output == SOFTMAX else values[idx],
+                  weights[idx] if weights.size else weights)
 
-    Writes the gradient into ``grads`` and returns the objective's value.
+
+def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
+    """Gradient of the batch objective (the mean loss + alpha/2N ||W||^2; with weights,
+    the weighted mean and alpha/2 sum(w) ||W||^2) into ``grads``; returns its value.
+    ``y`` is a codes.Target, or int64 class indices (softmax).
     """
-    # X (N, I0), y (N,), params (P,), grads (P,)
-    check_index_array("y", y, int(layer_sizes[-1]), length=X.shape[0])
+    # X (N, I0), params (P,), grads (P,)
+    target = as_target(y, params.dtype)
+    check_target(target, X.shape[0], int(layer_sizes[-1]), params.dtype)
     acts, deltas = _allocate_workspace(layer_sizes, X.shape[0], params.dtype)
     acts[0][...] = X
     loss_sum, _ = _batch_step(layer_views(params, layer_sizes), layer_views(grads, layer_sizes),
-                              act, acts, deltas, y, alpha)
-    return loss_sum / X.shape[0]
+                              act, acts, deltas, target, alpha)
+    return loss_sum / loss_denominator(target, X.shape[0])
 
 
 def prepare_inputs(X):
@@ -183,17 +257,19 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
     """One epoch of mini-batch training over the rows of X in the given order.
 
     ``data`` is what ``prepare_inputs`` returned for the training data (X itself here);
-    ``opt`` the optimizer's hyperparameters (a codes.OptimizerStep).
+    ``y`` a codes.Target (or int64 class indices, for softmax); ``opt`` the optimizer's
+    hyperparameters (a codes.OptimizerStep).
 
     ``m`` and ``v`` are the optimizer state: velocity (and an unused v) for SGD, the
     first and second moments for Adam. ``t`` is the number of Adam steps done so far.
-    Returns (loss_sum, n_correct, t): the sum over batches of (batch cross-entropy sum +
-    alpha/2 ||W||^2), the count of correct predictions made during training, and the new
-    step count.
+    Returns (loss_sum, n_correct, t): the sum over batches of (the batch's summed, or
+    weighted, row losses + alpha/2 ||W||^2), the count of correct predictions made during
+    training, and the new step count.
     """
-    # params, grads, m, v (P,), X (rows, I0), y (rows,), order (n,)
+    # params, grads, m, v (P,), X (rows, I0), order (n,)
     X = data
-    check_index_array("y", y, int(layer_sizes[-1]), length=X.shape[0])
+    target = as_target(y, params.dtype)
+    check_target(target, X.shape[0], int(layer_sizes[-1]), params.dtype)
     check_index_array("order", order, X.shape[0])
     n = order.shape[0]
     full_acts, full_deltas = _allocate_workspace(layer_sizes, min(batch_size, n), params.dtype)
@@ -207,7 +283,8 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
         acts = [a[:rows] for a in full_acts]
         deltas = [d[:rows] for d in full_deltas]
         np.take(X, idx, axis=0, out=acts[0])
-        loss_sum, n_correct = _batch_step(layers, grad_layers, act, acts, deltas, y[idx], alpha)
+        loss_sum, n_correct = _batch_step(layers, grad_layers, act, acts, deltas,
+                                          _rows_of(target, idx), alpha)
         loss_total += loss_sum
         correct_total += n_correct
         lr = scheduled_lr(opt.lr, opt.schedule, opt.seen + start, opt.horizon)
@@ -220,9 +297,10 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
     return loss_total, correct_total, t
 
 
-def predict_proba(out, X, params, layer_sizes, act, softmax=True):
-    """Class probabilities of the rows of X, in chunks so memory stays bounded; the
-    logits instead if not ``softmax`` (all that the most probable class needs)."""
+def predict_proba(out, X, params, layer_sizes, act, output=SOFTMAX):
+    """The network's outputs for the rows of X through the output function ``output``
+    (codes.OUTPUTS: SOFTMAX gives class probabilities, IDENTITY the pre-activations),
+    in chunks so memory stays bounded."""
     # X (N, I0), out (N, K)
     n = X.shape[0]
     layers = layer_views(params, layer_sizes)
@@ -236,9 +314,12 @@ def predict_proba(out, X, params, layer_sizes, act, softmax=True):
             target = out[start:stop] if i == last else bufs[i][: stop - start]
             linear_forward(target, h, w, b, IDENTITY if i == last else act)
             h = target
-        if not softmax:
-            continue
-        logits = out[start:stop]
-        logits -= logits.max(axis=1, keepdims=True)
-        np.exp(logits, out=logits)
-        logits /= logits.sum(axis=1, keepdims=True)
+        z = out[start:stop]
+        if output == SOFTMAX:
+            z -= z.max(axis=1, keepdims=True)
+            np.exp(z, out=z)
+            z /= z.sum(axis=1, keepdims=True)
+        elif output == EXP:
+            np.exp(z, out=z)
+        else:
+            _activate(z, output)  # LOGISTIC, or IDENTITY (nothing)

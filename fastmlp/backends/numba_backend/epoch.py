@@ -8,8 +8,9 @@ parallel region split into one block per thread:
 
 1. ``hidden_forward``: the hidden layers, split by output units: a thread owns a block of
    hidden units, and its slice of W (with the Adam moments) stays in that core's cache;
-2. ``output_loss``: the output layer, split by rows: logits, softmax, loss, correct
-   count and the gradient of the loss in one pass per row;
+2. ``output_loss``: the output layer, split by rows: logits, the output function
+   (softmax, logistic, identity or exp), loss, correct count and the gradient of the
+   loss in one pass per row;
 3. ``backward_update``: one region per weight layer above the first, split by that
    layer's input units: a thread computes the input gradient of its units from the *old*
    weights, then the weight gradient of its block, then updates it in place (Adam or
@@ -19,7 +20,8 @@ parallel region split into one block per thread:
 No block is written by two threads, so no reduction across threads is needed. The
 stages take the workspace's tuples (see workspace.Workspace): ``state`` (params, grads,
 m, v), ``net`` (usizes, p_offs, a_offs, rows per buffer), ``data`` (indptr, indices,
-values, y) and ``bufs`` (act_buf, delta_buf, row_loss, row_hit, pen_parts, top_w), and
+values, and the labels, flat values and weights of a codes.Target, whose output code
+goes alongside) and ``bufs`` (act_buf, delta_buf, row_loss, row_hit, pen_parts, top_w), and
 ``opt``, a codes.OptimizerStep whose fields have the parameters' dtype.
 
 Legend: N rows in the batch, I inputs of a layer, O its outputs, K classes, I0 input
@@ -29,8 +31,16 @@ features.
 import numpy as np
 from numba import prange
 
-from ..checks import check_epoch_inputs, check_index_array
-from ..codes import ADAM, CONSTANT, OptimizerStep, scheduled_lr
+from ..checks import check_epoch_inputs, check_target
+from ..codes import (
+    ADAM,
+    CONSTANT,
+    SOFTMAX,
+    OptimizerStep,
+    as_target,
+    loss_denominator,
+    scheduled_lr,
+)
 from ._config import U, jit, pjit
 from .inline import (
     act_derivative_f,
@@ -38,9 +48,9 @@ from .inline import (
     axpy_f,
     column_sums_f,
     dot_f,
+    output_row_f,
     scale_f,
     scatter_rows_f,
-    softmax_f,
     sum_rows_f,
     sumsq_f,
     ublock,
@@ -59,7 +69,7 @@ def hidden_forward(params, net, data, rows, act_buf, act, n_blocks):
     units; W of layer 0 by blocks of columns, the layers above transposed (see
     workspace._to_work_layout)."""
     usizes, p_offs, a_offs, b_rows = net
-    indptr, indices, values, _ = data
+    indptr, indices, values = data[0], data[1], data[2]
     n = rows.shape[0]
     top = usizes.shape[0] - 2
     n_in0 = usizes[0]
@@ -99,11 +109,12 @@ def hidden_forward(params, net, data, rows, act_buf, act, n_blocks):
 
 
 @pjit
-def output_loss(params, net, data, rows, bufs, n_blocks):
-    """Logits, softmax, each row's loss and hit, and the gradient of the mean loss with
-    respect to the logits (into delta_buf), split by rows."""
+def output_loss(params, net, data, output, rows, bufs, inv, n_blocks):
+    """Logits, the output function ``output``, each row's (weighted) loss and hit, and the
+    gradient of the batch's mean loss with respect to the logits (into delta_buf), split
+    by rows; ``inv`` is 1 / (the rows, or the sum of their weights)."""
     usizes, p_offs, a_offs, b_rows = net
-    indptr, indices, values, y = data
+    indptr, indices, values, labels, t_values, weights = data
     act_buf, delta_buf, row_loss, row_hit, _, top_w = bufs
     n = rows.shape[0]
     top = usizes.shape[0] - 2
@@ -113,7 +124,8 @@ def output_loss(params, net, data, rows, bufs, n_blocks):
     b_off = p_offs[top] + n_i * n_k
     k_pad = U(top_w.shape[0]) // n_i if top > 0 else U(0)
     lanes = vector_width(act_buf)
-    inv_n = params.dtype.type(1.0 / n)
+    inv_n = params.dtype.type(inv)
+    weighted = weights.shape[0] > 0
     one = params.dtype.type(1)
     for k in prange(n_blocks):
         r0, r1 = ublock(U(n), n_blocks, k)
@@ -141,11 +153,12 @@ def output_loss(params, net, data, rows, bufs, n_blocks):
                                         io, None, U(0), i_width)
                         for c in range(min(lanes, n_k - c0)):
                             act_buf[o + c0 + c] += part[c]
-            label = U(y[rows[r]])
-            loss_r, hit = softmax_f(act_buf, o, act_buf, o, n_k, label)
-            scale_f(delta_buf, o, inv_n, act_buf, o, n_k)
-            delta_buf[o + label] -= inv_n
-            row_loss[r] = loss_r
+            row = U(rows[r])
+            label = U(labels[row]) if output == SOFTMAX else U(0)
+            scale = inv_n * weights[row] if weighted else inv_n
+            loss_r, hit = output_row_f(output, act_buf, o, delta_buf, o, n_k, label, t_values,
+                                       row * n_k, scale)
+            row_loss[r] = loss_r * weights[row] if weighted else loss_r
             row_hit[r] = 1 if hit else 0
 
 
@@ -194,7 +207,7 @@ def _first_layer_block(state, n_in, n_out, d_buf, d_base, d_stride, data, rows, 
     # grads, all zero on entry (see _step_rows_f); b (n_out,) after all of W; the gradient
     # of row r's pre-activations c0:c1 is d_buf[d_base + r * d_stride ...]
     params, grads, m, v = state
-    indptr, indices, values, _ = data
+    indptr, indices, values = data[0], data[1], data[2]
     width = c1 - c0
     w_base = n_in * c0
     n_rows = rows.shape[0]
@@ -247,9 +260,11 @@ def _weight_gradient_f(grads, params, delta_buf, act_buf, wt_base, i_base, wi, n
 
 
 @pjit
-def backward_update(state, net, data, rows, bufs, act, alpha, opt, update, n_blocks):
+def backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update, n_blocks):
     """Backward through every layer and, if ``update``, the optimizer step, top down; the
-    blocks' sums of squared weights (for the L2 term of the loss) go to pen_parts."""
+    blocks' sums of squared weights (for the L2 term of the loss) go to pen_parts. The L2
+    term's gradient is alpha / denom * W (denom: the rows, or the sum of their weights;
+    none when that is 0)."""
     params, grads, m, v = state
     usizes, p_offs, a_offs, b_rows = net
     act_buf, delta_buf, _, _, pen_parts, top_w = bufs
@@ -257,7 +272,7 @@ def backward_update(state, net, data, rows, bufs, act, alpha, opt, update, n_blo
     top = usizes.shape[0] - 2
     n_in0 = usizes[0]
     k_pad = U(top_w.shape[0]) // usizes[top] if top > 0 else U(0)
-    alpha_n = params.dtype.type(alpha / n)
+    alpha_n = params.dtype.type(alpha / denom if denom > 0.0 else 0.0)
     for k in range(n_blocks):
         pen_parts[k] = 0.0
     for layer in range(top, 0, -1):
@@ -317,12 +332,21 @@ def _only_layer_update(state, net, data, rows, delta_buf, pen_parts, alpha_n, op
 
 
 @jit
-def _batch(state, net, data, rows, bufs, act, alpha, opt, update, n_blocks):
+def _batch(state, net, data, output, rows, bufs, act, alpha, opt, update, n_blocks):
     """Forward, loss, backward and (if update) optimizer step for the rows ``rows`` of X.
-    Returns (sum of row losses + alpha/2 ||W||^2, number of correct predictions)."""
+    Returns (sum of the (weighted) row losses + alpha/2 ||W||^2, number of correct
+    predictions)."""
+    weights = data[5]
+    if weights.shape[0] == 0:
+        denom = float(rows.shape[0])
+    else:
+        denom = 0.0
+        for r in range(rows.shape[0]):
+            denom += weights[rows[r]]
     hidden_forward(state[0], net, data, rows, bufs[0], act, n_blocks)
-    output_loss(state[0], net, data, rows, bufs, n_blocks)
-    backward_update(state, net, data, rows, bufs, act, alpha, opt, update, n_blocks)
+    output_loss(state[0], net, data, output, rows, bufs, 1.0 / denom if denom > 0.0 else 0.0,
+                n_blocks)
+    backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update, n_blocks)
     _, _, row_loss, row_hit, pen_parts, _ = bufs
     loss = 0.0
     hits = 0
@@ -342,7 +366,8 @@ _scheduled_lr = jit(scheduled_lr)
 
 
 @jit
-def _epoch(state, net, data, order, batch_size, bufs, act, alpha, opt, t, update, n_blocks):
+def _epoch(state, net, data, output, order, batch_size, bufs, act, alpha, opt, t, update,
+           n_blocks):
     """Every mini-batch of ``order``; returns (summed losses, hits, Adam step count).
     Without ``update``, one batch of all of ``order`` leaves its gradient in grads
     (loss_and_grad; one compiled entry point for both saves compiling the batch twice)."""
@@ -360,11 +385,19 @@ def _epoch(state, net, data, order, batch_size, bufs, act, alpha, opt, t, update
         step = OptimizerStep(opt.solver, dt(lr), dt(opt.momentum), opt.nesterov,
                              dt(opt.beta1), dt(opt.beta2), dt(opt.eps), dt(lr_t), opt.schedule,
                              opt.seen, opt.horizon)
-        batch_loss, batch_hits = _batch(state, net, data, order[start:stop], bufs, act, alpha,
-                                        step, update, n_blocks)
+        batch_loss, batch_hits = _batch(state, net, data, output, order[start:stop], bufs, act,
+                                        alpha, step, update, n_blocks)
         loss += batch_loss
         hits += batch_hits
     return loss, hits, t
+
+
+def _data(sparse_x, target):
+    """The compiled stages' ``data``: the sparse rows of X and the target's arrays (the
+    values flat). One tuple of arrays only: a parallel region does not take a tuple that
+    also holds a number."""
+    return (sparse_x.indptr, sparse_x.indices, sparse_x.values, target.labels,
+            target.values.reshape(-1), target.weights)
 
 
 def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_size, alpha, opt,
@@ -375,7 +408,8 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
     ``prepare_inputs(X)`` returned (a plain X is accepted and converted, at a cost).
     """
     data = as_sparse_rows(data)
-    check_epoch_inputs(layer_sizes, params, grads, m, v, data, y, order)
+    target = as_target(y, params.dtype)
+    check_epoch_inputs(layer_sizes, params, grads, m, v, data, target, order)
     ws = Workspace(layer_sizes, min(int(batch_size), order.shape[0]), params, m, v)
     opt = opt._replace(solver=int(opt.solver), lr=float(opt.lr), momentum=float(opt.momentum),
                        nesterov=bool(opt.nesterov), beta1=float(opt.beta1),
@@ -383,7 +417,7 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
                        schedule=int(opt.schedule), seen=float(opt.seen),
                        horizon=float(opt.horizon))
     try:
-        loss, hits, t = _epoch(ws.state(), ws.net(), (data.indptr, data.indices, data.values, y),
+        loss, hits, t = _epoch(ws.state(), ws.net(), _data(data, target), int(target.output),
                                order, int(batch_size), ws.buffers(), int(act), float(alpha),
                                opt, int(t), True, ws.n_blocks)
     finally:
@@ -392,22 +426,20 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
 
 
 def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
-    """Gradient of the batch objective (mean cross-entropy + alpha/2N ||W||^2) into grads.
-
-    Returns the objective's value.
-    """
+    """Gradient of the batch objective (the (weighted) mean loss + the L2 term) into grads,
+    as the NumPy backend's; returns the objective's value."""
     n = X.shape[0]
-    check_index_array("y", y, int(layer_sizes[-1]), length=n)
+    target = as_target(y, params.dtype)
+    check_target(target, n, int(layer_sizes[-1]), params.dtype)
     empty = params[:0]
     ws = Workspace(layer_sizes, n, params, empty, empty)
     data = prepare_inputs(X)
     p = ws.work[0]
-    loss, _, _ = _epoch((p, ws.grads, p, p), ws.net(),
-                        (data.indptr, data.indices, data.values, y),
-                        np.arange(n, dtype=np.int64), max(n, 1), ws.buffers(), int(act),
-                        float(alpha), _NO_STEP, 0, False, ws.n_blocks)
+    loss, _, _ = _epoch((p, ws.grads, p, p), ws.net(), _data(data, target),
+                        int(target.output), np.arange(n, dtype=np.int64), max(n, 1),
+                        ws.buffers(), int(act), float(alpha), _NO_STEP, 0, False, ws.n_blocks)
     ws.write_back(grads)
-    return loss / n
+    return loss / loss_denominator(target, n)
 
 
 # the optimizer record of loss_and_grad, which takes no step

@@ -7,7 +7,7 @@ such flat arrays.
 
 import numpy as np
 
-from ..codes import ADAM, LOGISTIC, RELU, TANH
+from ..codes import ADAM, EXP, LOGISTIC, RELU, SOFTMAX, TANH
 from ._config import ALIGN, U, inline, jit
 from .intrinsics import panel, panel_width
 
@@ -229,6 +229,58 @@ def softmax_f(out, oo, src, so, k, label):
     return np.log(total) - target, best == label
 
 
+
+
+@jit
+def output_row_f(output, z, zo, d, do, n_k, label, tv, to, scale):
+    """One row of the output layer: z[zo:zo+n_k] (the logits) replaced by the output
+    function (codes.OUTPUTS), and d[do:do+n_k] = (output - target) * scale, the gradient
+    of the row's share of the mean loss. The target is class ``label`` for SOFTMAX, else
+    tv[to:to+n_k]. Returns the row's loss (float64) and whether it is predicted right
+    (SOFTMAX: the arg-max is the label; LOGISTIC: every label on its side of 0.5)."""
+    if output == SOFTMAX:
+        loss, hit = softmax_f(z, zo, z, zo, n_k, label)
+        scale_f(d, do, scale, z, zo, n_k)
+        d[do + label] -= scale
+        return loss, hit
+    zero = z.dtype.type(0)
+    half = z.dtype.type(0.5)
+    one = z.dtype.type(1)
+    loss = 0.0
+    hit = output == LOGISTIC
+    for c in range(n_k):
+        v = z[zo + c]
+        t = tv[to + c]
+        zf = float(v)
+        tf = float(t)
+        if output == LOGISTIC:
+            # binary cross-entropy through z: log(1 + e^z) - t z, without overflow
+            loss += max(zf, 0.0) + np.log1p(np.exp(-abs(zf))) - tf * zf
+            hit &= (v > zero) == (t > half)
+            p = one / (one + np.exp(-v))
+        elif output == EXP:
+            # half the Poisson deviance: e^z - t z + t log t - t
+            p = np.exp(v)
+            loss += np.exp(zf) - tf * zf - tf + (tf * np.log(tf) if tf > 0.0 else 0.0)
+        else:
+            # IDENTITY: half the squared error
+            p = v
+            loss += 0.5 * (zf - tf) * (zf - tf)
+        z[zo + c] = p
+        d[do + c] = (p - t) * scale
+    return loss, hit
+
+
+@inline
+def output_f(z, zo, n, output):
+    """z[zo:zo+n] replaced by the output function (prediction; IDENTITY leaves it)."""
+    if output == SOFTMAX:
+        softmax_f(z, zo, z, zo, n, U(0))
+    elif output == EXP:
+        for c in range(n):
+            z[zo + c] = np.exp(z[zo + c])
+    else:
+        activate_f(z, zo, n, output)
 
 
 @inline

@@ -10,13 +10,14 @@ import numpy as np
 from numba import prange
 
 from ..checks import check_shapes, refuse_non_finite
+from ..codes import SOFTMAX
 from ._config import U, inline, jit, pjit, read_only
 from .inline import (
     activate_f,
     axpy_f,
     nonzero_places_f,
+    output_f,
     scale_f,
-    softmax_f,
     sum_rows_f,
     ublock,
 )
@@ -27,7 +28,7 @@ PREDICT_CHUNK = 64
 
 
 @jit
-def _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, r0, r1, softmax):
+def _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, r0, r1, output):
     # rows r0:r1 of X (N, I0) -> out (N, K), both flat; params in the flat layout;
     # top_w the top layer's W (I, Kp), its columns padded with zeros to a multiple of
     # the vector width (see sum_rows_vector).
@@ -101,8 +102,7 @@ def _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, r0, r1, sof
         b_off = p_offs[top] + n_i * n_k
         for c in range(n_k):
             out[o + c] = params[b_off + c] + logits[c]
-        if softmax:
-            softmax_f(out, o, out, o, n_k, U(0))
+        output_f(out, o, n_k, output)
     return n_bad
 
 
@@ -132,34 +132,35 @@ def _predict_layout(params, sizes):
 
 
 @pjit
-def _predict_proba_parallel(out, X, n_rows, params, sizes, act, n_blocks, softmax):
+def _predict_proba_parallel(out, X, n_rows, params, sizes, act, n_blocks, output):
     usizes, p_offs, width, top_w = _predict_layout(params, sizes)
     bad = np.zeros(n_blocks, dtype=np.int64)
     for k in prange(n_blocks):
         r0, r1 = ublock(n_rows, n_blocks, k)
         bad[k] = _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, r0, r1,
-                               softmax)
+                               output)
     return bad.sum()
 
 
 @jit
-def _predict_proba_serial(out, X, n_rows, params, sizes, act, softmax):
+def _predict_proba_serial(out, X, n_rows, params, sizes, act, output):
     usizes, p_offs, width, top_w = _predict_layout(params, sizes)
     return _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, U(0), n_rows,
-                         softmax)
+                         output)
 
 
-def predict_proba(out, X, params, layer_sizes, act, softmax=True):
-    """Class probabilities of the rows of X (logits if not ``softmax``): rows split
-    between threads (a few rows run on the calling thread alone), zero inputs skipped.
-    Checks that X is finite on the way (see CHECKS_FINITE_INPUT)."""
+def predict_proba(out, X, params, layer_sizes, act, output=SOFTMAX):
+    """The outputs of the rows of X through the output function ``output`` (SOFTMAX:
+    class probabilities; IDENTITY: the logits): rows split between threads (a few rows
+    run on the calling thread alone), zero inputs skipped. Checks that X is finite on the
+    way (see CHECKS_FINITE_INPUT)."""
     check_shapes(layer_sizes, params, X=X, out=out)
     n_rows = np.uint64(X.shape[0])
     x = read_only(X.ravel())
     if X.shape[0] < 2 * PREDICT_CHUNK:
         bad = _predict_proba_serial(out.ravel(), x, n_rows, params, layer_sizes, act,
-                                    bool(softmax))
+                                    int(output))
     else:
         bad = _predict_proba_parallel(out.ravel(), x, n_rows, params, layer_sizes, act,
-                                      numba.get_num_threads(), bool(softmax))
+                                      numba.get_num_threads(), int(output))
     refuse_non_finite(bad)
