@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fastmlp.backends.codes import ACTIVATIONS
+from fastmlp.backends.codes import ACTIVATIONS, OUTPUTS, Target
 from fastmlp.backends.layout import n_params
 
 
@@ -34,3 +34,44 @@ def test_gradient_matches_finite_differences(backend, act_name, hidden):
         numeric[j] = (up - down) / (2 * eps)
     np.testing.assert_allclose(grads, numeric, rtol=1e-5, atol=1e-7)
     assert np.abs(grads).max() > 1e-3, "gradient should not vanish on this problem"
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("output", ["softmax", "logistic", "identity", "exp"])
+@pytest.mark.parametrize("hidden", [(), (6, 4)], ids=["0-hidden", "2-hidden"])
+def test_every_output_and_weights_match_finite_differences(backend, output, weighted, hidden):
+    """The gradient of each output function's loss, with and without row weights."""
+    rng = np.random.default_rng(12)
+    sizes = np.array([5, *hidden, 3], dtype=np.int64)
+    n = 9
+    X = rng.standard_normal((n, 5))
+    code = OUTPUTS[output]
+    labels, values = np.empty(0, dtype=np.int64), np.empty((0, 3))
+    if code == OUTPUTS["softmax"]:
+        labels = rng.integers(0, 3, n).astype(np.int64)
+    elif code == OUTPUTS["logistic"]:
+        values = rng.integers(0, 2, (n, 3)).astype(np.float64)
+    elif code == OUTPUTS["exp"]:
+        values = rng.poisson(1.5, (n, 3)).astype(np.float64)
+    else:
+        values = rng.standard_normal((n, 3))
+    weights = rng.uniform(0, 3, n) if weighted else np.empty(0)
+    target = Target(code, labels, values, weights)
+    params = rng.standard_normal(n_params(sizes)) * 0.5
+    act, alpha = ACTIVATIONS["tanh"], 0.1
+    grads = np.zeros_like(params)
+    loss = backend.loss_and_grad(grads, params, sizes, act, X, target, alpha)
+    assert np.isfinite(loss) and loss > 0
+    scratch = np.zeros_like(params)
+    numeric = np.empty_like(params)
+    eps = 1e-6
+    for j in range(params.size):
+        saved = params[j]
+        params[j] = saved + eps
+        up = backend.loss_and_grad(scratch, params, sizes, act, X, target, alpha)
+        params[j] = saved - eps
+        down = backend.loss_and_grad(scratch, params, sizes, act, X, target, alpha)
+        params[j] = saved
+        numeric[j] = (up - down) / (2 * eps)
+    np.testing.assert_allclose(grads, numeric, rtol=1e-5, atol=1e-7)
+    assert np.abs(grads).max() > 1e-3

@@ -9,10 +9,14 @@ from fastmlp.backends.codes import (
     ADAM,
     CONSTANT,
     COSINE,
+    EXP,
     IDENTITY,
     LINEAR,
+    LOGISTIC,
     RELU,
     SGD,
+    SOFTMAX,
+    Target,
     optimizer_step,
     scheduled_lr,
 )
@@ -231,3 +235,123 @@ def test_scheduled_lr():
     assert scheduled_lr(0.1, COSINE, 100, 100) == pytest.approx(0.0, abs=1e-18)
     assert scheduled_lr(0.1, LINEAR, 25, 100) == pytest.approx(0.075)
     assert scheduled_lr(0.1, LINEAR, 300, 100) == 0.0  # past the horizon
+
+
+# ------------------------------------------------------------ output functions and weights
+
+OUTPUT_CASES = {"softmax": SOFTMAX, "logistic": LOGISTIC, "identity": IDENTITY, "exp": EXP}
+
+
+def _target(output, n, k, dtype, weighted, seed=5):
+    """A Target of n rows for an output of k units: labels, 0/1 indicators, values or
+    counts, with weights from 0 to 2 (a few exactly 0) when weighted."""
+    rng = np.random.default_rng(seed)
+    labels = np.empty(0, dtype=np.int64)
+    values = np.empty((0, k), dtype=dtype)
+    if output == SOFTMAX:
+        labels = rng.integers(0, k, n).astype(np.int64)
+    elif output == LOGISTIC:
+        values = rng.integers(0, 2, (n, k)).astype(dtype)
+    elif output == EXP:
+        values = rng.poisson(2.0, (n, k)).astype(dtype)
+    else:
+        values = rng.standard_normal((n, k)).astype(dtype)
+    weights = np.empty(0, dtype=dtype)
+    if weighted:
+        weights = rng.uniform(0, 2, n).astype(dtype)
+        weights[::7] = 0
+    return Target(output, labels, values, weights)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("output", list(OUTPUT_CASES.values()), ids=list(OUTPUT_CASES))
+@pytest.mark.parametrize("layer_sizes", [(5, 3), (6, 8, 4), (20, 130, 19)], ids=str)
+def test_outputs_and_weights_match_reference(compiled_backend, reference, dtype, tol, output,
+                                             weighted, layer_sizes):
+    """train_epoch, loss_and_grad and predict_proba of every output function, with and
+    without row weights, against the reference."""
+    X, _, params, sizes = _problem(dtype, layer_sizes)
+    n, k = X.shape[0], int(sizes[-1])
+    target = _target(output, n, k, dtype, weighted)
+    order = np.random.default_rng(9).permutation(n).astype(np.int64)
+    results = []
+    for impl in (reference, compiled_backend):
+        grads = np.zeros_like(params)
+        objective = impl.loss_and_grad(grads, params, sizes, RELU, X, target, 1e-2)
+        p, g, m, v = params.copy(), *(np.zeros_like(params) for _ in range(3))
+        loss, hits, _ = impl.train_epoch(p, g, m, v, sizes, RELU, impl.prepare_inputs(X),
+                                         target, order, 16, 1e-3, optimizer_step(ADAM, 0.01),
+                                         0)
+        out = np.empty((n, k), dtype=dtype)
+        impl.predict_proba(out, X, p, sizes, RELU, output=output)
+        results.append((objective, grads, loss, hits, p, out))
+    for got, want in zip(results[1], results[0]):
+        np.testing.assert_allclose(got, want, rtol=tol["rtol"] * 10, atol=tol["atol"] * 10)
+    objective, _, loss, hits, p, out = results[0]
+    assert np.isfinite(objective) and objective > 0 and loss > 0
+    assert not np.allclose(p, params), "an epoch must change the parameters"
+    if output in (IDENTITY, EXP):
+        assert hits == 0  # no "right" prediction for regression
+    if output == SOFTMAX:
+        np.testing.assert_allclose(out.sum(axis=1), 1, rtol=1e-5)
+    if output in (LOGISTIC, EXP):
+        assert (out > 0).all()
+
+
+@pytest.mark.parametrize("output", list(OUTPUT_CASES.values()), ids=list(OUTPUT_CASES))
+def test_row_weights_mean_what_scikit_learn_says(backend, output):
+    """Weights scale each row's share of a weighted mean, whose L2 term is divided by the
+    sum of the weights: weights of 1 change nothing, integer weights equal repeated rows
+    (zero: absent rows)."""
+    dtype = np.float64
+    X, _, params, sizes = _problem(dtype, (6, 8, 4))
+    n, k = X.shape[0], int(sizes[-1])
+    base = _target(output, n, k, dtype, weighted=False)
+
+    def objective(x, target):
+        grads = np.zeros_like(params)
+        return backend.loss_and_grad(grads, params, sizes, RELU, x, target, 1e-2), grads
+
+    plain = objective(X, base)
+    equal = objective(X, base._replace(weights=np.ones(n)))
+    counts = np.arange(n) % 3  # 0, 1 or 2 copies of each row
+    repeated_target = Target(output, np.repeat(base.labels, counts[:base.labels.size]),
+                             np.repeat(base.values, counts[:base.values.shape[0]], axis=0),
+                             np.empty(0))
+    repeated = objective(np.repeat(X, counts, axis=0), repeated_target)
+    weighted = objective(X, base._replace(weights=counts.astype(dtype)))
+    for got, want in ((equal, plain), (weighted, repeated)):
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-13)
+    assert not np.allclose(weighted[1], plain[1])
+
+
+@pytest.mark.parametrize("problem, match", [
+    ("label out of range", "y must lie in"),
+    ("values of the wrong shape", "target values must be"),
+    ("NaN in values", "must be finite"),
+    ("negative Poisson target", "must be >= 0"),
+    ("negative weight", "weights must be finite and non-negative"),
+    ("weights of the wrong length", "weights must be"),
+])
+def test_bad_targets_are_refused_before_compiled_code(backend, problem, match):
+    X, y, params, sizes = _problem(np.float64, (5, 3))
+    n, k = X.shape[0], int(sizes[-1])
+    target = {
+        "label out of range": Target(SOFTMAX, np.full(n, k, dtype=np.int64),
+                                     np.empty((0, k)), np.empty(0)),
+        "values of the wrong shape": Target(IDENTITY, y[:0], np.zeros((n, k + 1)),
+                                            np.empty(0)),
+        "NaN in values": Target(IDENTITY, y[:0], np.full((n, k), np.nan), np.empty(0)),
+        "negative Poisson target": Target(EXP, y[:0], -np.ones((n, k)), np.empty(0)),
+        "negative weight": Target(SOFTMAX, y, np.empty((0, k)), -np.ones(n)),
+        "weights of the wrong length": Target(SOFTMAX, y, np.empty((0, k)), np.ones(n - 1)),
+    }[problem]
+    p, g, m, v = params.copy(), *(np.zeros_like(params) for _ in range(3))
+    order = np.arange(n, dtype=np.int64)
+    with pytest.raises(ValueError, match=match):
+        backend.train_epoch(p, g, m, v, sizes, RELU, backend.prepare_inputs(X), target, order,
+                            8, 0.0, optimizer_step(ADAM, 0.01), 0)
+    with pytest.raises(ValueError, match=match):
+        backend.loss_and_grad(g, params, sizes, RELU, X, target, 0.0)
+    np.testing.assert_array_equal(p, params)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
-from fastmlp import FastMLP
+from fastmlp import FastMLP, FastMLPRegressor
 from fastmlp._state import (
     FITTED,
     MISSING,
@@ -40,11 +40,11 @@ def _data(n=150, d=5, k=3, seed=0):
     return X, np.array(["ant", "bee", "cat"])[y]
 
 
-def _fit(X, y, eval_set=None, **kwargs):
+def _fit(X, y, eval_set=None, estimator=FastMLP, sample_weight=None, **kwargs):
     kwargs = {"max_iter": 4, "random_state": 0, "backend": "numpy", **kwargs}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return FastMLP(**kwargs).fit(X, y, eval_set=eval_set)
+        return estimator(**kwargs).fit(X, y, sample_weight, eval_set=eval_set)
 
 
 def _everything():
@@ -103,6 +103,9 @@ def test_a_fit_creates_exactly_the_declared_attributes():
     always = attribute_names(e for e in FITTED if not e.optional)
     for clf in (_fit(X, y), FastMLP(backend="numpy").partial_fit(X, y, classes=np.unique(y))):
         assert always <= _fitted_names(clf) <= attribute_names()
+    # the regressor has no classes_, and nothing the declaration does not list
+    reg = _models()["regressor"]
+    assert always - {"classes_"} <= _fitted_names(reg) <= attribute_names() - {"classes_"}
 
 
 def test_every_kind_has_a_codec_and_every_location_one_entry():
@@ -144,17 +147,34 @@ def _models():
                             hidden_layer_sizes=(7, 4)),
         "partial_fit": FastMLP(backend="numpy", random_state=1).partial_fit(
             X, y, classes=np.unique(y)),
+        "multilabel": _fit(X, np.c_[y == "ant", y != "bee"].astype(int), early_stopping=True,
+                           sample_weight=np.linspace(0.5, 2, len(y))),
+        "regressor": _fit(X, X[:, :2] @ np.array([[1.0, 0.5], [-1.0, 2.0]]),
+                          estimator=FastMLPRegressor, early_stopping=True),
     }
 
 
-@pytest.mark.parametrize("name", ["everything", "sgd float64", "partial_fit"])
+MODELS = ["everything", "sgd float64", "partial_fit", "multilabel", "regressor"]
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_save_load_round_trips_every_declared_attribute(name, tmp_path):
     clf = _models()[name]
     clf.save(tmp_path / "model.npz")
-    _assert_every_attribute_round_trips(clf, FastMLP.load(tmp_path / "model.npz"))
+    _assert_every_attribute_round_trips(clf, type(clf).load(tmp_path / "model.npz"))
 
 
-@pytest.mark.parametrize("name", ["everything", "sgd float64", "partial_fit"])
+def test_a_file_loads_only_as_the_estimator_that_wrote_it(tmp_path):
+    models = _models()
+    models["regressor"].save(tmp_path / "reg.npz")
+    models["everything"].save(tmp_path / "clf.npz")
+    with pytest.raises(ValueError, match="load it with FastMLPRegressor.load"):
+        FastMLP.load(tmp_path / "reg.npz")
+    with pytest.raises(ValueError, match="load it with FastMLP.load"):
+        FastMLPRegressor.load(tmp_path / "clf.npz")
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_pickle_round_trips_every_declared_attribute(name):
     clf = _models()[name]
     _assert_every_attribute_round_trips(clf, pickle.loads(pickle.dumps(clf)))
@@ -190,7 +210,7 @@ def _scrambled(value):
     return "scrambled"
 
 
-@pytest.mark.parametrize("name", ["everything", "sgd float64"])
+@pytest.mark.parametrize("name", ["everything", "sgd float64", "multilabel", "regressor"])
 def test_an_undone_epoch_restores_every_declared_attribute(name):
     clf = _models()[name]
     before = {e.name: _copy(get_value(clf, e.name)) for e in UNDONE}
