@@ -21,7 +21,7 @@ import numpy as np
 
 from fastmlp import load_mnist
 from fastmlp.backends import numba_backend as nb
-from fastmlp.backends.codes import ADAM, RELU, OptimizerStep
+from fastmlp.backends.codes import ADAM, RELU, SOFTMAX, OptimizerStep, as_target
 from fastmlp.backends.layout import n_params
 from fastmlp.backends.numba_backend import epoch
 from fastmlp.backends.numba_backend.workspace import Workspace
@@ -52,7 +52,7 @@ def main():
     params = (np.random.default_rng(0).standard_normal(n_params(sizes)) * 0.05).astype(np.float32)
     m, v = np.zeros_like(params), np.zeros_like(params)
     prepared = nb.prepare_inputs(X)
-    data = (prepared.indptr, prepared.indices, prepared.values, y.astype(np.int64))
+    data = epoch._data(prepared, as_target(y.astype(np.int64), np.float32))
     ws = Workspace(sizes, args.batch, params, m, v)
     state, net, bufs = ws.state(), ws.net(), ws.buffers()
     f = np.float32
@@ -63,9 +63,10 @@ def main():
         "hidden layer forward (784x128, sparse input)": lambda rows: epoch.hidden_forward(
             state[0], net, data, rows, bufs[0], RELU, ws.n_blocks),
         "output layer + softmax cross-entropy": lambda rows: epoch.output_loss(
-            state[0], net, data, rows, bufs, ws.n_blocks),
+            state[0], net, data, SOFTMAX, rows, bufs, 1.0 / rows.shape[0], ws.n_blocks),
         "backward + Adam update (both layers)": lambda rows: epoch.backward_update(
-            state, net, data, rows, bufs, RELU, 1e-4, opt, True, ws.n_blocks),
+            state, net, data, rows, bufs, RELU, 1e-4, float(rows.shape[0]), opt, True,
+            ws.n_blocks),
         "call overhead": lambda rows: _nothing(state, net, data, rows, bufs, RELU, 1e-4, opt,
                                                True, ws.n_blocks),
     }

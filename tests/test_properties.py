@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastmlp.backends import get_backend
-from fastmlp.backends.codes import ACTIVATIONS, ADAM, SGD, optimizer_step
+from fastmlp.backends.codes import ACTIVATIONS, ADAM, OUTPUTS, SGD, Target, optimizer_step
 from fastmlp.backends.layout import n_params
 
 REFERENCE = get_backend("numpy")
@@ -160,3 +160,29 @@ def test_train_epoch_sgd(compiled_backend, dtype, tol, n, n_in, seed, act, data,
     (loss, hits, p), (r_loss, r_hits, r_p) = out
     np.testing.assert_allclose(loss, r_loss, rtol=tol["rtol"] * 10, atol=tol["atol"] * n)
     _close(p, r_p, tol, scale=10)
+
+
+@SETTINGS
+@given(n=rows, n_in=widths, seed=seeds, act=activations, data=st.data(),
+       output=st.sampled_from(sorted(OUTPUTS.values())), weighted=st.booleans())
+def test_loss_and_grad_every_output(compiled_backend, dtype, tol, n, n_in, seed, act, data,
+                                    output, weighted):
+    sizes = _network(data, n_in)
+    k = int(sizes[-1])
+    (X,) = _arrays(seed, dtype, (n, n_in), sparse=True)
+    (params,) = _arrays(seed + 1, dtype, n_params(sizes), scale=0.3)
+    rng = np.random.default_rng(seed)
+    labels, values = np.empty(0, dtype=np.int64), np.empty((0, k), dtype=dtype)
+    if output == OUTPUTS["softmax"]:
+        labels = rng.integers(0, k, n).astype(np.int64)
+    else:
+        values = np.ascontiguousarray(rng.poisson(1.0, (n, k)).clip(0, 1)
+                                      if output == OUTPUTS["logistic"]
+                                      else rng.poisson(1.0, (n, k)), dtype=dtype)
+    weights = (rng.uniform(0, 2, n) if weighted else np.empty(0)).astype(dtype)
+    target = Target(output, labels, values, weights)
+    got, want = np.empty_like(params), np.empty_like(params)
+    loss = compiled_backend.loss_and_grad(got, params, sizes, act, X, target, 1e-3)
+    r_loss = REFERENCE.loss_and_grad(want, params, sizes, act, X, target, 1e-3)
+    np.testing.assert_allclose(loss, r_loss, rtol=tol["rtol"] * 10, atol=tol["atol"])
+    _close(got, want, tol)
