@@ -38,7 +38,7 @@ from .backends.codes import (
 from .backends.layout import layer_views, n_params
 from .network import init_params, layer_sizes_for, summary_table
 from .optim import OptimizerState
-from .threads import thread_limit
+from .threads import serial_blas_between, thread_limit
 
 AUTO_BATCH_SIZE = 64
 _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
@@ -332,7 +332,7 @@ class BaseMLP(BaseEstimator):
         start = self._params.copy()
         objective = _LbfgsObjective(self, X, target, p)
         try:
-            with thread_limit(self.n_jobs, p["backend"]):
+            with thread_limit(self.n_jobs, p["backend"]), serial_blas_between(p["backend"]):
                 result = scipy.optimize.minimize(
                     objective, start.astype(np.float64), method="L-BFGS-B", jac=True,
                     callback=objective.iteration_ended,

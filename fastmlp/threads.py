@@ -41,6 +41,22 @@ def thread_limit(n_jobs, backend=None):
         yield
 
 
+@contextmanager
+def serial_blas_between(backend):
+    """BLAS on one thread while a compiled backend's kernels alternate with small BLAS
+    calls of other code (SciPy's L-BFGS-B, between loss evaluations). BLAS threads left
+    spinning after each call compete with the kernels' own threads for the cores: on 2
+    cores a small L-BFGS fit took 0.76 s instead of 0.016 s. The NumPy backend computes
+    with BLAS itself, so it keeps BLAS's threads."""
+    from .backends import REFERENCE
+
+    if backend.NAME == REFERENCE:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 def blas_info() -> list[dict]:
     """The BLAS libraries loaded in this process, with their thread counts."""
     return [

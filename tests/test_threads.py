@@ -96,3 +96,35 @@ def test_cache_is_cleared_when_any_source_changes(tmp_path, monkeypatch):
     _stale.clear_stale_cache()
     assert list(cache.glob("*.nb?")) == []
     assert (cache / "epoch.cpython-311.pyc").exists()
+
+
+@pytest.mark.parametrize("backend_name, blas_threads_inside", [("numba", 1), ("numpy", None)])
+def test_lbfgs_keeps_blas_serial_between_compiled_kernels(monkeypatch, backend_name,
+                                                          blas_threads_inside):
+    """SciPy's L-BFGS-B calls BLAS between loss evaluations; with a compiled backend BLAS
+    runs on one thread during the fit (its spinning threads would take the cores from the
+    kernels' threads), and every setting is restored afterwards. The NumPy backend
+    computes with BLAS, and keeps its threads."""
+    from threadpoolctl import threadpool_info
+
+    from fastmlp import FastMLPRegressor
+    from fastmlp.backends import get_backend
+
+    def blas_threads():
+        return sorted(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+    before = blas_threads()
+    backend = get_backend(backend_name)
+    seen, real = [], backend.loss_and_grad
+
+    def recording(*args, **kwargs):
+        seen.append(blas_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "loss_and_grad", recording)
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((60, 3))
+    FastMLPRegressor(solver="lbfgs", max_iter=5, backend=backend_name).fit(X, X[:, 0])
+    assert seen and blas_threads() == before
+    expected = [blas_threads_inside] * len(before) if blas_threads_inside else before
+    assert all(threads == expected for threads in seen)
