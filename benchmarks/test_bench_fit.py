@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
-from fastmlp import FastMLP, load_mnist
+from fastmlp import FastMLP, FastMLPRegressor, load_mnist
 
 from .conftest import BACKENDS, record
 
@@ -67,3 +67,36 @@ def test_predict_one_row(benchmark, mnist, fitted, backend_name):
     benchmark.group = "predict one row through FastMLP.predict"
     benchmark(clf.predict, row)
     record(benchmark, dtype=np.float32)
+
+
+HEADS = {
+    "softmax": (FastMLP, {}, "labels", False),
+    "softmax+weights": (FastMLP, {}, "labels", True),
+    "multilabel": (FastMLP, {}, "onehot", False),
+    "squared_error": (FastMLPRegressor, {}, "onehot", False),
+    "poisson": (FastMLPRegressor, {"loss": "poisson"}, "onehot", False),
+}
+
+
+@pytest.mark.parametrize("head", list(HEADS))
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_fit_mnist_every_head(benchmark, mnist, backend_name, head):
+    """The reference fit with each output function (y one-hot for the multilabel and
+    regression heads) and with row weights: what a head costs in a whole fit."""
+    (X, y), _ = mnist
+    cls, params, kind, weighted = HEADS[head]
+    target = np.eye(10, dtype=np.float32)[y] if kind == "onehot" else y
+    if cls is FastMLP and kind == "onehot":
+        target = target.astype(np.int64)
+    sample_weight = np.where(y == 3, 2.0, 1.0) if weighted else None
+
+    def fit():
+        est = cls(max_iter=EPOCHS, n_iter_no_change=EPOCHS + 1, random_state=0,
+                  backend=backend_name, **params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return est.fit(X, target, sample_weight=sample_weight)
+
+    benchmark.group = "fit MNIST 784-128-10 adam batch=64 5 epochs, by output head"
+    est = benchmark.pedantic(fit, rounds=3, iterations=1)
+    record(benchmark, dtype=np.float32, head=head, final_loss=float(est.loss_))
