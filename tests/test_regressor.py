@@ -198,3 +198,38 @@ def test_verbose_prints_loss_and_r2_not_accuracy(backend_name, capsys):
     pattern = r"Epoch \[(\d)/2\], Train Loss: \d+\.\d{4}, Test R2: -?\d+\.\d{4}"
     assert [re.fullmatch(pattern, line).group(1) for line in lines] == ["1", "2"]
     assert all("Train Loss:" in line and "Accuracy" not in line for line in lines)
+
+
+def test_divergence_and_ctrl_c_keep_the_last_finite_epoch(backend_name, monkeypatch):
+    """The regressor shares the classifier's undo of a diverged or interrupted epoch."""
+    from fastmlp.backends import get_backend
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((80, 4)) * 1e3
+    y = X @ np.ones(4)
+    with pytest.warns(RuntimeWarning, match="training diverged in epoch"):
+        reg = FastMLPRegressor(solver="sgd", learning_rate_init=1e6, max_iter=20,
+                               random_state=0, backend=backend_name).fit(X, y)
+    assert np.isfinite(reg._params).all() and reg.n_iter_ < 20
+    assert len(reg.loss_curve_) == reg.n_iter_ and np.isfinite(reg.loss_curve_).all()
+
+    backend = get_backend(backend_name)
+    real, calls = backend.train_epoch, []
+
+    def interrupted(params, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            params[:3] = np.nan
+            raise KeyboardInterrupt
+        return real(params, *args, **kwargs)
+
+    monkeypatch.setattr(backend, "train_epoch", interrupted)
+    X = X / 1e3
+    with pytest.warns(UserWarning, match="interrupted by the user during epoch 2"):
+        reg = FastMLPRegressor(max_iter=5, random_state=0, backend=backend_name).fit(X, y)
+    monkeypatch.setattr(backend, "train_epoch", real)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        one = FastMLPRegressor(max_iter=1, random_state=0, backend=backend_name).fit(X, y)
+    assert reg.n_iter_ == 1
+    np.testing.assert_array_equal(reg.predict(X), one.predict(X))
