@@ -63,6 +63,9 @@ cdef enum:
     COSINE = 1
     LINEAR = 2
 
+# codes.FLUSH_BELOW: Adam's moments of smaller magnitude are set to 0
+cdef double FLUSH_BELOW = 1.1754943508222875e-38
+
 # Values in a 64-byte cache line of float32 (two whole lines of float64): per-thread blocks
 # and scratch are rounded up to a multiple of it, so that no two threads write one line.
 cdef enum:
@@ -526,11 +529,16 @@ cdef void _update(floating* p, const floating* g, floating* m, floating* v, Py_s
     cdef floating beta1 = <floating>opt.beta1, beta2 = <floating>opt.beta2
     cdef floating eps = <floating>opt.eps, lr_t = <floating>opt.lr_t
     cdef floating c1 = one - beta1, c2 = one - beta2
+    cdef floating zero = 0, tiny = <floating>FLUSH_BELOW
     if opt.solver == ADAM:
         for q in range(n):
             gq = g[q]
             mq = beta1 * m[q] + c1 * gq
             vq = beta2 * v[q] + c2 * gq * gq
+            # moments below the smallest normal float32 become 0 (codes.FLUSH_BELOW): a
+            # select, and NaN is kept
+            mq = zero if fabs(mq) < tiny else mq
+            vq = zero if vq < tiny else vq
             m[q] = mq
             v[q] = vq
             if floating is float:

@@ -355,3 +355,20 @@ def test_bad_targets_are_refused_before_compiled_code(backend, problem, match):
     with pytest.raises(ValueError, match=match):
         backend.loss_and_grad(g, params, sizes, RELU, X, target, 0.0)
     np.testing.assert_array_equal(p, params)
+
+
+def test_adam_sets_moments_below_the_smallest_normal_float32_to_zero(backend, dtype):
+    """codes.FLUSH_BELOW: a first moment that decays below 2**-126 becomes 0 instead of a
+    subnormal float (slow on Intel CPUs); larger moments, and NaN, are left as they are."""
+    from fastmlp.backends.codes import FLUSH_BELOW
+
+    m = np.array([1.5e-38, -1.5e-38, 1e-30, 1.0, np.nan, 0.0], dtype=dtype)
+    v = np.array([1e-36, 1e-30, 1e-30, 1.0, 1.0, 1.3e-38], dtype=dtype)
+    grad = np.zeros_like(m)
+    param = np.ones_like(m)
+    backend.adam_update(param, grad, m, v, 1e-3, 0.5, 0.5, 1e-8)
+    # m and v halve: 7.5e-39 and 6.5e-39 are below the line, 5e-31 and 5e-37 are not
+    np.testing.assert_array_equal(m[[0, 1, 5]], 0)
+    assert m[2] == dtype.type(5e-31) and m[3] == 0.5 and np.isnan(m[4])
+    assert v[5] == 0 and v[0] == dtype.type(5e-37) and FLUSH_BELOW == 2.0**-126
+    assert np.isfinite(param[:4]).all() and np.isnan(param[4])

@@ -20,6 +20,7 @@ from .checks import check_index_array, check_target
 from .codes import (
     ADAM,
     EXP,
+    FLUSH_BELOW,
     IDENTITY,
     LOGISTIC,
     RELU,
@@ -126,6 +127,9 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
     m += (1 - beta1) * grad
     v *= beta2
     v += (1 - beta2) * grad * grad
+    # moments below the smallest normal float32 become 0 (codes.FLUSH_BELOW)
+    m[np.abs(m) < FLUSH_BELOW] = 0
+    v[v < FLUSH_BELOW] = 0
     param -= lr_t * m / (np.sqrt(v) + eps)
 
 

@@ -35,6 +35,7 @@ from ..checks import check_epoch_inputs, check_target
 from ..codes import (
     ADAM,
     CONSTANT,
+    FLUSH_BELOW,
     SOFTMAX,
     OptimizerStep,
     as_target,
@@ -48,6 +49,7 @@ from .inline import (
     axpy_f,
     column_sums_f,
     dot_f,
+    flush_f,
     output_row_f,
     scale_f,
     scatter_rows_f,
@@ -178,11 +180,12 @@ def _step_rows_f(params, grads, m, v, s, n, alpha_n, update, opt):
         for q in range(s, s + n):
             grads[q] += alpha_n * params[q]
     elif opt.solver == ADAM:
+        tiny = params.dtype.type(FLUSH_BELOW)
         for q in range(s, s + n):
             w = params[q]
             g = grads[q] + alpha_n * w
-            mq = opt.beta1 * m[q] + (one - opt.beta1) * g
-            vq = opt.beta2 * v[q] + (one - opt.beta2) * g * g
+            mq = flush_f(opt.beta1 * m[q] + (one - opt.beta1) * g, tiny)
+            vq = flush_f(opt.beta2 * v[q] + (one - opt.beta2) * g * g, tiny)
             m[q] = mq
             v[q] = vq
             params[q] = w - opt.lr_t * mq / (np.sqrt(vq) + opt.eps)

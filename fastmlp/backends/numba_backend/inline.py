@@ -7,7 +7,7 @@ such flat arrays.
 
 import numpy as np
 
-from ..codes import ADAM, EXP, LOGISTIC, RELU, SOFTMAX, TANH
+from ..codes import ADAM, EXP, FLUSH_BELOW, LOGISTIC, RELU, SOFTMAX, TANH
 from ._config import ALIGN, U, inline, jit
 from .intrinsics import panel, panel_width
 
@@ -171,16 +171,26 @@ def act_derivative_f(d, do, a, ao, n, act):
             d[do + c] *= a[ao + c] * (one - a[ao + c])
 
 
+@inline
+def flush_f(x, tiny):
+    """x, or 0 where |x| is below ``tiny`` (codes.FLUSH_BELOW in the arrays' dtype):
+    Adam's moments of inputs that are nearly always zero decay into subnormal floats,
+    which some CPUs multiply a hundred times slower. A select, not a branch; NaN is
+    kept."""
+    return tiny - tiny if abs(x) < tiny else x
+
+
 @jit
 def update_f(params, grads, m, v, s, n, opt):
     # one optimizer step (opt, a codes.OptimizerStep) on params[s : s + n], in the flat
     # layout shared by grads, m and v
     if opt.solver == ADAM:
         one = params.dtype.type(1)
+        tiny = params.dtype.type(FLUSH_BELOW)
         for q in range(s, s + n):
             g = grads[q]
-            mq = opt.beta1 * m[q] + (one - opt.beta1) * g
-            vq = opt.beta2 * v[q] + (one - opt.beta2) * g * g
+            mq = flush_f(opt.beta1 * m[q] + (one - opt.beta1) * g, tiny)
+            vq = flush_f(opt.beta2 * v[q] + (one - opt.beta2) * g * g, tiny)
             m[q] = mq
             v[q] = vq
             params[q] -= opt.lr_t * mq / (np.sqrt(vq) + opt.eps)
