@@ -89,7 +89,7 @@ def cmd_train(args) -> int:
 
 def cmd_info(args) -> int:
     from . import __version__
-    from .backends import AUTO_ORDER, backend_status
+    from .backends import AUTO_ORDER, AUTO_REASONS, backend_status
     from .threads import blas_info, cpu_count
 
     print(f"fastmlp {__version__}")
@@ -113,6 +113,8 @@ def cmd_info(args) -> int:
         mark = "available" if why is None else f"not available ({why})"
         chosen = "  <- auto" if name == auto else ""
         print(f"  {name:8s} {mark}{chosen}")
+    if auto is not None:
+        print(f"auto picks {auto}: {AUTO_REASONS.get(auto, 'the first available')}")
     if status.get("cython") is None:
         from .backends import cython_backend
 

@@ -50,6 +50,7 @@ def test_info(capsys):
     auto = next(name for name in AUTO_ORDER if name in available_backends())
     assert re.search(rf"{auto} +available +<- auto", out)
     assert out.count("<- auto") == 1
+    assert re.search(rf"auto picks {auto}: \w", out)
     if "numba" in available_backends():
         assert re.search(r"numba: \d+ threads .* threading layer (omp|tbb|workqueue)", out)
     if "cython" in available_backends():

@@ -18,11 +18,18 @@ _FOUND = sorted(i.name[: -len(_SUFFIX)] for i in pkgutil.iter_modules(__path__)
 _REGISTRY = {name: f"{__name__}.{name}{_SUFFIX}"
              for name in sorted(_FOUND, key=lambda n: (n != REFERENCE, n))}
 # "auto" takes the first of these that loads; a backend not listed comes after them.
-# cython comes first when its extension was built: it compiles nothing in a new process
-# and gives the same bits for any thread count; numba is the choice when it was not
-# (its first use compiles for about a minute, then loads from the cache). Which is
-# faster on which machine and shape is measured in docs/performance.md.
-AUTO_PREFERENCE = ("cython", "numba", "numpy")
+# numba comes first: once compiled it trains fastest on every network shape measured,
+# on AMD Zen 3, Zen 4 and Intel Emerald Rapids alike (1.25-2.1x faster than cython, see
+# docs/performance.md and benchmarks/shape_grid.py). Its price is a compile on first use
+# (about 45 s per dtype, cached on disk) and about 1.6 s more to start a new process;
+# cython, next, compiles nothing at run time and gives the same bits at any thread count.
+AUTO_PREFERENCE = ("numba", "cython", "numpy")
+AUTO_REASONS = {
+    "numba": "the fastest backend once compiled, on every benchmarked shape and CPU; its "
+             "first use compiles (about 45 s per dtype, then cached)",
+    "cython": "numba is not available; cython compiles nothing at run time",
+    "numpy": "neither compiled backend is available",
+}
 AUTO_ORDER = tuple(n for n in AUTO_PREFERENCE if n in _REGISTRY) + tuple(
     n for n in _REGISTRY if n not in AUTO_PREFERENCE)
 
