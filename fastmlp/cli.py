@@ -185,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "thread counts and library versions, as JSON")
     compare.add_argument("--plot", metavar="PATH", help="write a PNG bar chart (needs "
                          "matplotlib: pip install 'fastmlp[plot]')")
+    compare.add_argument("--shapes", action="store_true",
+                         help="the network-shape grid instead: every backend, auto and "
+                              "(when installed) PyTorch on 784-128-10, 784-512-512-10, "
+                              "784-1024-10 and 784-256-256-256-256-10, with GFLOP/s (with "
+                              "--quick: 2,000 rows, one fit each)")
     compare.add_argument("--threads", type=int, default=None,
                          help="the larger thread count (default: all CPUs); rows are also "
                               "measured at 1 thread")

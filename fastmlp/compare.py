@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 import sys
 import time
 import warnings
@@ -233,13 +234,14 @@ def _timed(fn):
 # ------------------------------------------------------------------------ the MNIST fits
 
 
-def _fit_fastmlp(name, data, epochs, threads):
+def _fit_fastmlp(name, data, epochs, threads, hidden=(128,), batch=64):
     from .estimator import FastMLP
     (X, y), (X_test, y_test) = data
-    clf = FastMLP(hidden_layer_sizes=(128,), batch_size=64, solver="adam", max_iter=epochs,
+    clf = FastMLP(hidden_layer_sizes=hidden, batch_size=batch, solver="adam", max_iter=epochs,
                   learning_rate_init=LEARNING_RATE, n_iter_no_change=epochs + 1,
                   random_state=0, backend=name, n_jobs=threads)
-    FastMLP(max_iter=1, backend=name, n_jobs=threads).fit(X[:256], y[:256])  # compile
+    FastMLP(hidden_layer_sizes=hidden, max_iter=1, backend=name,
+            n_jobs=threads).fit(X[:256], y[:256])  # compile, fault in pages
     start = time.perf_counter()
     clf.fit(X, y)
     seconds = time.perf_counter() - start
@@ -259,21 +261,24 @@ def _fit_sklearn(data, epochs, threads):
         return seconds, clf.score(X_test, y_test)
 
 
-def _fit_torch(torch, data, epochs, threads):
+def _fit_torch(torch, data, epochs, threads, hidden=(128,), batch=64):
     (X, y), (X_test, y_test) = data
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(784, 128), torch.nn.ReLU(),
-                                    torch.nn.Linear(128, 10))
+        sizes = [X.shape[1], *hidden, 10]
+        layers = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
+        model = torch.nn.Sequential(*layers[:-1])
         opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
         X_t, y_t = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
         start = time.perf_counter()
         for _ in range(epochs):
             perm = torch.randperm(X_t.shape[0])
-            for i in range(0, X_t.shape[0], 64):
-                idx = perm[i:i + 64]
+            for i in range(0, X_t.shape[0], batch):
+                idx = perm[i:i + batch]
                 opt.zero_grad()
                 loss = torch.nn.functional.cross_entropy(model(X_t[idx]), y_t[idx])
                 loss.backward()
@@ -308,6 +313,71 @@ def fit_rows(data, epochs, threads, progress):
                      "seconds": seconds, "test_accuracy": accuracy})
     note = None if torch is not None else "PyTorch is not installed: its row is skipped"
     return rows, note
+
+
+# ------------------------------------------------------------------------ the shape grid
+
+# name -> (hidden layers, batch size, epochs)
+SHAPES = {
+    "784-128-10": ((128,), 64, 5),
+    "784-512-512-10": ((512, 512), 128, 1),
+    "784-1024-10": ((1024,), 256, 1),
+    "784-256-256-256-256-10": ((256, 256, 256, 256), 64, 1),
+}
+
+
+def shape_rows(data, threads, repeats, progress, shapes=tuple(SHAPES)):
+    """Fit time of every backend, ``auto`` and (when installed) PyTorch on each network
+    shape: medians of ``repeats`` fits measured in alternating order, after a warm-up.
+    GFLOP/s counts the dense arithmetic of the forward and both backward products
+    (6 * rows * sum of inputs x outputs per epoch)."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    engines = {name: name for name in available_backends()}
+    engines["auto"] = "auto"
+    rows = []
+    for shape in shapes:
+        hidden, batch, epochs = SHAPES[shape]
+
+        def fit(engine, epochs=epochs):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if engine == "pytorch":
+                    return _fit_torch(torch, data, epochs, threads, hidden, batch)[0]
+                return _fit_fastmlp(engine, data, epochs, threads, hidden, batch)[0]
+
+        runners = [*engines] + (["pytorch"] if torch is not None else [])
+        progress(f"shape {shape}: {', '.join(runners)}")
+        times = {name: [] for name in runners}
+        for _ in range(repeats):
+            for name in runners:
+                times[name].append(fit(name))
+        sizes = [data[0][0].shape[1], *hidden, 10]
+        flops = 6.0 * data[0][0].shape[0] * epochs * sum(
+            i * o for i, o in zip(sizes[:-1], sizes[1:]))
+        medians = {name: statistics.median(t) for name, t in times.items()}
+        for name, seconds in medians.items():
+            rows.append({"shape": shape, "batch": batch, "epochs": epochs, "engine": name,
+                         "threads": threads, "seconds": seconds,
+                         "gflops": flops / seconds / 1e9,
+                         "vs_numpy": medians["numpy"] / seconds,
+                         "vs_pytorch": (medians["pytorch"] / seconds
+                                        if "pytorch" in medians else None)})
+    note = None if torch is not None else "PyTorch is not installed: its rows are skipped"
+    return rows, note
+
+
+def format_shape_table(rows, gemm):
+    lines = [f"{'shape':24s} {'batch':>5s} {'ep':>3s} {'engine':8s} {'seconds':>8s} "
+             f"{'GFLOP/s':>8s} {'of GEMM':>8s} {'x numpy':>8s} {'x torch':>8s}"]
+    for r in rows:
+        torch_ratio = f"{r['vs_pytorch']:8.2f}" if r["vs_pytorch"] is not None else " " * 8
+        lines.append(f"{r['shape']:24s} {r['batch']:5d} {r['epochs']:3d} {r['engine']:8s} "
+                     f"{r['seconds']:8.3f} {r['gflops']:8.1f} {r['gflops'] / gemm:8.1%} "
+                     f"{r['vs_numpy']:8.2f} {torch_ratio}")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------ the report
@@ -491,6 +561,8 @@ def main(args) -> int:
 
     (X, y), (X_test, y_test) = load_mnist()
     backends = available_backends()
+    if getattr(args, "shapes", False):
+        return _shape_report(args, (X, y), (X_test, y_test), threads, progress)
     if quick:
         cases = kernel_cases(X, y, X_test, batches=(64, 256), dtypes=("float32",),
                              epoch_rows=10_000)
@@ -529,4 +601,26 @@ def main(args) -> int:
     return 0
 
 
-__all__ = ["Case", "kernel_cases", "median_time", "gemm_gflops", "max_abs_error", "main"]
+def _shape_report(args, train, test, threads, progress):
+    """``fastmlp compare --shapes``: the network-shape grid alone."""
+    if args.quick:  # a smoke run: 2,000 rows, one fit each
+        train = (train[0][:2000], train[1][:2000])
+    rows, note = shape_rows((train, test), threads, 1 if args.quick else 3, progress)
+    gemm = gemm_gflops()
+    info = machine_info(threads)
+    print(f"\nfastmlp compare --shapes on {info['cpu_model']} ({info['cpus']} CPUs), "
+          f"{threads} thread(s), {train[0].shape[0]} rows, Adam, float32; auto picks "
+          f"{get_backend('auto').NAME}; float32 GEMM {gemm:.0f} GFLOP/s")
+    print(format_shape_table(rows, gemm))
+    if note:
+        print(f"note: {note}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "gemm_gflops_fp32": gemm, "shapes": rows,
+                       "notes": [note] if note else []}, f, indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
+__all__ = ["Case", "SHAPES", "shape_rows", "format_shape_table", "kernel_cases", "median_time",
+           "gemm_gflops", "max_abs_error", "main"]

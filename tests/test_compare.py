@@ -107,3 +107,28 @@ def test_plot_without_matplotlib_explains(monkeypatch, small_mnist, tmp_path, ca
 def test_threads_must_be_positive(capsys):
     assert main(["compare", "--threads", "0"]) == 2
     assert "--threads must be at least 1" in capsys.readouterr().err
+
+
+def test_shape_grid_rows():
+    """The shape grid's rows: one per engine and shape, ratios against numpy from the
+    same run, and the dense-arithmetic GFLOP/s of the seconds measured."""
+    from fastmlp.backends import available_backends
+    from fastmlp.compare import SHAPES, shape_rows
+
+    rng = np.random.default_rng(0)
+    X = (rng.random((300, 784)) * (rng.random((300, 784)) < 0.2)).astype(np.float32)
+    y = np.arange(300) % 10
+    messages = []
+    rows, _ = shape_rows(((X, y), (X[:50], y[:50])), 1, 1, messages.append,
+                         shapes=("784-128-10", "784-256-256-256-256-10"))
+    engines = {r["engine"] for r in rows}
+    assert set(available_backends()) | {"auto"} <= engines
+    assert len(messages) == 2 and len(rows) == 2 * len(engines)
+    for r in rows:
+        hidden, batch, epochs = SHAPES[r["shape"]]
+        sizes = [784, *hidden, 10]
+        flops = 6 * 300 * epochs * sum(i * o for i, o in zip(sizes[:-1], sizes[1:]))
+        assert r["batch"] == batch and r["epochs"] == epochs and r["seconds"] > 0
+        assert r["gflops"] == pytest.approx(flops / r["seconds"] / 1e9)
+        numpy_row = next(q for q in rows if q["shape"] == r["shape"] and q["engine"] == "numpy")
+        assert r["vs_numpy"] == pytest.approx(numpy_row["seconds"] / r["seconds"])
