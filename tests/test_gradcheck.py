@@ -7,6 +7,21 @@ from fastmlp.backends.codes import ACTIVATIONS, OUTPUTS, Target
 from fastmlp.backends.layout import n_params
 
 
+def _finite_differences(backend, params, sizes, act, X, y, alpha, eps=1e-6):
+    """The central-difference gradient of loss_and_grad's objective, entry by entry."""
+    scratch = np.zeros_like(params)
+    numeric = np.empty_like(params)
+    for j in range(params.size):
+        saved = params[j]
+        params[j] = saved + eps
+        up = backend.loss_and_grad(scratch, params, sizes, act, X, y, alpha)
+        params[j] = saved - eps
+        down = backend.loss_and_grad(scratch, params, sizes, act, X, y, alpha)
+        params[j] = saved
+        numeric[j] = (up - down) / (2 * eps)
+    return numeric
+
+
 @pytest.mark.parametrize("hidden", [(), (7,), (6, 5, 4)], ids=["0-hidden", "1-hidden", "3-hidden"])
 @pytest.mark.parametrize("act_name", list(ACTIVATIONS))
 def test_gradient_matches_finite_differences(backend, act_name, hidden):
@@ -21,17 +36,7 @@ def test_gradient_matches_finite_differences(backend, act_name, hidden):
     loss = backend.loss_and_grad(grads, params, sizes, act, X, y, alpha)
     assert np.isfinite(loss) and loss > 0
 
-    scratch = np.zeros_like(params)
-    numeric = np.empty_like(params)
-    eps = 1e-6
-    for j in range(params.size):
-        saved = params[j]
-        params[j] = saved + eps
-        up = backend.loss_and_grad(scratch, params, sizes, act, X, y, alpha)
-        params[j] = saved - eps
-        down = backend.loss_and_grad(scratch, params, sizes, act, X, y, alpha)
-        params[j] = saved
-        numeric[j] = (up - down) / (2 * eps)
+    numeric = _finite_differences(backend, params, sizes, act, X, y, alpha)
     np.testing.assert_allclose(grads, numeric, rtol=1e-5, atol=1e-7)
     assert np.abs(grads).max() > 1e-3, "gradient should not vanish on this problem"
 
@@ -62,16 +67,6 @@ def test_every_output_and_weights_match_finite_differences(backend, output, weig
     grads = np.zeros_like(params)
     loss = backend.loss_and_grad(grads, params, sizes, act, X, target, alpha)
     assert np.isfinite(loss) and loss > 0
-    scratch = np.zeros_like(params)
-    numeric = np.empty_like(params)
-    eps = 1e-6
-    for j in range(params.size):
-        saved = params[j]
-        params[j] = saved + eps
-        up = backend.loss_and_grad(scratch, params, sizes, act, X, target, alpha)
-        params[j] = saved - eps
-        down = backend.loss_and_grad(scratch, params, sizes, act, X, target, alpha)
-        params[j] = saved
-        numeric[j] = (up - down) / (2 * eps)
+    numeric = _finite_differences(backend, params, sizes, act, X, target, alpha)
     np.testing.assert_allclose(grads, numeric, rtol=1e-5, atol=1e-7)
     assert np.abs(grads).max() > 1e-3

@@ -19,12 +19,15 @@ def check_index_array(name, idx, upper, length=None):
                          f"{idx.max()}")
 
 
-def check_target(target, n_rows, n_out, dtype):
-    """Raise ValueError unless ``target`` (a codes.Target) fits n_rows rows of a network of
-    n_out outputs in ``dtype``: labels in range for SOFTMAX, finite (n_rows, n_out) values
-    for the other outputs (non-negative for EXP) and, when given, n_rows finite
-    non-negative weights. The compiled kernels index and divide with these unchecked."""
-    from .codes import EXP, OUTPUTS, SOFTMAX
+def checked_target(y, n_rows, n_out, dtype):
+    """``y`` (a codes.Target, or int64 class indices) as a Target, after checking that it
+    fits n_rows rows of a network of n_out outputs in ``dtype`` (ValueError otherwise):
+    labels in range for SOFTMAX, finite (n_rows, n_out) values for the other outputs
+    (non-negative for EXP) and, when given, n_rows finite non-negative weights. The
+    compiled kernels index and divide with these unchecked."""
+    from .codes import EXP, OUTPUTS, SOFTMAX, as_target
+
+    target = as_target(y, dtype)
 
     if target.output not in OUTPUTS.values():
         raise ValueError(f"unknown output code {target.output!r}")
@@ -49,6 +52,7 @@ def check_target(target, n_rows, n_out, dtype):
                              f"entries, got {weights.dtype} of shape {weights.shape}")
         if not np.isfinite(weights).all() or weights.min() < 0:
             raise ValueError("weights must be finite and non-negative")
+    return target
 
 
 def check_shapes(layer_sizes, params, *, X=None, out=None, state=()):
@@ -68,16 +72,18 @@ def check_shapes(layer_sizes, params, *, X=None, out=None, state=()):
         raise ValueError(f"out has shape {out.shape}, expected ({X.shape[0]}, {sizes[-1]})")
 
 
-def check_epoch_inputs(layer_sizes, params, grads, m, v, data, target, order):
+def check_epoch_inputs(layer_sizes, params, grads, m, v, data, y, order):
     """Everything a compiled train_epoch indexes with, checked before the call: the
-    targets (a codes.Target), shuffled row indices, the state vectors' shapes and X's
-    width (``data`` is X or the SparseRows of X; both have a 2-D ``shape``)."""
+    targets (see checked_target), shuffled row indices, the state vectors' shapes and X's
+    width (``data`` is X or the SparseRows of X; both have a 2-D ``shape``). Returns the
+    targets as a codes.Target."""
     n_rows, n_cols = data.shape
-    check_target(target, n_rows, int(layer_sizes[-1]), params.dtype)
+    target = checked_target(y, n_rows, int(layer_sizes[-1]), params.dtype)
     check_index_array("order", order, n_rows)
     check_shapes(layer_sizes, params, state=(("grads", grads), ("m", m), ("v", v)))
     if n_cols != layer_sizes[0]:
         raise ValueError(f"X has {n_cols} columns, expected {int(layer_sizes[0])}")
+    return target
 
 
 def refuse_non_finite(n_bad_rows):

@@ -25,10 +25,10 @@ from .checks import (
     check_epoch_inputs,
     check_index_array,
     check_shapes,
-    check_target,
+    checked_target,
     refuse_non_finite,
 )
-from .codes import SOFTMAX, as_target, loss_denominator
+from .codes import SOFTMAX, loss_denominator
 from .layout import padded_top
 from .sparse import SparseRows, sparse_rows
 
@@ -144,8 +144,7 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
     if order.shape[0] == 0:
         return 0.0, 0, int(t)
     data = _sparse(data)
-    target = as_target(y, params.dtype)
-    check_epoch_inputs(layer_sizes, params, grads, m, v, data, target, order)
+    target = check_epoch_inputs(layer_sizes, params, grads, m, v, data, y, order)
     buf = _Buffers(layer_sizes, min(int(batch_size), order.shape[0]), params)
     xy = (data.indptr, data.indices, data.values, _target_tuple(target))
     # the extension reads opt (a codes.OptimizerStep) by position into a record of its own
@@ -159,8 +158,7 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
     """Gradient of the batch objective (the (weighted) mean loss + the L2 term) into grads,
     as the NumPy backend's; returns the objective's value."""
     n = X.shape[0]
-    target = as_target(y, params.dtype)
-    check_target(target, n, int(layer_sizes[-1]), params.dtype)
+    target = checked_target(y, n, int(layer_sizes[-1]), params.dtype)
     buf = _Buffers(layer_sizes, n, params)
     data = prepare_inputs(X)
     xy = (data.indptr, data.indices, data.values, _target_tuple(target))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import xlogy
 
-from .checks import check_index_array, check_target
+from .checks import check_index_array, checked_target
 from .codes import (
     ADAM,
     EXP,
@@ -28,7 +28,6 @@ from .codes import (
     TANH,
     Target,
     adam_lr,
-    as_target,
     loss_denominator,
     scheduled_lr,
 )
@@ -239,8 +238,7 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
     ``y`` is a codes.Target, or int64 class indices (softmax).
     """
     # X (N, I0), params (P,), grads (P,)
-    target = as_target(y, params.dtype)
-    check_target(target, X.shape[0], int(layer_sizes[-1]), params.dtype)
+    target = checked_target(y, X.shape[0], int(layer_sizes[-1]), params.dtype)
     acts, deltas = _allocate_workspace(layer_sizes, X.shape[0], params.dtype)
     acts[0][...] = X
     loss_sum, _ = _batch_step(layer_views(params, layer_sizes), layer_views(grads, layer_sizes),
@@ -272,8 +270,7 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
     """
     # params, grads, m, v (P,), X (rows, I0), order (n,)
     X = data
-    target = as_target(y, params.dtype)
-    check_target(target, X.shape[0], int(layer_sizes[-1]), params.dtype)
+    target = checked_target(y, X.shape[0], int(layer_sizes[-1]), params.dtype)
     check_index_array("order", order, X.shape[0])
     n = order.shape[0]
     full_acts, full_deltas = _allocate_workspace(layer_sizes, min(batch_size, n), params.dtype)

@@ -31,14 +31,13 @@ features.
 import numpy as np
 from numba import prange
 
-from ..checks import check_epoch_inputs, check_target
+from ..checks import check_epoch_inputs, checked_target
 from ..codes import (
     ADAM,
     CONSTANT,
     FLUSH_BELOW,
     SOFTMAX,
     OptimizerStep,
-    as_target,
     loss_denominator,
     scheduled_lr,
 )
@@ -411,8 +410,7 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
     ``prepare_inputs(X)`` returned (a plain X is accepted and converted, at a cost).
     """
     data = as_sparse_rows(data)
-    target = as_target(y, params.dtype)
-    check_epoch_inputs(layer_sizes, params, grads, m, v, data, target, order)
+    target = check_epoch_inputs(layer_sizes, params, grads, m, v, data, y, order)
     ws = Workspace(layer_sizes, min(int(batch_size), order.shape[0]), params, m, v)
     opt = opt._replace(solver=int(opt.solver), lr=float(opt.lr), momentum=float(opt.momentum),
                        nesterov=bool(opt.nesterov), beta1=float(opt.beta1),
@@ -432,8 +430,7 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
     """Gradient of the batch objective (the (weighted) mean loss + the L2 term) into grads,
     as the NumPy backend's; returns the objective's value."""
     n = X.shape[0]
-    target = as_target(y, params.dtype)
-    check_target(target, n, int(layer_sizes[-1]), params.dtype)
+    target = checked_target(y, n, int(layer_sizes[-1]), params.dtype)
     empty = params[:0]
     ws = Workspace(layer_sizes, n, params, empty, empty)
     data = prepare_inputs(X)
