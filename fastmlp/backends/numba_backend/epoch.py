@@ -8,14 +8,17 @@ parallel region split into one block per thread:
 
 1. ``hidden_forward``: the hidden layers, split by output units: a thread owns a block of
    hidden units, and its slice of W (with the Adam moments) stays in that core's cache;
+   the first layer sums the rows of W picked by each row's non-zero inputs, the dense
+   layers above it are matrix products (BLAS's GEMM on the thread's block, see blas.py);
 2. ``output_loss``: the output layer, split by rows: logits, the output function
    (softmax, logistic, identity or exp), loss, correct count and the gradient of the
    loss in one pass per row;
 3. ``backward_update``: one region per weight layer above the first, split by that
    layer's input units: a thread computes the input gradient of its units from the *old*
    weights, then the weight gradient of its block, then updates it in place (Adam or
-   SGD) while it is still in cache. The first layer needs no input gradient, so it is
-   done block by block in the region of the layer above it.
+   SGD) while it is still in cache; for a dense hidden layer both products are GEMMs,
+   for the narrow output layer plain loops. The first layer needs no input gradient, so
+   it is done block by block in the region of the layer above it.
 
 No block is written by two threads, so no reduction across threads is needed. The
 stages take the workspace's tuples (see workspace.Workspace): ``state`` (params, grads,
@@ -57,6 +60,7 @@ from .inline import (
     ublock,
     update_f,
 )
+from .blas import NO_TRANS, TRANS, gemm, one_blas_thread
 from .inputs import as_sparse_rows, prepare_inputs
 from .intrinsics import panel, sum_rows_vector, vector_width
 from .workspace import Workspace, segment
@@ -82,28 +86,42 @@ def hidden_forward(params, net, data, rows, act_buf, act, n_blocks):
         b_off = w_off + n_i * n_o
         for k in prange(n_blocks):
             o_base, width, c0, c1 = segment(a_offs[layer], b_rows, n_o, n_blocks, k, True)
-            acc = panel(act_buf)
-            for r in range(n):
-                o = o_base + U(r) * width
-                if layer == 0:
+            if layer == 0:
+                acc = panel(act_buf)
+                for r in range(n):
                     # bias plus the rows of this block of W picked by the row's non-zero
                     # inputs
+                    o = o_base + U(r) * width
                     row = rows[r]
                     sum_rows_f(act_buf, o, one, params, b_off + c0, values, U(0), False,
                                indices, indptr[row], indptr[row + 1], params, n_in0 * c0,
                                width, width, acc)
-                else:
-                    scale_f(act_buf, o, one, params, b_off + c0, width)
-                    # W stored transposed by input blocks: dot products, block by block
-                    for k2 in range(n_blocks):
-                        i_base, i_width, i0, i1 = segment(a_offs[layer - 1], b_rows, n_i,
-                                                          n_blocks, k2, True)
-                        wt_base = w_off + n_o * i0
-                        io = i_base + U(r) * i_width
-                        for c in range(c0, c1):
-                            act_buf[o + (c - c0)] += dot_f(act_buf, io, params,
-                                                           wt_base + c * i_width, i_width)
-                activate_f(act_buf, o, width, act)
+                    activate_f(act_buf, o, width, act)
+            else:
+                _dense_forward_block(act_buf, o_base, width, c0, params, w_off, b_off,
+                                     a_offs[layer - 1], b_rows, n_i, n_o, n, act, n_blocks)
+
+
+@jit
+def _dense_forward_block(act_buf, o_base, width, c0, params, w_off, b_off, i_off, b_rows,
+                         n_i, n_o, n, act, n_blocks):
+    """A dense layer's outputs c0:c1 for n rows (the block at o_base, rows width apart):
+    one matrix product per block of input units, then the bias and the activation.
+
+    In BLAS's column-major terms the block is Z^T (width, n) = sum over input blocks of
+    W[i0:i1, c0:c1]^T A[:, i0:i1]^T: the input block A (n, wi) row-major is A^T
+    column-major with leading dimension wi, and W's work block (n_o, wi) row-major is
+    W[i0:i1, :] column-major with leading dimension wi."""
+    one = params.dtype.type(1)
+    zero = params.dtype.type(0)
+    for k2 in range(n_blocks):
+        i_base, wi, i0, i1 = segment(i_off, b_rows, n_i, n_blocks, k2, True)
+        gemm(TRANS, NO_TRANS, width, U(n), wi, one, params, w_off + n_o * i0 + c0 * wi, wi,
+             act_buf, i_base, wi, zero if k2 == 0 else one, act_buf, o_base, width)
+    for r in range(n):
+        o = o_base + U(r) * width
+        axpy_f(act_buf, o, one, params, b_off + c0, width)
+        activate_f(act_buf, o, width, act)
 
 
 # --------------------------------------------------------------------------- stage 2
@@ -261,6 +279,34 @@ def _weight_gradient_f(grads, params, delta_buf, act_buf, wt_base, i_base, wi, n
                        i_base + U(r) * wi, wi)
 
 
+@jit
+def _dense_gradients(grads, params, delta_buf, act_buf, wt_base, i_base, wi, n, o_off,
+                     b_rows, n_o, n_blocks, alpha_n, act):
+    """For one block of a dense hidden layer's input units (wi units at i_base, W's work
+    block (n_o, wi) at wt_base, read as W[i0:i1, :] column-major with leading dimension
+    wi; see _dense_forward_block): their delta from the layer's output delta (blocked)
+    through the weights before the update, then the block's weight gradient, the L2 term
+    alpha_n * W plus A[:, i0:i1]^T times the output delta, each as one matrix product per
+    block of output units."""
+    one = params.dtype.type(1)
+    zero = params.dtype.type(0)
+    un = U(n)
+    for k2 in range(n_blocks):
+        d_base, width, c0, c1 = segment(o_off, b_rows, n_o, n_blocks, k2, True)
+        # dA^T (wi, n) += W[i0:i1, c0:c1] (wi, width) dZ^T (width, n)
+        gemm(NO_TRANS, NO_TRANS, wi, un, width, one, params, wt_base + c0 * wi, wi,
+             delta_buf, d_base, width, zero if k2 == 0 else one, delta_buf, i_base, wi)
+    for r in range(n):
+        dio = i_base + U(r) * wi
+        act_derivative_f(delta_buf, dio, act_buf, dio, wi, act)
+    scale_f(grads, wt_base, alpha_n, params, wt_base, n_o * wi)
+    for k2 in range(n_blocks):
+        d_base, width, c0, c1 = segment(o_off, b_rows, n_o, n_blocks, k2, True)
+        # G[i0:i1, c0:c1] (wi, width) += A^T (wi, n) dZ (n, width)
+        gemm(NO_TRANS, TRANS, wi, width, un, one, act_buf, i_base, wi, delta_buf, d_base,
+             width, one, grads, wt_base + c0 * wi, wi)
+
+
 @pjit
 def backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update, n_blocks):
     """Backward through every layer and, if ``update``, the optimizer step, top down; the
@@ -286,11 +332,18 @@ def backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update
         for k in prange(n_blocks):
             i_base, wi, i0, i1 = segment(a_offs[layer - 1], b_rows, n_i, n_blocks, k, True)
             wt_base = w_off + n_o * i0
-            _input_gradient_f(delta_buf, act_buf, params, wt_base, i_base, wi, n,
-                              a_offs[layer], b_rows, n_o, n_blocks, out_blocked, act)
-            # weight gradient of this block, then its update while it is in cache
-            _weight_gradient_f(grads, params, delta_buf, act_buf, wt_base, i_base, wi, n,
-                               a_offs[layer], b_rows, n_o, n_blocks, out_blocked, alpha_n)
+            if out_blocked:
+                # a dense hidden layer: matrix products
+                _dense_gradients(grads, params, delta_buf, act_buf, wt_base, i_base, wi, n,
+                                 a_offs[layer], b_rows, n_o, n_blocks, alpha_n, act)
+            else:
+                # the output layer, too narrow for matrix products to pay
+                _input_gradient_f(delta_buf, act_buf, params, wt_base, i_base, wi, n,
+                                  a_offs[layer], b_rows, n_o, n_blocks, out_blocked, act)
+                # weight gradient of this block, then its update while it is in cache
+                _weight_gradient_f(grads, params, delta_buf, act_buf, wt_base, i_base, wi,
+                                   n, a_offs[layer], b_rows, n_o, n_blocks, out_blocked,
+                                   alpha_n)
             pen = 0.0
             if alpha != 0.0:
                 pen += sumsq_f(params, wt_base, n_o * wi)
@@ -418,9 +471,11 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
                        schedule=int(opt.schedule), seen=float(opt.seen),
                        horizon=float(opt.horizon))
     try:
-        loss, hits, t = _epoch(ws.state(), ws.net(), _data(data, target), int(target.output),
-                               order, int(batch_size), ws.buffers(), int(act), float(alpha),
-                               opt, int(t), True, ws.n_blocks)
+        with one_blas_thread():
+            loss, hits, t = _epoch(ws.state(), ws.net(), _data(data, target),
+                                   int(target.output), order, int(batch_size),
+                                   ws.buffers(), int(act), float(alpha), opt, int(t), True,
+                                   ws.n_blocks)
     finally:
         ws.write_back(grads)
     return float(loss), int(hits), int(t)
@@ -435,9 +490,11 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
     ws = Workspace(layer_sizes, n, params, empty, empty)
     data = prepare_inputs(X)
     p = ws.work[0]
-    loss, _, _ = _epoch((p, ws.grads, p, p), ws.net(), _data(data, target),
-                        int(target.output), np.arange(n, dtype=np.int64), max(n, 1),
-                        ws.buffers(), int(act), float(alpha), _NO_STEP, 0, False, ws.n_blocks)
+    with one_blas_thread():
+        loss, _, _ = _epoch((p, ws.grads, p, p), ws.net(), _data(data, target),
+                            int(target.output), np.arange(n, dtype=np.int64), max(n, 1),
+                            ws.buffers(), int(act), float(alpha), _NO_STEP, 0, False,
+                            ws.n_blocks)
     ws.write_back(grads)
     return loss / loss_denominator(target, n)
 
