@@ -22,7 +22,7 @@ a row-major (r, c) matrix is a column-major (c, r) one with leading dimension c.
 """
 
 from cython cimport floating
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport M_PI, cos, exp, expf, fabs, log, log1p, sqrt, sqrtf, tanh, tanhf
 from libc.stdlib cimport malloc, free
 from scipy.linalg.cython_blas cimport dgemm, sgemm
@@ -32,6 +32,8 @@ cdef extern from "simd.h":
     int FASTMLP_VECTOR_BYTES
     int fastmlp_max_threads() nogil
     void fastmlp_set_threads(int n) nogil
+    unsigned int fastmlp_flush_subnormals() nogil
+    void fastmlp_restore_fp_mode(unsigned int mode) nogil
     void fastmlp_axpy_f(float* y, float a, const float* x, Py_ssize_t n) nogil
     void fastmlp_axpy_d(double* y, double a, const double* x, Py_ssize_t n) nogil
     void fastmlp_sum_rows_f(float* out, const float* init, const float* w, Py_ssize_t stride,
@@ -653,22 +655,26 @@ cdef void _forward_first(const floating* params, const Layout* net, const Rows* 
     cdef double* row_loss = buf.row_loss
     cdef int* row_hit = buf.row_hit
     cdef Py_ssize_t n = x.n, n_out = net.sizes[1], r
+    cdef unsigned int mode = 0
     cdef bint hidden = net.n_layers > 1
     cdef const floating* w = params
     cdef const floating* b = params + net.sizes[0] * n_out
     cdef floating* o
     cdef long long row
-    for r in prange(n, schedule="static", num_threads=n_blocks):
-        o = acts + r * n_out
-        row = rows[r]
-        # summed in registers, not in o (see FASTMLP_SUM_ROWS)
-        _sum_rows(o, b, w, n_out, values + indptr[row], indices + indptr[row],
-                  indptr[row + 1] - indptr[row], n_out, 0)
-        if hidden:
-            _activate(o, n_out, act)
-        else:
-            _output_row(o, deltas + r * n_out, n_out, x, row, inv_n, &row_loss[r],
-                        &row_hit[r])
+    with parallel(num_threads=n_blocks):
+        mode = fastmlp_flush_subnormals()
+        for r in prange(n, schedule="static"):
+            o = acts + r * n_out
+            row = rows[r]
+            # summed in registers, not in o (see FASTMLP_SUM_ROWS)
+            _sum_rows(o, b, w, n_out, values + indptr[row], indices + indptr[row],
+                      indptr[row + 1] - indptr[row], n_out, 0)
+            if hidden:
+                _activate(o, n_out, act)
+            else:
+                _output_row(o, deltas + r * n_out, n_out, x, row, inv_n, &row_loss[r],
+                            &row_hit[r])
+        fastmlp_restore_fp_mode(mode)
 
 
 cdef void _forward_above(const floating* params, const Layout* net, const Rows* x,
@@ -687,6 +693,7 @@ cdef void _forward_above(const floating* params, const Layout* net, const Rows* 
     cdef double* row_loss = buf.row_loss
     cdef int* row_hit = buf.row_hit
     cdef Py_ssize_t n = x.n, k_pad = buf.k_pad, top = net.n_layers - 1, n_k = sizes[top + 1]
+    cdef unsigned int mode = 0
     cdef Py_ssize_t layer, r, c, i, n_in, n_out
     cdef const floating* w
     cdef const floating* b
@@ -698,26 +705,29 @@ cdef void _forward_above(const floating* params, const Layout* net, const Rows* 
         n_out = sizes[layer + 1]
         w = params + net.p_offs[layer]
         b = w + n_in * n_out
-        for r in prange(n, schedule="static", num_threads=n_blocks):
-            h = acts + a_offs[layer - 1] + r * n_in
-            o = acts + a_offs[layer] + r * n_out
-            if layer == top:
-                # the padded rows of W in vector sums (see FASTMLP_VECTOR_SUM)
-                d = logit_rows + r * k_pad
-                _vector_sums(d, top_w, k_pad, h, NULL, n_in)
-                for c in range(n_out):
-                    o[c] = b[c] + d[c]
-            else:
-                for c in range(n_out):
-                    o[c] = b[c]
-                for i in range(n_in):
-                    if h[i] != 0:
-                        _axpy(o, h[i], w + i * n_out, n_out)
-            if layer < top:
-                _activate(o, n_out, act)
-            else:
-                _output_row(o, deltas + a_offs[top] + r * n_k, n_k, x, rows[r], inv_n,
-                            &row_loss[r], &row_hit[r])
+        with parallel(num_threads=n_blocks):
+            mode = fastmlp_flush_subnormals()
+            for r in prange(n, schedule="static"):
+                h = acts + a_offs[layer - 1] + r * n_in
+                o = acts + a_offs[layer] + r * n_out
+                if layer == top:
+                    # the padded rows of W in vector sums (see FASTMLP_VECTOR_SUM)
+                    d = logit_rows + r * k_pad
+                    _vector_sums(d, top_w, k_pad, h, NULL, n_in)
+                    for c in range(n_out):
+                        o[c] = b[c] + d[c]
+                else:
+                    for c in range(n_out):
+                        o[c] = b[c]
+                    for i in range(n_in):
+                        if h[i] != 0:
+                            _axpy(o, h[i], w + i * n_out, n_out)
+                if layer < top:
+                    _activate(o, n_out, act)
+                else:
+                    _output_row(o, deltas + a_offs[top] + r * n_k, n_k, x, rows[r], inv_n,
+                                &row_loss[r], &row_hit[r])
+            fastmlp_restore_fp_mode(mode)
 
 
 cdef Py_ssize_t _backward_above(const floating* params, floating* grads, const Layout* net,
@@ -732,6 +742,7 @@ cdef Py_ssize_t _backward_above(const floating* params, floating* grads, const L
     cdef floating* deltas = <floating*>buf.deltas
     cdef double* pen_rows = buf.pen_rows
     cdef Py_ssize_t layer, r, c, i, n_in, n_out, pen_off = 0
+    cdef unsigned int mode = 0
     cdef const floating* w
     cdef floating* dw
     cdef floating* d
@@ -743,21 +754,27 @@ cdef Py_ssize_t _backward_above(const floating* params, floating* grads, const L
         w = params + net.p_offs[layer]
         dw = grads + net.p_offs[layer]
         # input gradient, from the weights before the update
-        for r in prange(n, schedule="static", num_threads=n_blocks):
-            d = deltas + a_offs[layer] + r * n_out
-            di = deltas + a_offs[layer - 1] + r * n_in
-            for i in range(n_in):
-                di[i] = _dot(w + i * n_out, d, n_out)
-            _act_derivative(di, acts + a_offs[layer - 1] + r * n_in, n_in, act)
+        with parallel(num_threads=n_blocks):
+            mode = fastmlp_flush_subnormals()
+            for r in prange(n, schedule="static"):
+                d = deltas + a_offs[layer] + r * n_out
+                di = deltas + a_offs[layer - 1] + r * n_in
+                for i in range(n_in):
+                    di[i] = _dot(w + i * n_out, d, n_out)
+                _act_derivative(di, acts + a_offs[layer - 1] + r * n_in, n_in, act)
+            fastmlp_restore_fp_mode(mode)
         # weight gradient by input units (rows of W), with each row's sum of squares
-        for i in prange(n_in, schedule="static", num_threads=n_blocks):
-            for c in range(n_out):
-                dw[i * n_out + c] = alpha_n * w[i * n_out + c]
-            pen_rows[pen_off + i] = _dot(w + i * n_out, w + i * n_out, n_out)
-            for r in range(n):
-                xv = acts[a_offs[layer - 1] + r * n_in + i]
-                if xv != 0:
-                    _axpy(dw + i * n_out, xv, deltas + a_offs[layer] + r * n_out, n_out)
+        with parallel(num_threads=n_blocks):
+            mode = fastmlp_flush_subnormals()
+            for i in prange(n_in, schedule="static"):
+                for c in range(n_out):
+                    dw[i * n_out + c] = alpha_n * w[i * n_out + c]
+                pen_rows[pen_off + i] = _dot(w + i * n_out, w + i * n_out, n_out)
+                for r in range(n):
+                    xv = acts[a_offs[layer - 1] + r * n_in + i]
+                    if xv != 0:
+                        _axpy(dw + i * n_out, xv, deltas + a_offs[layer] + r * n_out, n_out)
+            fastmlp_restore_fp_mode(mode)
         _sum_bias_grad(dw + n_in * n_out, deltas + a_offs[layer], n, n_out)
         pen_off = pen_off + n_in
     return pen_off
@@ -801,28 +818,32 @@ cdef void _first_layer_step(floating* params, floating* grads, floating* m, floa
     With opt, each block then updates its rows of W and its share of everything after them
     (without, nothing is updated)."""
     cdef Py_ssize_t n_out = net.sizes[1], n_pix = net.sizes[0], total = net.p_offs[net.n_layers]
+    cdef unsigned int mode = 0
     cdef Py_ssize_t tail = n_pix * n_out, per = (n_pix + n_blocks - 1) // n_blocks
     cdef Py_ssize_t tail_per = _round_up((total - tail + n_blocks - 1) // n_blocks,
                                          ALIGN_VALUES)
     cdef Py_ssize_t k, j0, j1, t0, t1
     cdef double* pen_rows = buf.pen_rows + pen_off
     _sum_bias_grad(grads + tail, <const floating*>buf.deltas + net.a_offs[0], x.n, n_out)
-    for k in prange(n_blocks, schedule="static", num_threads=n_blocks):
-        j0 = k * per
-        j1 = j0 + per
-        if j1 > n_pix:
-            j1 = n_pix
-        _first_layer_grads(params, grads, net, x, buf, alpha_n, pen_rows, j0, j1)
-        if opt != NULL:
-            if j0 < j1:
-                _update(params + j0 * n_out, grads + j0 * n_out, m + j0 * n_out,
-                        v + j0 * n_out, (j1 - j0) * n_out, opt)
-            t0 = tail + k * tail_per
-            t1 = t0 + tail_per
-            if t1 > total:
-                t1 = total
-            if t0 < t1:
-                _update(params + t0, grads + t0, m + t0, v + t0, t1 - t0, opt)
+    with parallel(num_threads=n_blocks):
+        mode = fastmlp_flush_subnormals()
+        for k in prange(n_blocks, schedule="static"):
+            j0 = k * per
+            j1 = j0 + per
+            if j1 > n_pix:
+                j1 = n_pix
+            _first_layer_grads(params, grads, net, x, buf, alpha_n, pen_rows, j0, j1)
+            if opt != NULL:
+                if j0 < j1:
+                    _update(params + j0 * n_out, grads + j0 * n_out, m + j0 * n_out,
+                            v + j0 * n_out, (j1 - j0) * n_out, opt)
+                t0 = tail + k * tail_per
+                t1 = t0 + tail_per
+                if t1 > total:
+                    t1 = total
+                if t0 < t1:
+                    _update(params + t0, grads + t0, m + t0, v + t0, t1 - t0, opt)
+        fastmlp_restore_fp_mode(mode)
 
 
 cdef void _refresh_top_w(const floating* params, const Layout* net,

@@ -159,4 +159,22 @@ FASTMLP_VECTOR_SUM(fastmlp_vector_sum_f, float)
 FASTMLP_VECTOR_SUM(fastmlp_vector_sum_d, double)
 #endif
 
+/* Subnormal floats flushed to zero (x86 MXCSR's FTZ and DAZ bits) while a thread runs
+   its share of a fused batch: weights that the L2 term has driven to about 1e-30 make
+   products such as w * w and g * g underflow on every step, which takes a slow microcode
+   path on each. The register belongs to the thread: each parallel region sets it and
+   restores it. Elsewhere both are no-ops. */
+#if defined(__x86_64__) || defined(_M_X64) || defined(__SSE__)
+#include <xmmintrin.h>
+static inline unsigned int fastmlp_flush_subnormals(void) {
+    unsigned int mode = _mm_getcsr();
+    _mm_setcsr(mode | 0x8040u);
+    return mode;
+}
+static inline void fastmlp_restore_fp_mode(unsigned int mode) { _mm_setcsr(mode); }
+#else
+static inline unsigned int fastmlp_flush_subnormals(void) { return 0; }
+static inline void fastmlp_restore_fp_mode(unsigned int mode) { (void)mode; }
+#endif
+
 #endif /* FASTMLP_SIMD_H */

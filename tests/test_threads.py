@@ -128,3 +128,26 @@ def test_lbfgs_keeps_blas_serial_between_compiled_kernels(monkeypatch, backend_n
     assert seen and blas_threads() == before
     expected = [blas_threads_inside] * len(before) if blas_threads_inside else before
     assert all(threads == expected for threads in seen)
+
+
+@numba.njit(parallel=True)
+def _halve_in_threads(x):
+    out = np.empty_like(x)
+    for i in numba.prange(x.shape[0]):
+        out[i] = x[i] * np.float32(0.5)
+    return out
+
+
+def test_fused_epoch_leaves_the_threads_floating_point_mode_as_it_was(compiled_backend):
+    """The fused epochs flush subnormals to zero while they run (FTZ/DAZ on x86); the
+    calling thread and the pool's threads must get subnormals back afterwards."""
+    rng = np.random.default_rng(0)
+    X = rng.random((300, 20)).astype(np.float32)
+    y = rng.integers(0, 3, 300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        FastMLP(hidden_layer_sizes=(16, 16), max_iter=2, random_state=0,
+                backend=compiled_backend.NAME).fit(X, y)
+    tiny = np.full(64, 2.0**-126, dtype=np.float32)
+    assert np.all(tiny * np.float32(0.5) == np.float32(2.0**-127))  # this thread
+    assert np.all(_halve_in_threads(tiny) == np.float32(2.0**-127))  # numba's pool

@@ -62,7 +62,13 @@ from .inline import (
 )
 from .blas import NO_TRANS, TRANS, gemm, one_blas_thread
 from .inputs import as_sparse_rows, prepare_inputs
-from .intrinsics import panel, sum_rows_vector, vector_width
+from .intrinsics import (
+    flush_subnormals,
+    panel,
+    restore_fp_mode,
+    sum_rows_vector,
+    vector_width,
+)
 from .workspace import Workspace, segment
 
 # --------------------------------------------------------------------------- stage 1
@@ -85,6 +91,7 @@ def hidden_forward(params, net, data, rows, act_buf, act, n_blocks):
         w_off = p_offs[layer]
         b_off = w_off + n_i * n_o
         for k in prange(n_blocks):
+            mode = flush_subnormals()
             o_base, width, c0, c1 = segment(a_offs[layer], b_rows, n_o, n_blocks, k, True)
             if layer == 0:
                 acc = panel(act_buf)
@@ -100,6 +107,7 @@ def hidden_forward(params, net, data, rows, act_buf, act, n_blocks):
             else:
                 _dense_forward_block(act_buf, o_base, width, c0, params, w_off, b_off,
                                      a_offs[layer - 1], b_rows, n_i, n_o, n, act, n_blocks)
+            restore_fp_mode(mode)
 
 
 @jit
@@ -147,6 +155,7 @@ def output_loss(params, net, data, output, rows, bufs, inv, n_blocks):
     weighted = weights.shape[0] > 0
     one = params.dtype.type(1)
     for k in prange(n_blocks):
+        mode = flush_subnormals()
         r0, r1 = ublock(U(n), n_blocks, k)
         part = panel(act_buf)
         for r in range(r0, r1):
@@ -179,6 +188,7 @@ def output_loss(params, net, data, output, rows, bufs, inv, n_blocks):
                                        row * n_k, scale)
             row_loss[r] = loss_r * weights[row] if weighted else loss_r
             row_hit[r] = 1 if hit else 0
+        restore_fp_mode(mode)
 
 
 # --------------------------------------------------------------------------- stage 3
@@ -330,6 +340,7 @@ def backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update
         b_off = w_off + n_i * n_o
         out_blocked = layer < top
         for k in prange(n_blocks):
+            mode = flush_subnormals()
             i_base, wi, i0, i1 = segment(a_offs[layer - 1], b_rows, n_i, n_blocks, k, True)
             wt_base = w_off + n_o * i0
             if out_blocked:
@@ -364,6 +375,7 @@ def backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update
                 pen += _first_layer_block(state, n_in0, n_i, delta_buf, i_base, wi, data,
                                           rows, i0, i1, alpha_n, opt, update)
             pen_parts[k] += pen
+            restore_fp_mode(mode)
     if top == 0:
         _only_layer_update(state, net, data, rows, delta_buf, pen_parts, alpha_n, opt, update,
                            n_blocks)
@@ -378,9 +390,11 @@ def _only_layer_update(state, net, data, rows, delta_buf, pen_parts, alpha_n, op
     n_in0 = usizes[0]
     n_k = usizes[1]
     for k in prange(n_blocks):
+        mode = flush_subnormals()
         c0, c1 = ublock(n_k, n_blocks, k)
         pen_parts[k] += _first_layer_block(state, n_in0, n_k, delta_buf, a_offs[0] + c0, n_k,
                                            data, rows, c0, c1, alpha_n, opt, update)
+        restore_fp_mode(mode)
 
 
 # --------------------------------------------------------------------------- the batch

@@ -4,6 +4,8 @@ as constants LLVM can unroll by. With the JIT off (NUMBA_DISABLE_JIT=1) each has
 Python version that computes the same values, so the tests cover the code around them.
 """
 
+import platform
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -185,3 +187,55 @@ def vector_lanes(like):
     see it; tests/test_contract.py checks it against the layout's padding."""
     return int(vector_width(like))
 
+
+
+# Subnormal floats flushed to zero (the FTZ and DAZ bits of x86's MXCSR register) while a
+# thread runs a block of the fused epoch: weights that the L2 term has driven to about
+# 1e-30 (those of inputs that are always zero, under Adam) make products such as
+# w * w, g * g and lr * m underflow on every step, and this CPU takes a slow microcode
+# path for each; later epochs of the reference fit ran twice as long as the first.
+# The register belongs to the thread, so each block sets it and restores it. Elsewhere
+# (other CPUs, JIT off) both are no-ops.
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+FTZ_DAZ = 0x8040
+
+if numba.config.DISABLE_JIT or not _X86:
+
+    def flush_subnormals():
+        return U(0)
+
+    def restore_fp_mode(mode):
+        pass
+
+else:
+
+    def _mxcsr(builder, name, slot):
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [cgutils.voidptr_t]),
+            f"llvm.x86.sse.{name}")
+        builder.call(fn, [builder.bitcast(slot, cgutils.voidptr_t)])
+
+    @intrinsic
+    def flush_subnormals(typingctx):
+        # sets FTZ and DAZ, returns the previous register for restore_fp_mode
+        def codegen(context, builder, signature, args):
+            i32 = ir.IntType(32)
+            slot = cgutils.alloca_once(builder, i32)
+            _mxcsr(builder, "stmxcsr", slot)
+            old = builder.load(slot)
+            builder.store(builder.or_(old, ir.Constant(i32, FTZ_DAZ)), slot)
+            _mxcsr(builder, "ldmxcsr", slot)
+            return builder.zext(old, ir.IntType(64))
+
+        return types.uint64(), codegen
+
+    @intrinsic
+    def restore_fp_mode(typingctx, mode):
+        def codegen(context, builder, signature, args):
+            i32 = ir.IntType(32)
+            slot = cgutils.alloca_once(builder, i32)
+            builder.store(builder.trunc(args[0], i32), slot)
+            _mxcsr(builder, "ldmxcsr", slot)
+            return context.get_dummy_value()
+
+        return types.void(types.uint64), codegen
