@@ -694,7 +694,7 @@ cdef void _forward_above(const floating* params, const Layout* net, const Rows* 
     cdef int* row_hit = buf.row_hit
     cdef Py_ssize_t n = x.n, k_pad = buf.k_pad, top = net.n_layers - 1, n_k = sizes[top + 1]
     cdef unsigned int mode = 0
-    cdef Py_ssize_t layer, r, c, i, n_in, n_out
+    cdef Py_ssize_t layer, r, c, i, n_in, n_out, k
     cdef const floating* w
     cdef const floating* b
     cdef const floating* h
@@ -705,29 +705,74 @@ cdef void _forward_above(const floating* params, const Layout* net, const Rows* 
         n_out = sizes[layer + 1]
         w = params + net.p_offs[layer]
         b = w + n_in * n_out
+        if layer < top:
+            # a dense hidden layer: a matrix product per thread's block of units
+            with parallel(num_threads=n_blocks):
+                mode = fastmlp_flush_subnormals()
+                for k in prange(n_blocks, schedule="static"):
+                    _dense_forward(w, b, acts + a_offs[layer - 1], acts + a_offs[layer], n,
+                                   n_in, n_out, _split(n_out, n_blocks, k),
+                                   _split(n_out, n_blocks, k + 1), act)
+                fastmlp_restore_fp_mode(mode)
+            continue
         with parallel(num_threads=n_blocks):
             mode = fastmlp_flush_subnormals()
             for r in prange(n, schedule="static"):
                 h = acts + a_offs[layer - 1] + r * n_in
                 o = acts + a_offs[layer] + r * n_out
-                if layer == top:
-                    # the padded rows of W in vector sums (see FASTMLP_VECTOR_SUM)
-                    d = logit_rows + r * k_pad
-                    _vector_sums(d, top_w, k_pad, h, NULL, n_in)
-                    for c in range(n_out):
-                        o[c] = b[c] + d[c]
-                else:
-                    for c in range(n_out):
-                        o[c] = b[c]
-                    for i in range(n_in):
-                        if h[i] != 0:
-                            _axpy(o, h[i], w + i * n_out, n_out)
-                if layer < top:
-                    _activate(o, n_out, act)
-                else:
-                    _output_row(o, deltas + a_offs[top] + r * n_k, n_k, x, rows[r], inv_n,
-                                &row_loss[r], &row_hit[r])
+                # the padded rows of W in vector sums (see FASTMLP_VECTOR_SUM)
+                d = logit_rows + r * k_pad
+                _vector_sums(d, top_w, k_pad, h, NULL, n_in)
+                for c in range(n_out):
+                    o[c] = b[c] + d[c]
+                _output_row(o, deltas + a_offs[top] + r * n_k, n_k, x, rows[r], inv_n,
+                            &row_loss[r], &row_hit[r])
             fastmlp_restore_fp_mode(mode)
+
+
+cdef inline Py_ssize_t _split(Py_ssize_t n, int n_blocks, Py_ssize_t k) noexcept nogil:
+    # where block k of n units starts (k = n_blocks: n), on whole cache lines
+    cdef Py_ssize_t at = _round_up(n * k // n_blocks, ALIGN_VALUES)
+    return at if at < n else n
+
+
+cdef void _dense_forward(const floating* w, const floating* b, const floating* h,
+                         floating* o, Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
+                         Py_ssize_t c0, Py_ssize_t c1, int act) noexcept nogil:
+    """Units c0:c1 of a dense layer for n rows: O[:, c0:c1] = act(b + H W[:, c0:c1]), H
+    (n, n_in) and O (n, n_out) row-major; BLAS sees O^T = W^T H^T."""
+    cdef Py_ssize_t r, c
+    if c1 <= c0:
+        return
+    _gemm(c'N', c'N', <int>(c1 - c0), <int>n, <int>n_in, 1, w + c0, <int>n_out, h,
+          <int>n_in, 0, o + c0, <int>n_out)
+    for r in range(n):
+        for c in range(c0, c1):
+            o[r * n_out + c] += b[c]
+        _activate(o + r * n_out + c0, c1 - c0, act)
+
+
+cdef void _dense_backward(const floating* w, floating* dw, const floating* h, floating* dh,
+                          const floating* d, Py_ssize_t n, Py_ssize_t n_in,
+                          Py_ssize_t n_out, Py_ssize_t i0, Py_ssize_t i1, floating alpha_n,
+                          double* pen_rows, int act) noexcept nogil:
+    """For the input units i0:i1 of a dense layer (W (n_in, n_out), its input H and output
+    delta D row-major): their delta dH[:, i0:i1] = D W[i0:i1, :]^T times act'(H), from
+    the weights before the update; then rows i0:i1 of the weight gradient, alpha_n W +
+    H[:, i0:i1]^T D, with each row's sum of squares into pen_rows."""
+    cdef Py_ssize_t r, c, i, wi = i1 - i0
+    if wi <= 0:
+        return
+    _gemm(c'T', c'N', <int>wi, <int>n, <int>n_out, 1, w + i0 * n_out, <int>n_out, d,
+          <int>n_out, 0, dh + i0, <int>n_in)
+    for r in range(n):
+        _act_derivative(dh + r * n_in + i0, h + r * n_in + i0, wi, act)
+    for i in range(i0, i1):
+        for c in range(n_out):
+            dw[i * n_out + c] = alpha_n * w[i * n_out + c]
+        pen_rows[i] = _dot(w + i * n_out, w + i * n_out, n_out)
+    _gemm(c'N', c'T', <int>n_out, <int>wi, <int>n, 1, d, <int>n_out, h + i0, <int>n_in, 1,
+          dw + i0 * n_out, <int>n_out)
 
 
 cdef Py_ssize_t _backward_above(const floating* params, floating* grads, const Layout* net,
@@ -741,7 +786,7 @@ cdef Py_ssize_t _backward_above(const floating* params, floating* grads, const L
     cdef floating* acts = <floating*>buf.acts
     cdef floating* deltas = <floating*>buf.deltas
     cdef double* pen_rows = buf.pen_rows
-    cdef Py_ssize_t layer, r, c, i, n_in, n_out, pen_off = 0
+    cdef Py_ssize_t layer, r, c, i, n_in, n_out, k, pen_off = 0
     cdef unsigned int mode = 0
     cdef const floating* w
     cdef floating* dw
@@ -753,7 +798,21 @@ cdef Py_ssize_t _backward_above(const floating* params, floating* grads, const L
         n_out = sizes[layer + 1]
         w = params + net.p_offs[layer]
         dw = grads + net.p_offs[layer]
-        # input gradient, from the weights before the update
+        if layer < net.n_layers - 1:
+            # a dense hidden layer: matrix products per thread's block of input units
+            with parallel(num_threads=n_blocks):
+                mode = fastmlp_flush_subnormals()
+                for k in prange(n_blocks, schedule="static"):
+                    _dense_backward(w, dw, acts + a_offs[layer - 1],
+                                    deltas + a_offs[layer - 1], deltas + a_offs[layer], n,
+                                    n_in, n_out,
+                                    _split(n_in, n_blocks, k), _split(n_in, n_blocks, k + 1),
+                                    alpha_n, pen_rows + pen_off, act)
+                fastmlp_restore_fp_mode(mode)
+            _sum_bias_grad(dw + n_in * n_out, deltas + a_offs[layer], n, n_out)
+            pen_off = pen_off + n_in
+            continue
+        # the output layer: input gradient, from the weights before the update
         with parallel(num_threads=n_blocks):
             mode = fastmlp_flush_subnormals()
             for r in prange(n, schedule="static"):

@@ -57,6 +57,24 @@ def serial_blas_between(backend):
         yield
 
 
+_controller = None
+
+
+@contextmanager
+def one_blas_thread():
+    """BLAS on the calling thread alone while the block runs (restored after): for the
+    compiled backends, whose threads each call BLAS on their own block of a product
+    (several BLAS threads per call would compete with them for the cores). A cached
+    controller makes this cost microseconds, not the milliseconds of a fresh look-up."""
+    global _controller
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _controller = ThreadpoolController()
+    with _controller.limit(limits=1, user_api="blas"):
+        yield
+
+
 def blas_info() -> list[dict]:
     """The BLAS libraries loaded in this process, with their thread counts."""
     return [

@@ -6,7 +6,8 @@ import numba
 import numpy as np
 import pytest
 
-from fastmlp.backends.numba_backend.blas import NO_TRANS, TRANS, gemm, one_blas_thread
+from fastmlp.backends.numba_backend.blas import NO_TRANS, TRANS, gemm
+from fastmlp.threads import one_blas_thread
 
 
 @numba.njit

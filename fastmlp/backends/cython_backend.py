@@ -30,6 +30,7 @@ from .checks import (
 )
 from .codes import SOFTMAX, loss_denominator
 from .layout import padded_top
+from ..threads import one_blas_thread
 from .sparse import SparseRows, sparse_rows
 
 NAME = "cython"
@@ -147,10 +148,12 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
     target = check_epoch_inputs(layer_sizes, params, grads, m, v, data, y, order)
     buf = _Buffers(layer_sizes, min(int(batch_size), order.shape[0]), params)
     xy = (data.indptr, data.indices, data.values, _target_tuple(target))
-    # the extension reads opt (a codes.OptimizerStep) by position into a record of its own
-    loss, hits, t = _k.train_epoch(params, grads, m, v, buf.network(), xy, order,
-                                   int(batch_size), buf.arrays(), int(act), float(alpha), opt,
-                                   int(t))
+    # the extension reads opt (a codes.OptimizerStep) by position into a record of its
+    # own; its threads each call BLAS on their block of the dense layers' products
+    with one_blas_thread():
+        loss, hits, t = _k.train_epoch(params, grads, m, v, buf.network(), xy, order,
+                                       int(batch_size), buf.arrays(), int(act), float(alpha),
+                                       opt, int(t))
     return float(loss), int(hits), int(t)
 
 
@@ -162,8 +165,10 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
     buf = _Buffers(layer_sizes, n, params)
     data = prepare_inputs(X)
     xy = (data.indptr, data.indices, data.values, _target_tuple(target))
-    loss = _k.loss_and_grad(params, grads, buf.network(), xy, np.arange(n, dtype=np.int64),
-                            buf.arrays(), int(act), float(alpha))
+    with one_blas_thread():
+        loss = _k.loss_and_grad(params, grads, buf.network(), xy,
+                                np.arange(n, dtype=np.int64), buf.arrays(), int(act),
+                                float(alpha))
     return loss / loss_denominator(target, n)
 
 

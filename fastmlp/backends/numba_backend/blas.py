@@ -4,9 +4,9 @@
 element offsets, so a kernel can multiply any block of a buffer without creating an
 array view (views inside parallel loops cost atomic reference counts; see _config). It
 is called from inside the parallel regions, one block per thread, so BLAS must run on
-the calling thread alone meanwhile: ``one_blas_thread()`` sets that, and the entry points
-that use ``gemm`` hold it while they run (several BLAS threads per call would compete
-with Numba's threads for the cores).
+the calling thread alone meanwhile: the entry points that use ``gemm`` hold
+``fastmlp.threads.one_blas_thread()`` while they run (several BLAS threads per call
+would compete with Numba's threads for the cores).
 
 The function pointer comes from ``scipy.linalg.cython_blas`` and is made known to LLVM
 under a name of our own when this module is imported, so cached machine code refers to
@@ -14,8 +14,6 @@ the name, not to an address of one process. With the JIT off, ``gemm`` is NumPy.
 """
 
 from __future__ import annotations
-
-from contextlib import contextmanager
 
 import numba
 import numpy as np
@@ -121,18 +119,3 @@ else:
                     c[q] = beta * c[q] if beta != 0 else c.dtype.type(0)
             return
         _xgemm(ta, tb, m, n, k, alpha, a, ao, lda, b, bo, ldb, beta, c, co, ldc)
-
-
-_controller = None
-
-
-@contextmanager
-def one_blas_thread():
-    """BLAS on the calling thread alone while the block is running (restored after)."""
-    global _controller
-    if _controller is None:
-        from threadpoolctl import ThreadpoolController
-
-        _controller = ThreadpoolController()
-    with _controller.limit(limits=1, user_api="blas"):
-        yield

@@ -60,7 +60,8 @@ from .inline import (
     ublock,
     update_f,
 )
-from .blas import NO_TRANS, TRANS, gemm, one_blas_thread
+from ...threads import one_blas_thread
+from .blas import NO_TRANS, TRANS, gemm
 from .inputs import as_sparse_rows, prepare_inputs
 from .intrinsics import (
     flush_subnormals,

@@ -14,7 +14,8 @@ from numba import prange
 from ..checks import check_shapes, refuse_non_finite
 from ..codes import SOFTMAX
 from ._config import U, inline, jit, pjit, read_only
-from .blas import NO_TRANS, gemm, one_blas_thread
+from ...threads import one_blas_thread
+from .blas import NO_TRANS, gemm
 from .inline import (
     activate_f,
     axpy_f,
