@@ -72,6 +72,8 @@ cdef double FLUSH_BELOW = 1.1754943508222875e-38
 # and scratch are rounded up to a multiple of it, so that no two threads write one line.
 cdef enum:
     ALIGN_VALUES = 16
+    # rows per matrix product through the dense hidden layers in predict
+    PREDICT_BLOCK = 128
 
 OPENMP = bool(FASTMLP_OPENMP)
 # bytes of one vector sum of the output layer (simd.h; fastmlp/backends/layout.py agrees)
@@ -1036,63 +1038,115 @@ def loss_and_grad(floating[::1] params, floating[::1] grads, net, data,
 # ------------------------------------------------------------------------ predict
 
 
+cdef int _scan_row(const floating* x, Py_ssize_t n_in, int* nz,
+                   Py_ssize_t* count) noexcept nogil:
+    """The places of the row's non-zero inputs into nz (their count into count), found
+    without a branch (a branch taken at random on image data costs more than the stores
+    it saves); returns 0 if the row holds NaN or infinity. NaN and infinity are non-zero,
+    so checking those checks the row (x - x is 0 exactly for finite x)."""
+    cdef Py_ssize_t i, t, cnt = 0
+    cdef floating zero = 0, xv
+    cdef int finite = 1
+    for i in range(n_in):
+        nz[cnt] = <int>i
+        cnt += x[i] != zero
+    for t in range(cnt):
+        xv = x[nz[t]]
+        finite &= (xv - xv) == zero
+    count[0] = cnt
+    return finite
+
+
+cdef void _output_layer_row(floating* out, const floating* h, const int* nz, Py_ssize_t n_h,
+                            const floating* b, Py_ssize_t n_k, const floating* top_w,
+                            Py_ssize_t k_pad, floating* logits, int output) noexcept nogil:
+    # out = output(b + h @ W): vector sums of the padded rows of W (top_w) picked by the
+    # layer's inputs h (n_h of them, at the places nz when given)
+    cdef Py_ssize_t c
+    _vector_sums(logits, top_w, k_pad, h, nz, n_h)
+    for c in range(n_k):
+        out[c] = b[c] + logits[c]
+    _output_fn(out, n_k, output)
+
+
 cdef int _predict_row(floating* out, const floating* x, const floating* params,
                       const Layout* net, const floating* top_w, Py_ssize_t k_pad,
                       floating* scratch, Py_ssize_t width, int* nz, int act,
                       int output) noexcept nogil:
-    """One row's outputs (through the output function ``output``) into out; returns 1 (and
-    writes nothing) if the row holds NaN or infinity. top_w is the top layer's W with its
-    columns padded to k_pad; scratch (2 width + k_pad values) and nz (sizes[0]) are the
-    thread's."""
+    """One row's outputs (through the output function ``output``) into out, for networks
+    with at most one hidden layer; returns 1 (and writes nothing) if the row holds NaN or
+    infinity. top_w is the top layer's W with its columns padded to k_pad; scratch
+    (width + k_pad values) and nz (sizes[0]) are the thread's."""
     cdef const long long* sizes = net.sizes
-    cdef Py_ssize_t layer, i, c, t, n_in, n_out, cnt = 0, top = net.n_layers - 1
-    cdef const floating* w
-    cdef floating* cur = scratch
-    cdef floating* nxt = scratch + width
-    cdef floating* logits = scratch + 2 * width
-    cdef floating* tmp
-    cdef floating zero = 0, xv
-    cdef int finite = 1
-    # where the non-zero inputs are, found without a branch (a branch taken at random on
-    # image data costs more than the stores it saves)
-    for i in range(sizes[0]):
-        nz[cnt] = <int>i
-        cnt += x[i] != zero
-    # NaN and infinity are non-zero, so checking those checks the row (x - x is 0 exactly
-    # for finite x)
-    for t in range(cnt):
-        xv = x[nz[t]]
-        finite &= (xv - xv) == zero
-    if not finite:
+    cdef Py_ssize_t cnt = 0, top = net.n_layers - 1, n_in0 = sizes[0], n_1 = sizes[1]
+    cdef const floating* w = params
+    cdef floating* logits = scratch + width
+    if not _scan_row(x, n_in0, nz, &cnt):
         return 1
-    for layer in range(top):
-        n_in = sizes[layer]
-        n_out = sizes[layer + 1]
-        w = params + net.p_offs[layer]
-        if layer == 0:
-            _sum_rows(nxt, w + n_in * n_out, w, n_out, x, nz, cnt, n_out, 1)
+    if top == 0:
+        _output_layer_row(out, x, nz, cnt, w + n_in0 * n_1, n_1, top_w, k_pad, logits,
+                          output)
+        return 0
+    _sum_rows(scratch, w + n_in0 * n_1, w, n_1, x, nz, cnt, n_1, 1)
+    _activate(scratch, n_1, act)
+    w = params + net.p_offs[1]
+    _output_layer_row(out, scratch, NULL, n_1, w + n_1 * sizes[2], sizes[2], top_w, k_pad,
+                      logits, output)
+    return 0
+
+
+cdef Py_ssize_t _predict_block(floating* out, const floating* X, Py_ssize_t n_rows,
+                               const floating* params, const Layout* net,
+                               const floating* top_w, Py_ssize_t k_pad, floating* scratch,
+                               Py_ssize_t width, int* nz, int act,
+                               int output) noexcept nogil:
+    """The outputs of n_rows (at most PREDICT_BLOCK) rows of X into out, for two hidden
+    layers or more: each row through the first layer on its own (zero inputs skipped),
+    then the block through the dense layers above it as matrix products, then each row
+    through the output layer. Returns how many rows hold NaN or infinity (their outputs
+    are not written). scratch holds 2 PREDICT_BLOCK width + k_pad + PREDICT_BLOCK values
+    and nz sizes[0] places, the thread's."""
+    cdef const long long* sizes = net.sizes
+    cdef Py_ssize_t top = net.n_layers - 1, n_in0 = sizes[0], n_1 = sizes[1]
+    cdef Py_ssize_t q, c, layer, li, lo, cnt = 0, bad = 0, n_k = sizes[top + 1]
+    cdef floating* cur = scratch
+    cdef floating* nxt = scratch + PREDICT_BLOCK * width
+    cdef floating* logits = scratch + 2 * PREDICT_BLOCK * width
+    cdef floating* ok = logits + k_pad
+    cdef floating* tmp
+    cdef const floating* w = params
+    for q in range(n_rows):
+        if _scan_row(X + q * n_in0, n_in0, nz, &cnt):
+            ok[q] = 1
+            _sum_rows(cur + q * n_1, w + n_in0 * n_1, w, n_1, X + q * n_in0, nz, cnt, n_1,
+                      1)
+            _activate(cur + q * n_1, n_1, act)
         else:
-            for c in range(n_out):
-                nxt[c] = w[n_in * n_out + c]
-            for i in range(n_in):
-                if cur[i] != 0:
-                    _axpy(nxt, cur[i], w + i * n_out, n_out)
-        _activate(nxt, n_out, act)
+            ok[q] = 0
+            bad += 1
+            for c in range(n_1):
+                cur[q * n_1 + c] = 0
+    for layer in range(1, top):
+        # H' (n_rows, lo) = H W, row-major; BLAS sees H'^T = W^T H^T
+        li = sizes[layer]
+        lo = sizes[layer + 1]
+        w = params + net.p_offs[layer]
+        _gemm(c'N', c'N', <int>lo, <int>n_rows, <int>li, 1, w, <int>lo, cur, <int>li, 0,
+              nxt, <int>lo)
+        for q in range(n_rows):
+            for c in range(lo):
+                nxt[q * lo + c] += w[li * lo + c]
+            _activate(nxt + q * lo, lo, act)
         tmp = cur
         cur = nxt
         nxt = tmp
-    # output layer: vector sums of the padded rows of W picked by the top layer's inputs
-    n_in = sizes[top]
-    n_out = sizes[top + 1]
-    if top == 0:
-        _vector_sums(logits, top_w, k_pad, x, nz, cnt)
-    else:
-        _vector_sums(logits, top_w, k_pad, cur, NULL, n_in)
-    w = params + net.p_offs[top] + n_in * n_out
-    for c in range(n_out):
-        out[c] = w[c] + logits[c]
-    _output_fn(out, n_out, output)
-    return 0
+    li = sizes[top]
+    w = params + net.p_offs[top] + li * n_k
+    for q in range(n_rows):
+        if ok[q] != 0:
+            _output_layer_row(out + q * n_k, cur + q * li, NULL, li, w, n_k, top_w, k_pad,
+                              logits, output)
+    return bad
 
 
 def predict_proba(floating[:, ::1] out, const floating[:, ::1] X, const floating[::1] params,
@@ -1103,12 +1157,16 @@ def predict_proba(floating[:, ::1] out, const floating[:, ::1] X, const floating
     threads when parallel_rows. Returns the number of rows holding NaN or infinity (their
     outputs are not written)."""
     # X (N, I0), out (N, K), params (P,); width the widest hidden layer
-    cdef Py_ssize_t n = X.shape[0], n_layers = sizes.shape[0] - 1, r, i, c
+    cdef Py_ssize_t n = X.shape[0], n_layers = sizes.shape[0] - 1, r, i, c, b
     cdef Py_ssize_t n_i = sizes[n_layers - 1], n_k = sizes[n_layers]
     cdef Py_ssize_t k_pad = _round_up(n_k, _vector_lanes(&params[0]))
     cdef int n_threads = fastmlp_max_threads() if parallel_rows else 1
+    cdef bint blocks = n_layers > 2
+    cdef Py_ssize_t n_blocks = (n + PREDICT_BLOCK - 1) // PREDICT_BLOCK
     # each thread's scratch a whole number of cache lines, so threads share none
-    cdef Py_ssize_t bad = 0, per_thread = _round_up(2 * width + k_pad, ALIGN_VALUES)
+    cdef Py_ssize_t bad = 0, per_thread = _round_up(
+        (2 * PREDICT_BLOCK * width + PREDICT_BLOCK if blocks else width) + k_pad,
+        ALIGN_VALUES)
     cdef Py_ssize_t n_in0 = _round_up(sizes[0], ALIGN_VALUES)
     cdef const floating* w_top = &params[0] + p_offs[n_layers - 1]
     cdef Layout net = Layout(&sizes[0], &p_offs[0], NULL, n_layers)
@@ -1131,7 +1189,21 @@ def predict_proba(floating[:, ::1] out, const floating[:, ::1] X, const floating
             for i in range(n_i):
                 for c in range(k_pad):
                     top_w[i * k_pad + c] = w_top[i * n_k + c] if c < n_k else 0
-            if n_threads > 1:
+            if blocks and n_threads > 1:
+                for b in prange(n_blocks, schedule="static", num_threads=n_threads):
+                    bad += _predict_block(&out[b * PREDICT_BLOCK, 0],
+                                          &X[b * PREDICT_BLOCK, 0],
+                                          min(PREDICT_BLOCK, n - b * PREDICT_BLOCK),
+                                          &params[0], &net, top_w, k_pad,
+                                          scratch + per_thread * threadid(), width,
+                                          places + n_in0 * threadid(), act, output)
+            elif blocks:
+                for b in range(n_blocks):
+                    bad += _predict_block(&out[b * PREDICT_BLOCK, 0], &X[b * PREDICT_BLOCK, 0],
+                                          min(PREDICT_BLOCK, n - b * PREDICT_BLOCK),
+                                          &params[0], &net, top_w, k_pad, scratch, width,
+                                          places, act, output)
+            elif n_threads > 1:
                 for r in prange(n, schedule="static", num_threads=n_threads):
                     bad += _predict_row(&out[r, 0], &X[r, 0], &params[0], &net, top_w, k_pad,
                                         scratch + per_thread * threadid(), width,

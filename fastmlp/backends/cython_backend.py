@@ -16,7 +16,7 @@ extension's notes); the thread count is OpenMP's, which ``n_jobs`` sets.
 from __future__ import annotations
 
 import functools
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
@@ -192,13 +192,17 @@ def _predict_layout(sizes_key):
 
 def predict_proba(out, X, params, layer_sizes, act, output=SOFTMAX):
     """The outputs of the rows of X through the output function ``output`` (SOFTMAX:
-    class probabilities; IDENTITY: the logits): a row at a time, zero inputs skipped, rows
-    split between threads when there are many."""
+    class probabilities; IDENTITY: the logits): zero inputs skipped, rows split between
+    threads when there are many; with two hidden layers or more, blocks of rows go
+    through the dense layers as matrix products."""
     check_shapes(layer_sizes, params, X=X, out=out)
     sizes, p_offs, width = _predict_layout(tuple(int(s) for s in layer_sizes))
     kernel = _PREDICT[params.dtype.type]
-    refuse_non_finite(kernel(out, X, params, sizes, p_offs, width, int(act),
-                             X.shape[0] >= PARALLEL_ROWS, int(output)))
+    parallel = X.shape[0] >= PARALLEL_ROWS
+    # with two hidden layers or more, the threads' matrix products each on one BLAS thread
+    with one_blas_thread() if parallel and len(layer_sizes) > 3 else nullcontext():
+        bad = kernel(out, X, params, sizes, p_offs, width, int(act), parallel, int(output))
+    refuse_non_finite(bad)
 
 
 # the kernel's specialisations, picked by dtype here rather than by Cython's dispatcher,
