@@ -234,7 +234,9 @@ def _timed(fn):
 # ------------------------------------------------------------------------ the MNIST fits
 
 
-def _fit_fastmlp(name, data, epochs, threads, hidden=(128,), batch=64):
+def _fit_fastmlp(name, data, epochs, threads, hidden=(128,), batch=64, predict_repeats=0):
+    """(seconds of the fit, test accuracy), or with predict_repeats (seconds of the fit,
+    median seconds of predict_proba on the test rows)."""
     from .estimator import FastMLP
     (X, y), (X_test, y_test) = data
     clf = FastMLP(hidden_layer_sizes=hidden, batch_size=batch, solver="adam", max_iter=epochs,
@@ -245,7 +247,15 @@ def _fit_fastmlp(name, data, epochs, threads, hidden=(128,), batch=64):
     start = time.perf_counter()
     clf.fit(X, y)
     seconds = time.perf_counter() - start
+    if predict_repeats:
+        return seconds, _predict_seconds(lambda: clf.predict_proba(X_test), predict_repeats)
     return seconds, clf.score(X_test, y_test)
+
+
+def _predict_seconds(predict, repeats):
+    """Median seconds of ``predict`` over ``repeats`` calls after one not timed."""
+    predict()
+    return statistics.median(_timed(predict) for _ in range(repeats))
 
 
 def _fit_sklearn(data, epochs, threads):
@@ -261,7 +271,7 @@ def _fit_sklearn(data, epochs, threads):
         return seconds, clf.score(X_test, y_test)
 
 
-def _fit_torch(torch, data, epochs, threads, hidden=(128,), batch=64):
+def _fit_torch(torch, data, epochs, threads, hidden=(128,), batch=64, predict_repeats=0):
     (X, y), (X_test, y_test) = data
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -285,7 +295,11 @@ def _fit_torch(torch, data, epochs, threads, hidden=(128,), batch=64):
                 opt.step()
         seconds = time.perf_counter() - start
         with torch.no_grad():
-            pred = model(torch.from_numpy(X_test)).argmax(1).numpy()
+            X_test_t = torch.from_numpy(X_test)
+            if predict_repeats:
+                return seconds, _predict_seconds(
+                    lambda: torch.softmax(model(X_test_t), 1).numpy(), predict_repeats)
+            pred = model(X_test_t).argmax(1).numpy()
         return seconds, float(np.mean(pred == y_test))
     finally:
         torch.set_num_threads(previous)
@@ -326,9 +340,11 @@ SHAPES = {
 }
 
 
-def shape_rows(data, threads, repeats, progress, shapes=tuple(SHAPES)):
+def shape_rows(data, threads, repeats, progress, shapes=tuple(SHAPES), predict_repeats=5):
     """Fit time of every backend, ``auto`` and (when installed) PyTorch on each network
-    shape: medians of ``repeats`` fits measured in alternating order, after a warm-up.
+    shape: medians of ``repeats`` fits measured in alternating order, each after a
+    warm-up fit on a few rows; and after each fit, the median time of predict_proba on
+    the test rows over ``predict_repeats`` calls (medians of those over the fits).
     GFLOP/s counts the dense arithmetic of the forward and both backward products
     (6 * rows * sum of inputs x outputs per epoch)."""
     try:
@@ -345,38 +361,54 @@ def shape_rows(data, threads, repeats, progress, shapes=tuple(SHAPES)):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if engine == "pytorch":
-                    return _fit_torch(torch, data, epochs, threads, hidden, batch)[0]
-                return _fit_fastmlp(engine, data, epochs, threads, hidden, batch)[0]
+                    return _fit_torch(torch, data, epochs, threads, hidden, batch,
+                                      predict_repeats)
+                return _fit_fastmlp(engine, data, epochs, threads, hidden, batch,
+                                    predict_repeats)
 
         runners = [*engines] + (["pytorch"] if torch is not None else [])
         progress(f"shape {shape}: {', '.join(runners)}")
         times = {name: [] for name in runners}
+        predict_times = {name: [] for name in runners}
         for _ in range(repeats):
             for name in runners:
-                times[name].append(fit(name))
+                fit_s, predict_s = fit(name)
+                times[name].append(fit_s)
+                predict_times[name].append(predict_s)
         sizes = [data[0][0].shape[1], *hidden, 10]
         flops = 6.0 * data[0][0].shape[0] * epochs * sum(
             i * o for i, o in zip(sizes[:-1], sizes[1:]))
         medians = {name: statistics.median(t) for name, t in times.items()}
+        predicts = {name: statistics.median(t) if predict_repeats else None
+                    for name, t in predict_times.items()}
         for name, seconds in medians.items():
             rows.append({"shape": shape, "batch": batch, "epochs": epochs, "engine": name,
                          "threads": threads, "seconds": seconds,
                          "gflops": flops / seconds / 1e9,
                          "vs_numpy": medians["numpy"] / seconds,
                          "vs_pytorch": (medians["pytorch"] / seconds
-                                        if "pytorch" in medians else None)})
+                                        if "pytorch" in medians else None),
+                         "predict_seconds": predicts[name],
+                         "predict_vs_numpy": (predicts[name] / predicts["numpy"]
+                                              if predict_repeats else None)})
     note = None if torch is not None else "PyTorch is not installed: its rows are skipped"
     return rows, note
 
 
 def format_shape_table(rows, gemm):
+    """The grid as text: fit seconds, GFLOP/s and their share of the GEMM rate, speed-up
+    over the numpy backend and PyTorch; predict milliseconds and their ratio to the numpy
+    backend's (below 1 is faster)."""
     lines = [f"{'shape':24s} {'batch':>5s} {'ep':>3s} {'engine':8s} {'seconds':>8s} "
-             f"{'GFLOP/s':>8s} {'of GEMM':>8s} {'x numpy':>8s} {'x torch':>8s}"]
+             f"{'GFLOP/s':>8s} {'of GEMM':>8s} {'x numpy':>8s} {'x torch':>8s} "
+             f"{'pred ms':>8s} {'/ numpy':>8s}"]
     for r in rows:
         torch_ratio = f"{r['vs_pytorch']:8.2f}" if r["vs_pytorch"] is not None else " " * 8
+        predict = (f"{r['predict_seconds'] * 1e3:8.1f} {r['predict_vs_numpy']:8.2f}"
+                   if r.get("predict_seconds") is not None else "")
         lines.append(f"{r['shape']:24s} {r['batch']:5d} {r['epochs']:3d} {r['engine']:8s} "
                      f"{r['seconds']:8.3f} {r['gflops']:8.1f} {r['gflops'] / gemm:8.1%} "
-                     f"{r['vs_numpy']:8.2f} {torch_ratio}")
+                     f"{r['vs_numpy']:8.2f} {torch_ratio} {predict}".rstrip())
     return "\n".join(lines)
 
 

@@ -132,3 +132,6 @@ def test_shape_grid_rows():
         assert r["gflops"] == pytest.approx(flops / r["seconds"] / 1e9)
         numpy_row = next(q for q in rows if q["shape"] == r["shape"] and q["engine"] == "numpy")
         assert r["vs_numpy"] == pytest.approx(numpy_row["seconds"] / r["seconds"])
+        assert r["predict_seconds"] > 0
+        assert r["predict_vs_numpy"] == pytest.approx(r["predict_seconds"]
+                                                      / numpy_row["predict_seconds"])
