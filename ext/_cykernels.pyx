@@ -24,7 +24,7 @@ a row-major (r, c) matrix is a column-major (c, r) one with leading dimension c.
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport M_PI, cos, exp, expf, fabs, log, log1p, sqrt, sqrtf, tanh, tanhf
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport calloc, free, malloc
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 cdef extern from "simd.h":
@@ -1069,25 +1069,73 @@ cdef void _output_layer_row(floating* out, const floating* h, const int* nz, Py_
     _output_fn(out, n_k, output)
 
 
-cdef int _predict_row(floating* out, const floating* x, const floating* params,
+cdef int _row_inputs(const floating* X, const long long* indptr, const int* indices,
+                     Py_ssize_t r, Py_ssize_t n_in, int* nz, const floating** x,
+                     const int** idx, Py_ssize_t* count, int* by_idx) noexcept nogil:
+    """Row r's non-zero inputs: x[idx[q]] for q < count (by_idx) when X is dense (N, n_in),
+    the places found here into nz; x[q] in the columns idx[q] when X holds the values of
+    compressed sparse rows (indptr not NULL). Returns 0 if the row holds NaN or
+    infinity."""
+    cdef Py_ssize_t q, q0
+    cdef floating zero = 0, xv
+    cdef int finite = 1
+    if indptr == NULL:
+        x[0] = X + r * n_in
+        idx[0] = nz
+        by_idx[0] = 1
+        return _scan_row(x[0], n_in, nz, count)
+    q0 = indptr[r]
+    count[0] = indptr[r + 1] - q0
+    x[0] = X + q0
+    idx[0] = indices + q0
+    by_idx[0] = 0
+    for q in range(count[0]):
+        xv = x[0][q]
+        finite &= (xv - xv) == zero
+    return finite
+
+
+cdef void _inputs_to_output(floating* out, const floating* x, const int* idx,
+                            Py_ssize_t cnt, int by_idx, const floating* b, Py_ssize_t n_k,
+                            const floating* top_w, Py_ssize_t k_pad, floating* logits,
+                            floating* dense, int output) noexcept nogil:
+    # without hidden layers: the output layer from the row's non-zero inputs; a sparse
+    # row's values go through ``dense`` (the thread's zeroed row, zeroed again after)
+    cdef Py_ssize_t q
+    if by_idx:
+        _output_layer_row(out, x, idx, cnt, b, n_k, top_w, k_pad, logits, output)
+        return
+    for q in range(cnt):
+        dense[idx[q]] = x[q]
+    _output_layer_row(out, dense, idx, cnt, b, n_k, top_w, k_pad, logits, output)
+    for q in range(cnt):
+        dense[idx[q]] = 0
+
+
+cdef int _predict_row(floating* out, const floating* X, const long long* indptr,
+                      const int* indices, Py_ssize_t r, const floating* params,
                       const Layout* net, const floating* top_w, Py_ssize_t k_pad,
                       floating* scratch, Py_ssize_t width, int* nz, int act,
                       int output) noexcept nogil:
-    """One row's outputs (through the output function ``output``) into out, for networks
+    """Row r's outputs (through the output function ``output``) into out, for networks
     with at most one hidden layer; returns 1 (and writes nothing) if the row holds NaN or
     infinity. top_w is the top layer's W with its columns padded to k_pad; scratch
-    (width + k_pad values) and nz (sizes[0]) are the thread's."""
+    (width + k_pad values, then sizes[0] zeros for a sparse X) and nz (sizes[0]) are the
+    thread's."""
     cdef const long long* sizes = net.sizes
     cdef Py_ssize_t cnt = 0, top = net.n_layers - 1, n_in0 = sizes[0], n_1 = sizes[1]
     cdef const floating* w = params
     cdef floating* logits = scratch + width
-    if not _scan_row(x, n_in0, nz, &cnt):
+    cdef const floating* x
+    cdef const int* idx
+    cdef int by_idx
+    if not _row_inputs(X, indptr, indices, r, n_in0, nz, &x, &idx, &cnt, &by_idx):
         return 1
     if top == 0:
-        _output_layer_row(out, x, nz, cnt, w + n_in0 * n_1, n_1, top_w, k_pad, logits,
-                          output)
+        _inputs_to_output(out, x, idx, cnt, by_idx, w + n_in0 * n_1, n_1, top_w, k_pad,
+                          logits, logits + k_pad, output)
         return 0
-    _sum_rows(scratch, w + n_in0 * n_1, w, n_1, x, nz, cnt, n_1, 1)
+    _sum_rows(scratch, w + n_in0 * n_1, w, n_1, x, idx, cnt, n_1, by_idx)
     _activate(scratch, n_1, act)
     w = params + net.p_offs[1]
     _output_layer_row(out, scratch, NULL, n_1, w + n_1 * sizes[2], sizes[2], top_w, k_pad,
@@ -1095,17 +1143,18 @@ cdef int _predict_row(floating* out, const floating* x, const floating* params,
     return 0
 
 
-cdef Py_ssize_t _predict_block(floating* out, const floating* X, Py_ssize_t n_rows,
+cdef Py_ssize_t _predict_block(floating* out, const floating* X, const long long* indptr,
+                               const int* indices, Py_ssize_t r0, Py_ssize_t n_rows,
                                const floating* params, const Layout* net,
                                const floating* top_w, Py_ssize_t k_pad, floating* scratch,
                                Py_ssize_t width, int* nz, int act,
                                int output) noexcept nogil:
-    """The outputs of n_rows (at most PREDICT_BLOCK) rows of X into out, for two hidden
-    layers or more: each row through the first layer on its own (zero inputs skipped),
-    then the block through the dense layers above it as matrix products, then each row
-    through the output layer. Returns how many rows hold NaN or infinity (their outputs
-    are not written). scratch holds 2 PREDICT_BLOCK width + k_pad + PREDICT_BLOCK values
-    and nz sizes[0] places, the thread's."""
+    """The outputs of the n_rows (at most PREDICT_BLOCK) rows from r0 into out, for two
+    hidden layers or more: each row through the first layer on its own (zero inputs
+    skipped), then the block through the dense layers above it as matrix products, then
+    each row through the output layer. Returns how many rows hold NaN or infinity (their
+    outputs are not written). scratch holds 2 PREDICT_BLOCK width + k_pad +
+    PREDICT_BLOCK values and nz sizes[0] places, the thread's."""
     cdef const long long* sizes = net.sizes
     cdef Py_ssize_t top = net.n_layers - 1, n_in0 = sizes[0], n_1 = sizes[1]
     cdef Py_ssize_t q, c, layer, li, lo, cnt = 0, bad = 0, n_k = sizes[top + 1]
@@ -1115,11 +1164,13 @@ cdef Py_ssize_t _predict_block(floating* out, const floating* X, Py_ssize_t n_ro
     cdef floating* ok = logits + k_pad
     cdef floating* tmp
     cdef const floating* w = params
+    cdef const floating* x
+    cdef const int* idx
+    cdef int by_idx
     for q in range(n_rows):
-        if _scan_row(X + q * n_in0, n_in0, nz, &cnt):
+        if _row_inputs(X, indptr, indices, r0 + q, n_in0, nz, &x, &idx, &cnt, &by_idx):
             ok[q] = 1
-            _sum_rows(cur + q * n_1, w + n_in0 * n_1, w, n_1, X + q * n_in0, nz, cnt, n_1,
-                      1)
+            _sum_rows(cur + q * n_1, w + n_in0 * n_1, w, n_1, x, idx, cnt, n_1, by_idx)
             _activate(cur + q * n_1, n_1, act)
         else:
             ok[q] = 0
@@ -1144,32 +1195,32 @@ cdef Py_ssize_t _predict_block(floating* out, const floating* X, Py_ssize_t n_ro
     w = params + net.p_offs[top] + li * n_k
     for q in range(n_rows):
         if ok[q] != 0:
-            _output_layer_row(out + q * n_k, cur + q * li, NULL, li, w, n_k, top_w, k_pad,
-                              logits, output)
+            _output_layer_row(out + (r0 + q) * n_k, cur + q * li, NULL, li, w, n_k, top_w,
+                              k_pad, logits, output)
     return bad
 
 
-def predict_proba(floating[:, ::1] out, const floating[:, ::1] X, const floating[::1] params,
-                  const long long[::1] sizes, const long long[::1] p_offs, Py_ssize_t width,
-                  int act, bint parallel_rows, int output=SOFTMAX):
-    """The outputs of every row of X through the output function ``output``
-    (codes.OUTPUTS; IDENTITY gives the logits), rows split between
-    threads when parallel_rows. Returns the number of rows holding NaN or infinity (their
-    outputs are not written)."""
-    # X (N, I0), out (N, K), params (P,); width the widest hidden layer
-    cdef Py_ssize_t n = X.shape[0], n_layers = sizes.shape[0] - 1, r, i, c, b
+cdef Py_ssize_t _predict_all(floating* out, const floating* X, const long long* indptr,
+                             const int* indices, Py_ssize_t n, const floating* params,
+                             const long long* sizes, const long long* p_offs,
+                             Py_ssize_t n_layers, Py_ssize_t width, int act,
+                             bint parallel_rows, int output) except -1:
+    # out (n, K); X dense (n, sizes[0]), or (indptr not NULL) the values of compressed
+    # sparse rows; returns the number of rows holding NaN or infinity
+    cdef Py_ssize_t r, i, c, b
     cdef Py_ssize_t n_i = sizes[n_layers - 1], n_k = sizes[n_layers]
-    cdef Py_ssize_t k_pad = _round_up(n_k, _vector_lanes(&params[0]))
+    cdef Py_ssize_t k_pad = _round_up(n_k, _vector_lanes(params))
     cdef int n_threads = fastmlp_max_threads() if parallel_rows else 1
     cdef bint blocks = n_layers > 2
     cdef Py_ssize_t n_blocks = (n + PREDICT_BLOCK - 1) // PREDICT_BLOCK
-    # each thread's scratch a whole number of cache lines, so threads share none
-    cdef Py_ssize_t bad = 0, per_thread = _round_up(
-        (2 * PREDICT_BLOCK * width + PREDICT_BLOCK if blocks else width) + k_pad,
-        ALIGN_VALUES)
     cdef Py_ssize_t n_in0 = _round_up(sizes[0], ALIGN_VALUES)
-    cdef const floating* w_top = &params[0] + p_offs[n_layers - 1]
-    cdef Layout net = Layout(&sizes[0], &p_offs[0], NULL, n_layers)
+    # each thread's scratch a whole number of cache lines, so threads share none; a
+    # sparse X without hidden layers needs a zeroed row of inputs
+    cdef Py_ssize_t bad = 0, per_thread = _round_up(
+        (2 * PREDICT_BLOCK * width + PREDICT_BLOCK if blocks else width) + k_pad
+        + (n_in0 if indptr != NULL and n_layers == 1 else 0), ALIGN_VALUES)
+    cdef const floating* w_top = params + p_offs[n_layers - 1]
+    cdef Layout net = Layout(sizes, p_offs, NULL, n_layers)
     cdef floating* top_w
     cdef floating* scratch
     cdef int* places
@@ -1177,7 +1228,7 @@ def predict_proba(floating[:, ::1] out, const floating[:, ::1] X, const floating
         return 0
     # the top layer's W with its columns padded to whole vectors (see FASTMLP_VECTOR_SUM)
     top_w = <floating*>malloc(n_i * k_pad * sizeof(floating))
-    scratch = <floating*>malloc(n_threads * per_thread * sizeof(floating))
+    scratch = <floating*>calloc(n_threads * per_thread, sizeof(floating))
     places = <int*>malloc(n_threads * n_in0 * sizeof(int))
     if top_w == NULL or scratch == NULL or places == NULL:
         free(top_w)
@@ -1191,29 +1242,63 @@ def predict_proba(floating[:, ::1] out, const floating[:, ::1] X, const floating
                     top_w[i * k_pad + c] = w_top[i * n_k + c] if c < n_k else 0
             if blocks and n_threads > 1:
                 for b in prange(n_blocks, schedule="static", num_threads=n_threads):
-                    bad += _predict_block(&out[b * PREDICT_BLOCK, 0],
-                                          &X[b * PREDICT_BLOCK, 0],
+                    bad += _predict_block(out, X, indptr, indices, b * PREDICT_BLOCK,
                                           min(PREDICT_BLOCK, n - b * PREDICT_BLOCK),
-                                          &params[0], &net, top_w, k_pad,
+                                          params, &net, top_w, k_pad,
                                           scratch + per_thread * threadid(), width,
                                           places + n_in0 * threadid(), act, output)
             elif blocks:
                 for b in range(n_blocks):
-                    bad += _predict_block(&out[b * PREDICT_BLOCK, 0], &X[b * PREDICT_BLOCK, 0],
+                    bad += _predict_block(out, X, indptr, indices, b * PREDICT_BLOCK,
                                           min(PREDICT_BLOCK, n - b * PREDICT_BLOCK),
-                                          &params[0], &net, top_w, k_pad, scratch, width,
+                                          params, &net, top_w, k_pad, scratch, width,
                                           places, act, output)
             elif n_threads > 1:
                 for r in prange(n, schedule="static", num_threads=n_threads):
-                    bad += _predict_row(&out[r, 0], &X[r, 0], &params[0], &net, top_w, k_pad,
-                                        scratch + per_thread * threadid(), width,
-                                        places + n_in0 * threadid(), act, output)
+                    bad += _predict_row(out + r * n_k, X, indptr, indices, r, params, &net,
+                                        top_w, k_pad, scratch + per_thread * threadid(),
+                                        width, places + n_in0 * threadid(), act, output)
             else:
                 for r in range(n):
-                    bad += _predict_row(&out[r, 0], &X[r, 0], &params[0], &net, top_w, k_pad,
-                                        scratch, width, places, act, output)
+                    bad += _predict_row(out + r * n_k, X, indptr, indices, r, params, &net,
+                                        top_w, k_pad, scratch, width, places, act, output)
     finally:
         free(top_w)
         free(scratch)
         free(places)
     return bad
+
+
+def predict_proba(floating[:, ::1] out, const floating[:, ::1] X, const floating[::1] params,
+                  const long long[::1] sizes, const long long[::1] p_offs, Py_ssize_t width,
+                  int act, bint parallel_rows, int output=SOFTMAX):
+    """The outputs of every row of X through the output function ``output``
+    (codes.OUTPUTS; IDENTITY gives the logits), rows split between threads when
+    parallel_rows. Returns the number of rows holding NaN or infinity (their outputs
+    are not written)."""
+    # X (N, I0), out (N, K), params (P,); width the widest hidden layer
+    if X.shape[0] == 0:
+        return 0
+    return _predict_all(&out[0, 0], &X[0, 0], NULL, NULL, X.shape[0], &params[0], &sizes[0],
+                        &p_offs[0], sizes.shape[0] - 1, width, act, parallel_rows, output)
+
+
+def predict_proba_csr(floating[:, ::1] out, const floating[::1] values,
+                      const long long[::1] indptr, const int[::1] indices,
+                      const floating[::1] params, const long long[::1] sizes,
+                      const long long[::1] p_offs, Py_ssize_t width, int act,
+                      bint parallel_rows, int output=SOFTMAX):
+    """predict_proba for X as compressed sparse rows (values, indptr (N + 1,), indices,
+    checked by the caller: sparse.checked_csr)."""
+    cdef Py_ssize_t n = indptr.shape[0] - 1
+    cdef float f32 = 0
+    cdef double f64 = 0
+    cdef const floating* v
+    if n <= 0:
+        return 0
+    # no value at all: any valid address will do, as none is read
+    v = &values[0] if values.shape[0] > 0 else <const floating*>(
+        <void*>&f32 if floating is float else <void*>&f64)
+    return _predict_all(&out[0, 0], v, &indptr[0], &indices[0] if indices.shape[0] > 0
+                        else NULL, n, &params[0], &sizes[0], &p_offs[0], sizes.shape[0] - 1,
+                        width, act, parallel_rows, output)

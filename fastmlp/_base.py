@@ -16,6 +16,7 @@ from types import ModuleType
 
 import numpy as np
 import scipy.optimize
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
@@ -36,6 +37,7 @@ from .backends.codes import (
     optimizer_step,
 )
 from .backends.layout import layer_views, n_params
+from .backends.sparse import checked_csr
 from .network import init_params, layer_sizes_for, summary_table
 from .optim import OptimizerState
 from .threads import serial_blas_between, thread_limit
@@ -45,6 +47,17 @@ _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
 # warnings raised while fitting point at the user's call of fit or partial_fit:
 # caller -> fit -> _fit -> _plan_epochs or _run_epochs -> warnings.warn
 _USER_FRAME = 4
+
+
+# SciPy sparse X (matrices and arrays, any format) is taken as compressed sparse rows:
+# scikit-learn's validation converts the other formats (and checks the values are finite)
+SPARSE_FORMATS = "csr"
+
+
+def checked_X(X):
+    """A validated X as the backends take it: dense as it is, sparse as a CSR matrix in
+    canonical form whose structure has been checked (backends.sparse.checked_csr)."""
+    return checked_csr(X) if sp.issparse(X) else X
 
 
 def rows_of(target: Target, idx) -> Target:
@@ -182,7 +195,8 @@ class BaseMLP(BaseEstimator):
             converted = np.ascontiguousarray(X, dtype=dtype)
             if getattr(backend, "CHECKS_FINITE_INPUT", False) or np.isfinite(converted).all():
                 return converted
-        return validate_data(self, X, reset=False, dtype=dtype, order="C")
+        return checked_X(validate_data(self, X, reset=False, dtype=dtype, order="C",
+                                       accept_sparse=SPARSE_FORMATS))
 
     def _row_weights(self, X, sample_weight, class_factors, dtype):
         """The weight of every row: sample_weight (checked as scikit-learn checks it:
@@ -382,6 +396,8 @@ class BaseMLP(BaseEstimator):
         if val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase "
                              "'validation_fraction' or the size of your dataset.")
+        if sp.issparse(X):
+            return X[train], X[val], rows_of(target, train), rows_of(target, val)
         return (np.ascontiguousarray(X[train]), np.ascontiguousarray(X[val]),
                 rows_of(target, train), rows_of(target, val))
 
@@ -618,4 +634,5 @@ class BaseMLP(BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = True
         return tags

@@ -15,7 +15,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import validate_data
 
-from ._base import BaseMLP, weights_or_none
+from ._base import SPARSE_FORMATS, BaseMLP, checked_X, weights_or_none
 from .backends.codes import IDENTITY, LOGISTIC, SOFTMAX, Target
 
 _TINY = np.finfo(np.float64).tiny
@@ -223,7 +223,8 @@ default "constant"
         output; a 2-D 0/1 indicator y (multilabel) a logistic output per label."""
         dtype = p["dtype"]
         X, y = validate_data(self, X, y, reset=reinitialise, dtype=dtype, order="C",
-                             multi_output=True, y_numeric=False)
+                             accept_sparse=SPARSE_FORMATS, multi_output=True, y_numeric=False)
+        X = checked_X(X)
         if y.ndim == 2 and y.shape[1] == 1 and type_of_target(y) != "multilabel-indicator":
             warnings.warn("A column-vector y was passed when a 1d array was expected. "
                           "Please change the shape of y to (n_samples,), for example using "

@@ -13,7 +13,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import validate_data
 
-from ._base import BaseMLP, weights_or_none
+from ._base import SPARSE_FORMATS, BaseMLP, checked_X, weights_or_none
 from .backends.codes import EXP, IDENTITY, Target
 
 # loss -> the output function it is the canonical loss of
@@ -110,7 +110,8 @@ best_loss_, validation_scores_, best_validation_score_, n_layers_, backend_
         (n_samples, n_outputs) matrix of the model's dtype."""
         dtype = p["dtype"]
         X, y = validate_data(self, X, y, reset=reinitialise, dtype=dtype, order="C",
-                             multi_output=True, y_numeric=True)
+                             accept_sparse=SPARSE_FORMATS, multi_output=True, y_numeric=True)
+        X = checked_X(X)
         if y.ndim == 2 and y.shape[1] == 1:
             warnings.warn("A column-vector y was passed when a 1d array was expected. "
                           "Please change the shape of y to (n_samples,), for example using "

@@ -66,7 +66,7 @@ def check_shapes(layer_sizes, params, *, X=None, out=None, state=()):
     for name, arr in state:
         if arr.shape != params.shape and not (name == "v" and arr.size == 0):
             raise ValueError(f"{name} has shape {arr.shape}, expected {params.shape}")
-    if X is not None and (X.ndim != 2 or X.shape[1] != sizes[0]):
+    if X is not None and (len(X.shape) != 2 or X.shape[1] != sizes[0]):
         raise ValueError(f"X has shape {X.shape}, expected (n, {sizes[0]})")
     if out is not None and out.shape != (X.shape[0], sizes[-1]):
         raise ValueError(f"out has shape {out.shape}, expected ({X.shape[0]}, {sizes[-1]})")

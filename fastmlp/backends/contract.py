@@ -66,7 +66,7 @@ KERNELS = {
         "param, grad, m, v, lr_t, beta1, beta2, eps", "param, grad, m, v (P,)",
         "one Adam step, the bias correction folded into lr_t (codes.adam_lr)", SUPPORT),
     "prepare_inputs": Kernel(
-        "X", "X (N, I0)",
+        "X", "X (N, I0), dense or a checked SciPy CSR (sparse.checked_csr)",
         "the training data in the form this backend's train_epoch reads, built once per "
         "fit (X itself, or its compressed sparse rows)", ESTIMATOR),
     "train_epoch": Kernel(
@@ -79,11 +79,13 @@ KERNELS = {
         "losses, correct training predictions, new Adam step count t)", ESTIMATOR),
     "loss_and_grad": Kernel(
         "grads, params, layer_sizes, act, X, y, alpha",
-        "grads, params (P,), X (N, I0), y a codes.Target (or (N,) int64 class indices)",
+        "grads, params (P,), X (N, I0) dense or a checked SciPy CSR, y a codes.Target (or "
+        "(N,) int64 class indices)",
         "grads = gradient of the (weighted) mean loss + alpha/2N ||W||^2 (N: the rows, or "
         "the sum of their weights); returns its value", ESTIMATOR),
     "predict_proba": Kernel(
-        "out, X, params, layer_sizes, act, output=SOFTMAX", "X (N, I0), out (N, K)",
+        "out, X, params, layer_sizes, act, output=SOFTMAX",
+        "X (N, I0) dense or a checked SciPy CSR, out (N, K)",
         "the outputs of the rows of X through the output function (codes.OUTPUTS: class "
         "probabilities, per-label probabilities, values, exp(values); IDENTITY gives the "
         "logits)", ESTIMATOR),

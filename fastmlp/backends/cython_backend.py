@@ -31,7 +31,7 @@ from .checks import (
 from .codes import SOFTMAX, loss_denominator
 from .layout import padded_top
 from ..threads import one_blas_thread
-from .sparse import SparseRows, sparse_rows
+from .sparse import SparseRows, from_scipy, sparse_rows
 
 NAME = "cython"
 # predict_proba raises ValueError for NaN or infinity in X (checked row by row as it
@@ -100,6 +100,13 @@ def prepare_inputs(X):
 
 def _sparse(data):
     return data if isinstance(data, SparseRows) else prepare_inputs(data)
+
+
+def _sparse_of(X, dtype):
+    """SparseRows of a sparse X (SparseRows, or SciPy's) with values of ``dtype``."""
+    if isinstance(X, SparseRows):
+        return X
+    return from_scipy(X, dtype)
 
 
 class _Buffers:
@@ -197,14 +204,22 @@ def predict_proba(out, X, params, layer_sizes, act, output=SOFTMAX):
     through the dense layers as matrix products."""
     check_shapes(layer_sizes, params, X=X, out=out)
     sizes, p_offs, width = _predict_layout(tuple(int(s) for s in layer_sizes))
-    kernel = _PREDICT[params.dtype.type]
     parallel = X.shape[0] >= PARALLEL_ROWS
+    if isinstance(X, np.ndarray):
+        kernel, args = _PREDICT[params.dtype.type], (X,)
+    else:
+        rows = _sparse_of(X, params.dtype)
+        kernel = _PREDICT_CSR[params.dtype.type]
+        args = (rows.values, rows.indptr, rows.indices)
     # with two hidden layers or more, the threads' matrix products each on one BLAS thread
     with one_blas_thread() if parallel and len(layer_sizes) > 3 else nullcontext():
-        bad = kernel(out, X, params, sizes, p_offs, width, int(act), parallel, int(output))
+        bad = kernel(out, *args, params, sizes, p_offs, width, int(act), parallel,
+                     int(output))
     refuse_non_finite(bad)
 
 
 # the kernel's specialisations, picked by dtype here rather than by Cython's dispatcher,
 # which inspects every argument on each call
 _PREDICT = {np.float32: _k.predict_proba["float"], np.float64: _k.predict_proba["double"]}
+_PREDICT_CSR = {np.float32: _k.predict_proba_csr["float"],
+                np.float64: _k.predict_proba_csr["double"]}

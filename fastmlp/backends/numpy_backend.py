@@ -14,6 +14,7 @@ mini-batch at a time in Python.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.special import xlogy
 
 from .checks import check_index_array, checked_target
@@ -32,6 +33,7 @@ from .codes import (
     scheduled_lr,
 )
 from .layout import layer_views
+from .sparse import checked_csr
 
 NAME = "numpy"
 CHECKS_FINITE_INPUT = False
@@ -54,10 +56,19 @@ def _activate(z, act):
     # IDENTITY: nothing to do
 
 
+def _matmul(a, b, out):
+    """out = a @ b, for a dense or SciPy sparse ``a`` (a sparse product gives a dense
+    array, copied into out)."""
+    if sp.issparse(a):
+        out[...] = a @ b
+    else:
+        np.matmul(a, b, out=out)
+
+
 def linear_forward(out, x, w, b, act):
-    """out = act(x @ w + b)."""
+    """out = act(x @ w + b); x may be SciPy sparse."""
     # x (N, I), w (I, O), b (O,), out (N, O)
-    np.matmul(x, w, out=out)
+    _matmul(x, w, out)
     out += b
     _activate(out, act)
 
@@ -99,8 +110,9 @@ def linear_backward(dw, db, dx, delta, x, w, alpha_n):
     ``dx`` of size 0 means the input gradient is not needed (the first layer).
     ``alpha_n`` is the L2 penalty divided by the batch's row count.
     """
-    # delta (N, O), x (N, I), w (I, O), dw (I, O), db (O,), dx (N, I) or empty
-    np.matmul(x.T, delta, out=dw)
+    # delta (N, O), x (N, I) (may be SciPy sparse), w (I, O), dw (I, O), db (O,),
+    # dx (N, I) or empty
+    _matmul(x.T, delta, dw)
     if alpha_n != 0:
         dw += alpha_n * w
     np.sum(delta, axis=0, out=db)
@@ -132,8 +144,11 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
     param -= lr_t * m / (np.sqrt(v) + eps)
 
 
-def _allocate_workspace(layer_sizes, rows, dtype):
-    acts = [np.empty((rows, s), dtype=dtype) for s in layer_sizes]
+def _allocate_workspace(layer_sizes, rows, dtype, sparse_x=False):
+    """Activations of every layer (the input's first: none for a sparse X, whose rows are
+    used as they are) and the deltas of every layer above it, for ``rows`` rows."""
+    acts = [np.empty((rows, s if i or not sparse_x else 0), dtype=dtype)
+            for i, s in enumerate(layer_sizes)]
     deltas = [np.empty((rows, s), dtype=dtype) for s in layer_sizes[1:]]
     return acts, deltas
 
@@ -239,19 +254,23 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
     """
     # X (N, I0), params (P,), grads (P,)
     target = checked_target(y, X.shape[0], int(layer_sizes[-1]), params.dtype)
-    acts, deltas = _allocate_workspace(layer_sizes, X.shape[0], params.dtype)
-    acts[0][...] = X
+    acts, deltas = _allocate_workspace(layer_sizes, X.shape[0], params.dtype, sp.issparse(X))
+    if sp.issparse(X):
+        acts[0] = X
+    else:
+        acts[0][...] = X
     loss_sum, _ = _batch_step(layer_views(params, layer_sizes), layer_views(grads, layer_sizes),
                               act, acts, deltas, target, alpha)
     return loss_sum / loss_denominator(target, X.shape[0])
 
 
 def prepare_inputs(X):
-    """The training data in the form this backend's train_epoch takes: X itself here.
+    """The training data in the form this backend's train_epoch takes: X itself here (a
+    SciPy sparse X as a checked CSR matrix; see sparse.checked_csr).
 
     Called once per fit, so a backend can pay for a conversion once, not every epoch.
     """
-    return X
+    return checked_csr(X) if sp.issparse(X) else X
 
 
 def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_size, alpha, opt,
@@ -270,10 +289,12 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
     """
     # params, grads, m, v (P,), X (rows, I0), order (n,)
     X = data
+    sparse_x = sp.issparse(X)
     target = checked_target(y, X.shape[0], int(layer_sizes[-1]), params.dtype)
     check_index_array("order", order, X.shape[0])
     n = order.shape[0]
-    full_acts, full_deltas = _allocate_workspace(layer_sizes, min(batch_size, n), params.dtype)
+    full_acts, full_deltas = _allocate_workspace(layer_sizes, min(batch_size, n), params.dtype,
+                                                 sparse_x)
     layers = layer_views(params, layer_sizes)
     grad_layers = layer_views(grads, layer_sizes)
     loss_total = 0.0
@@ -283,7 +304,10 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
         rows = idx.shape[0]
         acts = [a[:rows] for a in full_acts]
         deltas = [d[:rows] for d in full_deltas]
-        np.take(X, idx, axis=0, out=acts[0])
+        if sparse_x:
+            acts[0] = X[idx]
+        else:
+            np.take(X, idx, axis=0, out=acts[0])
         loss_sum, n_correct = _batch_step(layers, grad_layers, act, acts, deltas,
                                           _rows_of(target, idx), alpha)
         loss_total += loss_sum

@@ -2,9 +2,10 @@
 passes, so the first layer of every batch reads only the non-zero inputs (19 % of
 MNIST's pixels) without scanning each row again every epoch."""
 
+import scipy.sparse as sp
 from numba import prange
 
-from ..sparse import SparseRows, sparse_rows
+from ..sparse import SparseRows, from_scipy, sparse_rows
 from ._config import U, pjit, read_only
 
 
@@ -40,10 +41,16 @@ def _fill_sparse_rows(indices, values, indptr, X):
 
 
 def prepare_inputs(X):
-    """X (N, I0) as SparseRows, the form train_epoch reads."""
-    return sparse_rows(read_only(X), _count_row_nonzeros, _fill_sparse_rows)
+    """X (N, I0), dense or SciPy sparse, as SparseRows, the form train_epoch reads."""
+    return sparse_rows(X if sp.issparse(X) else read_only(X), _count_row_nonzeros,
+                       _fill_sparse_rows)
 
 
-def as_sparse_rows(data):
-    """data itself if it is SparseRows already, else prepare_inputs(data)."""
-    return data if isinstance(data, SparseRows) else prepare_inputs(data)
+def as_sparse_rows(data, dtype=None):
+    """data itself if it is SparseRows already, a SciPy sparse data converted (values of
+    ``dtype``), else prepare_inputs(data)."""
+    if isinstance(data, SparseRows):
+        return data
+    if sp.issparse(data):
+        return from_scipy(data, dtype)
+    return prepare_inputs(data)

@@ -158,6 +158,8 @@ sum_rows_vector = _vector_sum_kernel(VECTOR_BYTES, VECTOR_SUMS, False)
 # per column suffices, as the eight vectors are independent
 WIDE_BYTES = 256
 sum_rows_wide = _vector_sum_kernel(WIDE_BYTES, 1, True)
+# the same for a row of compressed sparse rows: a_q = vals[vo + q], in the column idx[q]
+sum_rows_wide_csr = _vector_sum_kernel(WIDE_BYTES, 1, False)
 
 
 def _lane_count(n_bytes):

@@ -24,7 +24,15 @@ from .inline import (
     sum_rows_f,
     ublock,
 )
-from .intrinsics import panel, sum_rows_vector, sum_rows_wide, vector_width, wide_width
+from .inputs import as_sparse_rows
+from .intrinsics import (
+    panel,
+    sum_rows_vector,
+    sum_rows_wide,
+    sum_rows_wide_csr,
+    vector_width,
+    wide_width,
+)
 
 # predicting fewer than twice this many rows runs on the calling thread alone
 PREDICT_CHUNK = 64
@@ -33,34 +41,53 @@ PREDICT_BLOCK = 128
 
 
 @inline
-def _scan_row(nz_idx, X, xo, n_in0):
-    """The places of the row's non-zero inputs and their count, and whether the row is
-    finite. The values are read from X through these places later, while the row is in
-    cache (storing them as well was slower). NaN and infinity are non-zero, so checking
-    the non-zero values checks the row (v - v is 0 exactly for finite v)."""
+def _row_inputs(nz_idx, X, r, n_in0, indptr, indices, csr):
+    """Where row r's non-zero inputs are, as (idx, vo, q0, q1, finite): its inputs are
+    X[vo + idx[q]] for q in [q0, q1) when X is dense (idx = nz_idx, the places found
+    here), X[q] in the columns idx[q] when X holds the values of compressed sparse rows
+    (``csr``). ``finite``: whether the row holds no NaN or infinity; NaN and infinity are
+    non-zero, so checking the non-zero values checks the row (v - v is 0 exactly for
+    finite v). For a dense row the values are read from X through the places found, while
+    the row is in cache (storing them as well was slower)."""
     zero = X.dtype.type(0)
-    cnt = nonzero_places_f(nz_idx, X, xo, n_in0)
-    finite = True
-    for t in range(cnt):
-        xv = X[xo + U(nz_idx[t])]
-        finite &= xv - xv == zero
-    return cnt, finite
+    if csr:
+        q0 = U(indptr[r])
+        q1 = U(indptr[r + U(1)])
+        vo = U(0)
+        idx = indices
+        finite = True
+        for q in range(q0, q1):
+            xv = X[q]
+            finite &= xv - xv == zero
+    else:
+        vo = r * n_in0
+        q0 = U(0)
+        q1 = nonzero_places_f(nz_idx, X, vo, n_in0)
+        idx = nz_idx
+        finite = True
+        for t in range(q1):
+            xv = X[vo + U(nz_idx[t])]
+            finite &= xv - xv == zero
+    return idx, vo, q0, q1, finite
 
 
 @inline
-def _first_layer_f(nxt, no, X, xo, nz_idx, cnt, params, n_i, n_o, act, wide, acc):
-    """nxt[no : no + n_o] = act(b + x @ W) for the first layer, skipping zero inputs:
-    whole panels in vector registers, then the bias; the last columns (bias included)
-    through the register panel."""
+def _first_layer_f(nxt, no, X, vo, idx, q0, q1, csr, params, n_i, n_o, act, wide, acc):
+    """nxt[no : no + n_o] = act(b + x @ W) for the first layer from the row's non-zero
+    inputs (see _row_inputs): whole panels in vector registers, then the bias; the last
+    columns (bias included) through the register panel."""
     p0 = U(0)
     while p0 + wide <= n_o:
-        sum_rows_wide(nxt, no + p0, params, p0, n_o, X, xo, nz_idx, U(0), cnt)
+        if csr:
+            sum_rows_wide_csr(nxt, no + p0, params, p0, n_o, X, vo, idx, q0, q1)
+        else:
+            sum_rows_wide(nxt, no + p0, params, p0, n_o, X, vo, idx, q0, q1)
         p0 += wide
     for c in range(p0):
         nxt[no + c] += params[n_i * n_o + c]
     if p0 < n_o:
-        sum_rows_f(nxt, no + p0, params.dtype.type(1), params, n_i * n_o + p0, X, xo, True,
-                   nz_idx, U(0), cnt, params, p0, n_o, n_o - p0, acc)
+        sum_rows_f(nxt, no + p0, params.dtype.type(1), params, n_i * n_o + p0, X, vo,
+                   not csr, idx, q0, q1, params, p0, n_o, n_o - p0, acc)
     activate_f(nxt, no, n_o, act)
 
 
@@ -77,22 +104,24 @@ def _output_layer_f(out, o, cur, co, n_i, n_k, params, b_off, top_w, k_pad, lane
 
 
 @jit
-def _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, r0, r1, output):
-    # rows r0:r1 of X (N, I0) -> out (N, K), both flat; params in the flat layout;
-    # top_w the top layer's W (I, Kp), its columns padded with zeros to a multiple of
-    # the vector width (see sum_rows_vector).
+def _predict_rows(out, X, indptr, indices, csr, params, top_w, usizes, p_offs, act, width,
+                  r0, r1, output):
+    # rows r0:r1 of X -> out (N, K) flat; X the dense rows (N, I0) flat, or (csr) the
+    # values of compressed sparse rows with their indptr and indices; params in the flat
+    # layout; top_w the top layer's W (I, Kp), its columns padded with zeros to a
+    # multiple of the vector width (see sum_rows_vector).
     # Returns how many rows hold NaN or infinity (their outputs are left unwritten).
     n_layers = usizes.shape[0] - 1
     top = n_layers - 1
     if top >= 2:
-        return _predict_blocks(out, X, params, top_w, usizes, p_offs, act, width, r0, r1,
-                               output)
+        return _predict_blocks(out, X, indptr, indices, csr, params, top_w, usizes, p_offs,
+                               act, width, r0, r1, output)
     n_k = usizes[n_layers]
     n_in0 = usizes[0]
     n_i = usizes[top]
     cur = np.empty(width, dtype=out.dtype)
-    nz_idx = np.empty(n_in0, dtype=np.int32)
-    nz_val = np.empty(n_in0, dtype=out.dtype)
+    nz_idx = np.empty(U(0) if csr else n_in0, dtype=np.int32)
+    nz_val = np.empty(U(0) if csr else n_in0, dtype=out.dtype)
     k_pad = U(top_w.shape[0]) // n_i
     logits = np.empty(k_pad, dtype=out.dtype)
     lanes = vector_width(out)
@@ -101,24 +130,26 @@ def _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, r0, r1, out
     b_off = p_offs[top] + n_i * n_k
     n_bad = 0
     for r in range(r0, r1):
-        xo = r * n_in0
-        cnt, finite = _scan_row(nz_idx, X, xo, n_in0)
+        idx, vo, q0, q1, finite = _row_inputs(nz_idx, X, r, n_in0, indptr, indices, csr)
         if not finite:
             n_bad += 1
             continue
         o = r * n_k
         if top == 1:
-            _first_layer_f(cur, U(0), X, xo, nz_idx, cnt, params, n_in0, usizes[1], act,
+            _first_layer_f(cur, U(0), X, vo, idx, q0, q1, csr, params, n_in0, usizes[1], act,
                            wide, acc)
             _output_layer_f(out, o, cur, U(0), n_i, n_k, params, b_off, top_w, k_pad, lanes,
                             logits, output)
         else:
             # no hidden layer: the output layer reads the row's non-zero inputs
-            for t in range(cnt):
-                nz_val[t] = X[xo + U(nz_idx[t])]
-            for c0 in range(U(0), k_pad, lanes):
-                sum_rows_vector(logits, c0, top_w, c0, k_pad, nz_val, U(0), nz_idx, U(0),
-                                cnt)
+            if csr:
+                for c0 in range(U(0), k_pad, lanes):
+                    sum_rows_vector(logits, c0, top_w, c0, k_pad, X, U(0), idx, q0, q1)
+            else:
+                for t in range(q1):
+                    nz_val[t] = X[vo + U(nz_idx[t])]
+                for c0 in range(U(0), k_pad, lanes):
+                    sum_rows_vector(logits, c0, top_w, c0, k_pad, nz_val, U(0), idx, q0, q1)
             for c in range(n_k):
                 out[o + c] = params[b_off + c] + logits[c]
             output_f(out, o, n_k, output)
@@ -126,7 +157,8 @@ def _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, r0, r1, out
 
 
 @jit
-def _predict_blocks(out, X, params, top_w, usizes, p_offs, act, width, r0, r1, output):
+def _predict_blocks(out, X, indptr, indices, csr, params, top_w, usizes, p_offs, act, width,
+                    r0, r1, output):
     """_predict_rows for two hidden layers or more: the rows go through the first layer
     one by one (sparse), then in blocks of PREDICT_BLOCK rows through the dense hidden
     layers above it as matrix products (BLAS), then one by one through the output
@@ -140,7 +172,7 @@ def _predict_blocks(out, X, params, top_w, usizes, p_offs, act, width, r0, r1, o
     cur = np.empty(blk * U(width), dtype=out.dtype)
     nxt = np.empty(blk * U(width), dtype=out.dtype)
     finite_rows = np.empty(blk, dtype=np.bool_)
-    nz_idx = np.empty(n_in0, dtype=np.int32)
+    nz_idx = np.empty(U(0) if csr else n_in0, dtype=np.int32)
     k_pad = U(top_w.shape[0]) // n_i
     logits = np.empty(k_pad, dtype=out.dtype)
     lanes = vector_width(out)
@@ -153,12 +185,12 @@ def _predict_blocks(out, X, params, top_w, usizes, p_offs, act, width, r0, r1, o
         n = min(blk, r1 - b0)
         n_1 = usizes[1]
         for q in range(n):
-            xo = (b0 + q) * n_in0
-            cnt, finite = _scan_row(nz_idx, X, xo, n_in0)
+            idx, vo, q0, q1, finite = _row_inputs(nz_idx, X, b0 + q, n_in0, indptr, indices,
+                                                  csr)
             finite_rows[q] = finite
             if finite:
-                _first_layer_f(cur, q * n_1, X, xo, nz_idx, cnt, params, n_in0, n_1, act,
-                               wide, acc)
+                _first_layer_f(cur, q * n_1, X, vo, idx, q0, q1, csr, params, n_in0, n_1,
+                               act, wide, acc)
             else:
                 n_bad += 1
                 for c in range(n_1):
@@ -208,40 +240,50 @@ def _predict_layout(params, sizes):
 
 
 @pjit
-def _predict_proba_parallel(out, X, n_rows, params, sizes, act, n_blocks, output):
+def _predict_proba_parallel(out, X, indptr, indices, csr, n_rows, params, sizes, act,
+                            n_blocks, output):
     usizes, p_offs, width, top_w = _predict_layout(params, sizes)
     bad = np.zeros(n_blocks, dtype=np.int64)
     for k in prange(n_blocks):
         r0, r1 = ublock(n_rows, n_blocks, k)
-        bad[k] = _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, r0, r1,
-                               output)
+        bad[k] = _predict_rows(out, X, indptr, indices, csr, params, top_w, usizes, p_offs,
+                               act, width, r0, r1, output)
     return bad.sum()
 
 
 @jit
-def _predict_proba_serial(out, X, n_rows, params, sizes, act, output):
+def _predict_proba_serial(out, X, indptr, indices, csr, n_rows, params, sizes, act, output):
     usizes, p_offs, width, top_w = _predict_layout(params, sizes)
-    return _predict_rows(out, X, params, top_w, usizes, p_offs, act, width, U(0), n_rows,
-                         output)
+    return _predict_rows(out, X, indptr, indices, csr, params, top_w, usizes, p_offs, act,
+                         width, U(0), n_rows, output)
+
+
+# the index arrays of a dense X (unused)
+_NO_INDPTR = read_only(np.zeros(1, dtype=np.int64))
+_NO_INDICES = np.zeros(0, dtype=np.int32)
 
 
 def predict_proba(out, X, params, layer_sizes, act, output=SOFTMAX):
     """The outputs of the rows of X through the output function ``output`` (SOFTMAX:
     class probabilities; IDENTITY: the logits): rows split between threads (a few rows
-    run on the calling thread alone), zero inputs skipped. Checks that X is finite on the
-    way (see CHECKS_FINITE_INPUT)."""
+    run on the calling thread alone), zero inputs skipped. X is dense, or sparse
+    (SparseRows or a SciPy sparse matrix or array, read as compressed sparse rows, never
+    made dense). Checks that X is finite on the way (see CHECKS_FINITE_INPUT)."""
     check_shapes(layer_sizes, params, X=X, out=out)
+    if isinstance(X, np.ndarray):
+        x, indptr, indices, csr = read_only(X.ravel()), _NO_INDPTR, _NO_INDICES, False
+    else:
+        rows = as_sparse_rows(X, params.dtype)
+        x, indptr, indices, csr = read_only(rows.values), read_only(rows.indptr), \
+            rows.indices, True
     n_rows = np.uint64(X.shape[0])
-    x = read_only(X.ravel())
+    args = (out.ravel(), x, indptr, indices, csr, n_rows, params, layer_sizes, act)
     if X.shape[0] < 2 * PREDICT_CHUNK:
-        bad = _predict_proba_serial(out.ravel(), x, n_rows, params, layer_sizes, act,
-                                    int(output))
+        bad = _predict_proba_serial(*args, int(output))
     elif len(layer_sizes) > 3:
         # the threads' matrix products each on one BLAS thread (see blas.py)
         with one_blas_thread():
-            bad = _predict_proba_parallel(out.ravel(), x, n_rows, params, layer_sizes, act,
-                                          numba.get_num_threads(), int(output))
+            bad = _predict_proba_parallel(*args, numba.get_num_threads(), int(output))
     else:
-        bad = _predict_proba_parallel(out.ravel(), x, n_rows, params, layer_sizes, act,
-                                      numba.get_num_threads(), int(output))
+        bad = _predict_proba_parallel(*args, numba.get_num_threads(), int(output))
     refuse_non_finite(bad)
