@@ -100,3 +100,43 @@ def test_fit_mnist_every_head(benchmark, mnist, backend_name, head):
     benchmark.group = "fit MNIST 784-128-10 adam batch=64 5 epochs, by output head"
     est = benchmark.pedantic(fit, rounds=3, iterations=1)
     record(benchmark, dtype=np.float32, head=head, final_loss=float(est.loss_))
+
+
+# --------------------------------------------------------------------- sparse text input
+
+# a reduced text problem, so the suite stays quick; benchmarks/text_benchmark.py runs the
+# full 11,000 x 100,000 one
+TEXT = dict(n_train=2_000, n_test=1_000, n_terms=20_000)
+
+
+@pytest.fixture(scope="module")
+def text():
+    from fastmlp.datasets import make_text_classification
+
+    return make_text_classification(**TEXT)
+
+
+@pytest.mark.parametrize("engine", [*BACKENDS, "MLPClassifier"])
+def test_fit_text_sparse(benchmark, text, engine):
+    """TF-IDF rows as a SciPy CSR matrix, 20,000-128-20, batch 64, Adam, 2 epochs: each
+    backend against scikit-learn's MLPClassifier on the same sparse input."""
+    from sklearn.neural_network import MLPClassifier
+
+    (X, y), (X_test, y_test) = text
+    common = dict(hidden_layer_sizes=(128,), batch_size=64, solver="adam", max_iter=2,
+                  n_iter_no_change=10**6, random_state=0)
+
+    def fit():
+        model = (MLPClassifier(**common) if engine == "MLPClassifier"
+                 else FastMLP(**common, backend=engine))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return model.fit(X, y)
+
+    benchmark.group = "fit text TF-IDF (sparse) 20,000-128-20 batch=64 2 epochs"
+    fit()  # compile outside the timing
+    model = benchmark.pedantic(fit, rounds=3, iterations=1)
+    accuracy = model.score(X_test, y_test)
+    record(benchmark, dtype=np.float32 if engine != "MLPClassifier" else np.float64,
+           test_accuracy=accuracy)
+    assert accuracy > 0.5  # 20 classes: chance is 5 %

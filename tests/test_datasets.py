@@ -86,3 +86,23 @@ def test_load_mnist_mismatched_counts(tmp_path):
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(7, dtype=np.uint8))
     with pytest.raises(ValueError, match="100 images but 7 labels"):
         load_mnist(tmp_path)
+
+
+def test_text_classification_problem_is_deterministic_tfidf():
+    from fastmlp.datasets import make_text_classification
+
+    kw = dict(n_train=300, n_test=200, n_classes=8, n_terms=5_000, terms_per_doc=40,
+              topic_terms=300, topic_pool=900)
+    (X, y), (X_test, y_test) = make_text_classification(**kw)
+    (X2, y2), _ = make_text_classification(**kw)
+    (X3, _), _ = make_text_classification(**kw, random_state=1)
+    assert X.shape == (300, 5_000) and X_test.shape == (200, 5_000)
+    assert X.dtype == np.float32 and X.format == "csr" and X.has_canonical_format
+    assert (X != X2).nnz == 0 and np.array_equal(y, y2)
+    assert (X != X3).nnz > 0
+    assert set(np.unique(np.concatenate([y, y_test]))) <= set(range(8))
+    # every document has its terms_per_doc distinct terms, and rows of unit norm
+    np.testing.assert_array_equal(np.diff(X.indptr), 40)
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+    assert (X.data > 0).all()

@@ -386,3 +386,28 @@ def test_adam_sets_moments_below_the_smallest_normal_float32_to_zero(backend, dt
     assert m[2] == dtype.type(5e-31) and m[3] == 0.5 and np.isnan(m[4])
     assert v[5] == 0 and v[0] == dtype.type(5e-37) and FLUSH_BELOW == 2.0**-126
     assert np.isfinite(param[:4]).all() and np.isnan(param[4])
+
+
+@pytest.mark.parametrize("layer_sizes", [(12, 3), (12, 9, 3), (12, 9, 7, 3)], ids=str)
+@pytest.mark.parametrize("solver", [SGD, ADAM], ids=["sgd", "adam"])
+def test_numba_large_models_train_in_place_with_the_same_bits(monkeypatch, layer_sizes,
+                                                                 solver):
+    """A large model is put in the work layout in its own arrays (no working copies);
+    forced on a small one, it must leave the same parameters, gradient and moments, in
+    the flat layout."""
+    pytest.importorskip("numba")
+    from fastmlp.backends import numba_backend
+    from fastmlp.backends.numba_backend import workspace
+
+    X, y, params, sizes = _problem(np.float32, layer_sizes, n=90)
+    results = []
+    for threshold in (workspace.IN_PLACE_BYTES, 0):
+        monkeypatch.setattr(workspace, "IN_PLACE_BYTES", threshold)
+        p, g = params.copy(), np.full_like(params, np.nan)
+        m, v = np.zeros_like(p), (np.zeros_like(p) if solver == ADAM else p[:0].copy())
+        order = np.random.default_rng(4).permutation(90).astype(np.int64)
+        numba_backend.train_epoch(p, g, m, v, sizes, RELU, X, y, order, 16, 1e-3,
+                                  optimizer_step(solver, 0.01), 0)
+        results.append((p, g, m, v))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)

@@ -479,7 +479,7 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
     """
     data = as_sparse_rows(data)
     target = check_epoch_inputs(layer_sizes, params, grads, m, v, data, y, order)
-    ws = Workspace(layer_sizes, min(int(batch_size), order.shape[0]), params, m, v)
+    ws = Workspace(layer_sizes, min(int(batch_size), order.shape[0]), params, m, v, grads)
     opt = opt._replace(solver=int(opt.solver), lr=float(opt.lr), momentum=float(opt.momentum),
                        nesterov=bool(opt.nesterov), beta1=float(opt.beta1),
                        beta2=float(opt.beta2), eps=float(opt.eps), lr_t=float(opt.lr_t),

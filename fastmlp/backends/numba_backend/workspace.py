@@ -78,6 +78,12 @@ def _to_work_layout(dst, src, usizes, p_offs, n_blocks, forward):
             dst[b_off + c] = src[b_off + c]
 
 
+# models of at least this many bytes are put in the work layout in place (Workspace;
+# a 100,000-128-20 text model takes 51 MB an array, and copies of its parameters, moments
+# and gradient would take 205 MB more); smaller ones get aligned working copies
+IN_PLACE_BYTES = 16 * 2**20
+
+
 def aligned_empty(n, dtype, align=64):
     """A 1-D array whose data starts on an ``align``-byte boundary (a cache line).
 
@@ -107,7 +113,7 @@ class Workspace:
       layers).
     """
 
-    def __init__(self, sizes, rows, params, m, v):
+    def __init__(self, sizes, rows, params, m, v, grads=None):
         sizes = np.asarray(sizes, dtype=np.int64)
         widths = sizes[1:]
         dtype = params.dtype
@@ -123,19 +129,31 @@ class Workspace:
         self.row_hit = np.empty(rows, dtype=np.int64)
         self.n_blocks = max(1, numba.get_num_threads())
         self.pen_parts = np.empty(self.n_blocks, dtype=np.float64)
-        self.originals = (params, m, v)
-        self.work = tuple(aligned_empty(a.shape[0], dtype) for a in (params, m, v))
-        for dst, src in zip(self.work, self.originals):
-            _to_work_layout(dst, src, self.usizes, self.p_offs, self.n_blocks, True)
-        # the first layer's gradient is summed into zeros, and each update clears it again
-        self.grads = aligned_empty(params.shape[0], dtype)
-        self.grads[:] = 0
-        # aligned, so that no cache line holds rows that two threads refresh
+        # the top layer's W read from the plain layout, before it changes; aligned, so
+        # that no cache line holds rows that two threads refresh
         self.top_w = np.empty(0, dtype)
         if len(sizes) > 2:
             top = padded_top(params, sizes)
             self.top_w = aligned_empty(top.shape[0], dtype)
             self.top_w[:] = top
+        self.originals = (params, m, v)
+        # a large model is put in the work layout in its own arrays, one array at a time
+        # through a temporary copy, rather than copied whole: its working copies would
+        # add twice the model's size for the epoch's whole length (see IN_PLACE_BYTES)
+        self.in_place = params.nbytes >= IN_PLACE_BYTES and grads is not None
+        if self.in_place:
+            self.work = self.originals
+            for a in self.originals:
+                if a.shape[0]:
+                    _to_work_layout(a, a.copy(), self.usizes, self.p_offs, self.n_blocks,
+                                    True)
+        else:
+            self.work = tuple(aligned_empty(a.shape[0], dtype) for a in (params, m, v))
+            for dst, src in zip(self.work, self.originals):
+                _to_work_layout(dst, src, self.usizes, self.p_offs, self.n_blocks, True)
+        # the first layer's gradient is summed into zeros, and each update clears it again
+        self.grads = grads if self.in_place else aligned_empty(params.shape[0], dtype)
+        self.grads[:] = 0
 
     def state(self):
         p, m, v = self.work
@@ -149,7 +167,14 @@ class Workspace:
                 self.top_w)
 
     def write_back(self, grads=None):
-        """Copy the work-layout parameters (and moments, and optionally grads) back."""
+        """Put the parameters (and moments, and optionally grads) back in the flat
+        layout."""
+        if self.in_place:
+            for a in (*self.originals, self.grads):
+                if a.shape[0]:
+                    _to_work_layout(a, a.copy(), self.usizes, self.p_offs, self.n_blocks,
+                                    False)
+            return
         for dst, src in zip(self.originals, self.work):
             _to_work_layout(dst, src, self.usizes, self.p_offs, self.n_blocks, False)
         if grads is not None:
