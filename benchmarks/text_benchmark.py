@@ -20,8 +20,6 @@ import time
 import tracemalloc
 import warnings
 
-import numpy as np
-
 from fastmlp import FastMLP
 from fastmlp.datasets import make_text_classification
 from fastmlp.threads import cpu_count, thread_limit

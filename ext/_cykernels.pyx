@@ -696,7 +696,7 @@ cdef void _forward_above(const floating* params, const Layout* net, const Rows* 
     cdef int* row_hit = buf.row_hit
     cdef Py_ssize_t n = x.n, k_pad = buf.k_pad, top = net.n_layers - 1, n_k = sizes[top + 1]
     cdef unsigned int mode = 0
-    cdef Py_ssize_t layer, r, c, i, n_in, n_out, k
+    cdef Py_ssize_t layer, r, c, n_in, n_out, k
     cdef const floating* w
     cdef const floating* b
     cdef const floating* h

@@ -20,6 +20,7 @@ from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
+from ..threads import one_blas_thread
 from . import _cykernels as _k
 from .checks import (
     check_epoch_inputs,
@@ -30,7 +31,6 @@ from .checks import (
 )
 from .codes import SOFTMAX, loss_denominator
 from .layout import padded_top
-from ..threads import one_blas_thread
 from .sparse import SparseRows, from_scipy, sparse_rows
 
 NAME = "cython"

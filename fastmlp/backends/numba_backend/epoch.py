@@ -34,6 +34,7 @@ features.
 import numpy as np
 from numba import prange
 
+from ...threads import one_blas_thread
 from ..checks import check_epoch_inputs, checked_target
 from ..codes import (
     ADAM,
@@ -45,12 +46,12 @@ from ..codes import (
     scheduled_lr,
 )
 from ._config import U, jit, pjit
+from .blas import NO_TRANS, TRANS, gemm
 from .inline import (
     act_derivative_f,
     activate_f,
     axpy_f,
     column_sums_f,
-    dot_f,
     flush_f,
     output_row_f,
     scale_f,
@@ -60,8 +61,6 @@ from .inline import (
     ublock,
     update_f,
 )
-from ...threads import one_blas_thread
-from .blas import NO_TRANS, TRANS, gemm
 from .inputs import as_sparse_rows, prepare_inputs
 from .intrinsics import (
     flush_subnormals,

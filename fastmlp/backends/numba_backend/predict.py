@@ -11,10 +11,10 @@ import numba
 import numpy as np
 from numba import prange
 
+from ...threads import one_blas_thread
 from ..checks import check_shapes, refuse_non_finite
 from ..codes import SOFTMAX
 from ._config import U, inline, jit, pjit, read_only
-from ...threads import one_blas_thread
 from .blas import NO_TRANS, gemm
 from .inline import (
     activate_f,
