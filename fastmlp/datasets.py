@@ -173,13 +173,20 @@ def make_text_classification(n_train=11_000, n_test=7_500, *, n_classes=20,
     frequencies follow a Zipf law (exponent ``zipf``); a share ``topic_share`` of its
     words comes instead from its class's own ``topic_terms`` terms (picked at random from
     a pool of ``topic_pool`` terms that the classes share, so topics overlap;
-    Zipf-weighted too). Words are drawn until the document has about ``terms_per_doc``
-    distinct terms. Features are (1 + log count) times the smoothed IDF of the training
-    documents, as TfidfVectorizer(sublinear_tf=True) computes them. The same arguments
-    give the same matrices on every machine.
+    Zipf-weighted too; both are capped at ``n_terms``). Words are drawn until the
+    document has about ``terms_per_doc`` distinct terms. Features are (1 + log count)
+    times the smoothed IDF of the training documents, as
+    TfidfVectorizer(sublinear_tf=True) computes them. The same arguments give the same
+    matrices on every machine.
     """
     import scipy.sparse as sp
 
+    if min(n_train, n_test, n_classes, n_terms, terms_per_doc, topic_terms) < 1:
+        raise ValueError("make_text_classification needs at least one training and one "
+                         "test document, class, term, term a document and topic term")
+    # a small vocabulary holds smaller topics
+    topic_pool = min(topic_pool, n_terms)
+    topic_terms = min(topic_terms, topic_pool)
     rng = np.random.default_rng(random_state)
     n_docs = n_train + n_test
     ranks = np.arange(1, n_terms + 1, dtype=np.float64)

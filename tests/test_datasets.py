@@ -106,3 +106,13 @@ def test_text_classification_problem_is_deterministic_tfidf():
     norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
     np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
     assert (X.data > 0).all()
+
+
+def test_text_classification_small_vocabulary_and_bad_sizes():
+    from fastmlp.datasets import make_text_classification
+
+    (X, y), _ = make_text_classification(n_train=50, n_test=10, n_terms=500,
+                                         terms_per_doc=20)
+    assert X.shape == (50, 500) and (np.diff(X.indptr) <= 20).all()
+    with pytest.raises(ValueError, match="at least one"):
+        make_text_classification(n_train=0)
