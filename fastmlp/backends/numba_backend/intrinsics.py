@@ -201,11 +201,21 @@ def vector_lanes(like):
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 FTZ_DAZ = 0x8040
 
-if numba.config.DISABLE_JIT or not _X86:
+if numba.config.DISABLE_JIT:
 
     def flush_subnormals():
         return U(0)
 
+    def restore_fp_mode(mode):
+        pass
+
+elif not _X86:
+
+    @inline_always
+    def flush_subnormals():
+        return U(0)
+
+    @inline_always
     def restore_fp_mode(mode):
         pass
 
