@@ -19,17 +19,18 @@ _REGISTRY = {name: f"{__name__}.{name}{_SUFFIX}"
              for name in sorted(_FOUND, key=lambda n: (n != REFERENCE, n))}
 # "auto" takes the first of these that loads; a backend not listed comes after them.
 # numba comes first: once compiled it is the faster of the two on the reference shape
-# and on wide layers on every CPU measured (AMD Zen 3, Zen 4, Intel Emerald Rapids), and
-# within 1.35x of cython where cython wins (deep stacks of dense layers on the Intel Xeon);
-# cython was up to 2.1x slower than numba (docs/performance.md, benchmarks/shape_grid.py).
+# and on wide layers on every CPU measured (AMD Zen 3, Zen 4, Intel Emerald Rapids), and,
+# since the dense layers of both go through BLAS, on the deep shapes too (1.2-1.6x
+# faster than cython on the Intel Xeon, native and AVX2 builds; docs/performance.md,
+# benchmarks/shape_grid.py).
 # Its price is a compile on first use (about 45 s per dtype, cached on disk) and about
 # 1.6 s more to start a new process; cython, next, compiles nothing at run time and gives
 # the same bits at any thread count.
 AUTO_PREFERENCE = ("numba", "cython", "numpy")
 AUTO_REASONS = {
-    "numba": "once compiled, the fastest backend on the reference shape and wide layers "
-             "and within 1.35x of cython on deep ones, on every benchmarked CPU; its first "
-             "use compiles (about 45 s per dtype, then cached)",
+    "numba": "once compiled, the fastest backend on every benchmarked shape and CPU (the "
+             "shape grid of fastmlp compare --shapes); its first use compiles (about 45 s "
+             "per dtype, then cached)",
     "cython": "numba is not available; cython compiles nothing at run time",
     "numpy": "neither compiled backend is available",
 }
