@@ -1291,14 +1291,10 @@ def predict_proba_csr(floating[:, ::1] out, const floating[::1] values,
     """predict_proba for X as compressed sparse rows (values, indptr (N + 1,), indices,
     checked by the caller: sparse.checked_csr)."""
     cdef Py_ssize_t n = indptr.shape[0] - 1
-    cdef float f32 = 0
-    cdef double f64 = 0
-    cdef const floating* v
     if n <= 0:
         return 0
-    # no value at all: any valid address will do, as none is read
-    v = &values[0] if values.shape[0] > 0 else <const floating*>(
-        <void*>&f32 if floating is float else <void*>&f64)
-    return _predict_all(&out[0, 0], v, &indptr[0], &indices[0] if indices.shape[0] > 0
-                        else NULL, n, &params[0], &sizes[0], &p_offs[0], sizes.shape[0] - 1,
-                        width, act, parallel_rows, output)
+    # without a stored value (every row empty) nothing is read through these
+    return _predict_all(&out[0, 0], &values[0] if values.shape[0] > 0 else NULL,
+                        &indptr[0], &indices[0] if indices.shape[0] > 0 else NULL, n,
+                        &params[0], &sizes[0], &p_offs[0], sizes.shape[0] - 1, width, act,
+                        parallel_rows, output)

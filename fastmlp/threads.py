@@ -53,7 +53,7 @@ def serial_blas_between(backend):
     if backend.NAME == REFERENCE:
         yield
         return
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         yield
 
 
