@@ -163,13 +163,14 @@ cdef struct OptimizerStep:
     int schedule        # codes.SCHEDULES: the learning rate's decay before every batch
     double seen         # samples the schedule had seen before this epoch
     double horizon      # samples the schedule spans
+    bint lazy           # Adam steps only the first layer's rows of the batch's inputs
 
 
 cdef OptimizerStep _optimizer_step(opt) except *:
     """A codes.OptimizerStep as the record, read by position."""
     cdef OptimizerStep step
     (step.solver, step.lr, step.momentum, step.nesterov, step.beta1, step.beta2, step.eps,
-     step.lr_t, step.schedule, step.seen, step.horizon) = opt
+     step.lr_t, step.schedule, step.seen, step.horizon, step.lazy) = opt
     return step
 
 
@@ -579,7 +580,7 @@ def sgd_update(floating[::1] param, const floating[::1] grad, floating[::1] velo
                double lr, double momentum, bint nesterov):
     # param, grad, velocity (P,): SGD with (Nesterov) momentum, as scikit-learn's
     cdef OptimizerStep opt = OptimizerStep(SGD, lr, momentum, nesterov, 0, 0, 0, 0, CONSTANT,
-                                           0, 1)
+                                           0, 1, False)
     if param.shape[0] == 0:
         return
     with nogil:
@@ -591,7 +592,7 @@ def adam_update(floating[::1] param, const floating[::1] grad, floating[::1] m,
                 floating[::1] v, double lr_t, double beta1, double beta2, double eps):
     # param, grad, m, v (P,): one Adam step, the bias correction folded into lr_t
     cdef OptimizerStep opt = OptimizerStep(ADAM, 0, 0, False, beta1, beta2, eps, lr_t,
-                                           CONSTANT, 0, 1)
+                                           CONSTANT, 0, 1, False)
     if param.shape[0] == 0:
         return
     with nogil:
@@ -893,9 +894,13 @@ cdef void _first_layer_step(floating* params, floating* grads, floating* m, floa
             j1 = j0 + per
             if j1 > n_pix:
                 j1 = n_pix
-            _first_layer_grads(params, grads, net, x, buf, alpha_n, pen_rows, j0, j1)
+            if opt != NULL and opt.lazy:
+                _first_layer_lazy(params, grads, m, v, net, x, buf, opt, alpha_n, pen_rows,
+                                  j0, j1)
+            else:
+                _first_layer_grads(params, grads, net, x, buf, alpha_n, pen_rows, j0, j1)
             if opt != NULL:
-                if j0 < j1:
+                if j0 < j1 and not opt.lazy:
                     _update(params + j0 * n_out, grads + j0 * n_out, m + j0 * n_out,
                             v + j0 * n_out, (j1 - j0) * n_out, opt)
                 t0 = tail + k * tail_per
@@ -931,6 +936,57 @@ cdef double _batch_loss(const Batch* buf, Py_ssize_t n, Py_ssize_t n_pen,
             penalty += buf.pen_rows[i]
         loss += 0.5 * alpha * penalty
     return loss
+
+
+cdef void _first_layer_lazy(floating* params, floating* grads, floating* m, floating* v,
+                            const Layout* net, const Rows* x, const Batch* buf,
+                            const OptimizerStep* opt, floating alpha_n, double* pen_rows,
+                            Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """The lazy update of the first layer's rows j0..j1 (OptimizerStep.lazy): the
+    gradient and the step of only the rows whose input pixel is non-zero in some row of
+    the batch; the sums of squares of all of them (the loss is the same as without)."""
+    cdef const long long* indptr = x.indptr
+    cdef const int* indices = x.indices
+    cdef const floating* values = <const floating*>x.values
+    cdef const long long* rows = x.rows
+    cdef const floating* deltas = <const floating*>buf.deltas + net.a_offs[0]
+    cdef Py_ssize_t n = x.n, n_out = net.sizes[1], r, c, i, q
+    cdef long long row
+    cdef unsigned char* seen
+    if j1 <= j0:
+        return
+    for i in range(j0, j1):
+        pen_rows[i] = _dot(params + i * n_out, params + i * n_out, n_out)
+    seen = <unsigned char*>calloc(j1 - j0, 1)
+    if seen == NULL:
+        # no memory for the marks: every row in range takes the step
+        _first_layer_grads(params, grads, net, x, buf, alpha_n, pen_rows, j0, j1)
+        _update(params + j0 * n_out, grads + j0 * n_out, m + j0 * n_out, v + j0 * n_out,
+                (j1 - j0) * n_out, opt)
+        return
+    for r in range(n):
+        row = rows[r]
+        for q in range(indptr[row], indptr[row + 1]):
+            i = indices[q]
+            if i >= j1:
+                break
+            if i >= j0 and values[q] != 0 and not seen[i - j0]:
+                seen[i - j0] = 1
+                for c in range(n_out):
+                    grads[i * n_out + c] = alpha_n * params[i * n_out + c]
+    for r in range(n):
+        row = rows[r]
+        for q in range(indptr[row], indptr[row + 1]):
+            i = indices[q]
+            if i >= j1:
+                break
+            if i >= j0 and seen[i - j0]:
+                _axpy(grads + i * n_out, values[q], deltas + r * n_out, n_out)
+    for i in range(j0, j1):
+        if seen[i - j0]:
+            _update(params + i * n_out, grads + i * n_out, m + i * n_out, v + i * n_out, n_out,
+                    opt)
+    free(seen)
 
 
 cdef double _batch(floating* params, floating* grads, floating* m, floating* v,

@@ -45,10 +45,16 @@ class FastMLP(ClassifierMixin, BaseMLP):
         Width of each hidden layer; ``()`` gives multinomial logistic regression.
     activation : {"relu", "tanh", "logistic", "identity"}, default "relu"
         Activation of the hidden layers.
-    solver : {"adam", "sgd", "lbfgs"}, default "adam"
+    solver : {"adam", "sgd", "lbfgs", "lazy_adam"}, default "adam"
         "lbfgs" minimises the loss over all rows at once with SciPy's L-BFGS-B (through
         the backend's ``loss_and_grad``), as scikit-learn recommends for small data
         sets; it has no ``partial_fit`` and ignores the mini-batch parameters.
+        "lazy_adam" is a different optimizer for wide sparse inputs: Adam, except that a
+        mini-batch steps only the rows of the first layer's weights whose input feature
+        is non-zero in at least one of its rows (their moments and L2 term included);
+        the other rows wait until their feature appears. Each step then costs in
+        proportion to the features present, not to the width of the input (README,
+        "Sparse input").
     alpha : float, default 1e-4
         L2 penalty. Each mini-batch of n rows minimises
         ``mean cross-entropy + alpha / (2 n) * sum(W ** 2)``, as scikit-learn does.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backends.codes import ADAM, SGD
+from .backends.codes import ADAM_SOLVERS, SGD
 
 MIN_ADAPTIVE_LR = 1e-6
 
@@ -25,8 +25,9 @@ class OptimizerState:
                  power_t=0.5):
         self.solver = solver_code
         # L-BFGS keeps no state between fits: both moments stay empty
-        self.m = np.zeros(n_params if solver_code in (SGD, ADAM) else 0, dtype=dtype)
-        self.v = np.zeros(n_params if solver_code == ADAM else 0, dtype=dtype)
+        self.m = np.zeros(n_params if solver_code == SGD or solver_code in ADAM_SOLVERS
+                           else 0, dtype=dtype)
+        self.v = np.zeros(n_params if solver_code in ADAM_SOLVERS else 0, dtype=dtype)
         self.t = 0
         self.learning_rate_init = float(learning_rate_init)
         self.learning_rate = float(learning_rate_init)

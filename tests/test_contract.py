@@ -72,9 +72,13 @@ def test_optimizer_record_fields():
     # the compiled code reads the record by position
     assert codes.OptimizerStep._fields == ("solver", "lr", "momentum", "nesterov", "beta1",
                                             "beta2", "eps", "lr_t", "schedule", "seen",
-                                            "horizon")
+                                            "horizon", "lazy")
     step = codes.optimizer_step(codes.ADAM, 1)
     assert (type(step.solver), type(step.lr), type(step.nesterov)) == (int, float, bool)
+    assert step.lazy is False
+    lazy = codes.optimizer_step(codes.LAZY_ADAM, 1)
+    # the kernels know one Adam: the lazy one is Adam with the flag set
+    assert (lazy.solver, lazy.lazy) == (codes.ADAM, True)
 
 
 def _extension():

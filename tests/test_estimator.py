@@ -385,7 +385,7 @@ def test_n_jobs_restores_thread_settings(backend_name):
     ("validation_fraction", 1.0, ValueError,
      "validation_fraction must be in the range (0.0, 1.0); got 1.0"),
     ("solver", "newton", ValueError,
-     "solver='newton' is not supported; allowed values are 'sgd', 'adam', 'lbfgs'"),
+     "solver='newton' is not supported; allowed values are 'sgd', 'adam', 'lbfgs', 'lazy_adam'"),
     ("dtype", np.float16, ValueError,
      "dtype=<class 'numpy.float16'> is not supported; allowed values are 'float32', 'float64'"),
     ("n_jobs", 0, ValueError, "n_jobs must be a positive integer, -1 (all CPUs) or None; got 0"),

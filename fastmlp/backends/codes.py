@@ -25,7 +25,11 @@ SGD, ADAM = 0, 1
 SOLVERS = {"sgd": SGD, "adam": ADAM}  # the solvers the fused epochs run
 # not a kernel solver: the estimator runs SciPy's L-BFGS-B over the backend's loss_and_grad
 LBFGS = 2
-ESTIMATOR_SOLVERS = {**SOLVERS, "lbfgs": LBFGS}
+# Adam with a lazy first layer: the kernels run it as ADAM with OptimizerStep.lazy set
+LAZY_ADAM = 3
+ESTIMATOR_SOLVERS = {**SOLVERS, "lbfgs": LBFGS, "lazy_adam": LAZY_ADAM}
+# the estimator's solver codes that keep Adam's two moments
+ADAM_SOLVERS = (ADAM, LAZY_ADAM)
 
 
 # learning-rate schedules the fused epochs apply before every mini-batch (the per-epoch
@@ -46,6 +50,11 @@ class OptimizerStep(NamedTuple):
     ``schedule`` decays the learning rate before every mini-batch (``scheduled_lr``):
     ``seen`` is how many samples the schedule had seen before this epoch and ``horizon``
     how many it spans.
+
+    ``lazy`` (Adam only) steps only the rows of the first layer's W whose input is
+    non-zero in at least one row of the batch: the other rows, their moments and their
+    L2 term are left as they are for that batch (the first layer's biases and every other
+    layer take the full step). Without it every weight takes every step.
     """
 
     solver: int
@@ -59,15 +68,18 @@ class OptimizerStep(NamedTuple):
     schedule: int = CONSTANT
     seen: float = 0.0
     horizon: float = 1.0
+    lazy: bool = False
 
 
 def optimizer_step(solver, lr, momentum=0.9, nesterov=True, beta1=0.9, beta2=0.999,
                    eps=1e-8, schedule=CONSTANT, seen=0.0, horizon=1.0) -> OptimizerStep:
     """An OptimizerStep with every field of the type the compiled kernels expect (int,
-    float, bool), so they are compiled for one signature only."""
-    return OptimizerStep(int(solver), float(lr), float(momentum), bool(nesterov),
-                         float(beta1), float(beta2), float(eps), 0.0, int(schedule),
-                         float(seen), float(max(horizon, 1.0)))
+    float, bool), so they are compiled for one signature only. ``solver`` is a code of
+    ESTIMATOR_SOLVERS other than LBFGS (LAZY_ADAM becomes ADAM with ``lazy`` set)."""
+    lazy = int(solver) == LAZY_ADAM
+    return OptimizerStep(ADAM if lazy else int(solver), float(lr), float(momentum),
+                         bool(nesterov), float(beta1), float(beta2), float(eps), 0.0,
+                         int(schedule), float(seen), float(max(horizon, 1.0)), lazy)
 
 
 class Target(NamedTuple):

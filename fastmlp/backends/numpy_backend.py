@@ -144,6 +144,27 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
     param -= lr_t * m / (np.sqrt(v) + eps)
 
 
+def _present_inputs(x):
+    """The input features that are non-zero in at least one row of the batch x."""
+    if sp.issparse(x):
+        return np.unique(x.indices[x.data != 0])
+    return np.flatnonzero((x != 0).any(axis=0))
+
+
+def _lazy_adam_update(params, grads, m, v, layer_sizes, present, lr_t, opt):
+    """Adam with a lazy first layer (codes.OptimizerStep.lazy): of the first layer's W,
+    only the rows of the inputs in ``present`` take the step; everything after it does."""
+    n_w = int(layer_sizes[0]) * int(layer_sizes[1])
+    width = int(layer_sizes[1])
+    rows = [a[:n_w].reshape(-1, width) for a in (params, grads, m, v)]
+    picked = [r[present] for r in rows]  # copies of the present rows
+    adam_update(*picked, lr_t, opt.beta1, opt.beta2, opt.eps)
+    for r, p in zip(rows, picked):
+        r[present] = p
+    adam_update(params[n_w:], grads[n_w:], m[n_w:], v[n_w:], lr_t, opt.beta1, opt.beta2,
+                opt.eps)
+
+
 def _allocate_workspace(layer_sizes, rows, dtype, sparse_x=False):
     """Activations of every layer (the input's first: none for a sparse X, whose rows are
     used as they are) and the deltas of every layer above it, for ``rows`` rows."""
@@ -315,8 +336,12 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
         lr = scheduled_lr(opt.lr, opt.schedule, opt.seen + start, opt.horizon)
         if opt.solver == ADAM:
             t += 1
-            adam_update(params, grads, m, v, adam_lr(lr, opt.beta1, opt.beta2, t),
-                        opt.beta1, opt.beta2, opt.eps)
+            lr_t = adam_lr(lr, opt.beta1, opt.beta2, t)
+            if opt.lazy:
+                _lazy_adam_update(params, grads, m, v, layer_sizes, _present_inputs(acts[0]),
+                                  lr_t, opt)
+            else:
+                adam_update(params, grads, m, v, lr_t, opt.beta1, opt.beta2, opt.eps)
         else:
             sgd_update(params, grads, m, lr, opt.momentum, opt.nesterov)
     return loss_total, correct_total, t

@@ -248,9 +248,34 @@ def _first_layer_block(state, n_in, n_out, d_buf, d_base, d_stride, data, rows, 
                        d_buf, d_base + U(r) * d_stride, width, acc)
     b_off = n_in * n_out
     column_sums_f(grads, b_off + c0, d_buf, d_base, d_stride, n_rows, width)
-    pen = _step_rows_f(params, grads, m, v, w_base, n_in * width, alpha_n, update, opt)
+    if update and opt.lazy:
+        pen = _lazy_step_rows_f(params, grads, m, v, w_base, width, n_in, alpha_n, opt,
+                                indptr, indices, values, rows)
+    else:
+        pen = _step_rows_f(params, grads, m, v, w_base, n_in * width, alpha_n, update, opt)
     if update:
         update_f(params, grads, m, v, b_off + c0, width, opt)
+    return pen
+
+
+@jit
+def _lazy_step_rows_f(params, grads, m, v, w_base, width, n_in, alpha_n, opt, indptr,
+                      indices, values, rows):
+    """The lazy update of a first-layer block (OptimizerStep.lazy): only the rows of W
+    (each ``width`` weights from w_base) whose input is non-zero in some row of the batch
+    take the step, with their L2 term. Every thread finds those inputs itself, in its own
+    marks, so the blocks need nothing from each other. Returns the block's sum of squared
+    weights before the step (of every row: the loss is the same as without lazy)."""
+    pen = sumsq_f(params, w_base, n_in * width) if alpha_n != 0 else 0.0
+    seen = np.zeros(n_in, np.uint8)
+    for r in range(rows.shape[0]):
+        row = rows[r]
+        for q in range(indptr[row], indptr[row + 1]):
+            i = indices[q]
+            if values[q] != 0 and seen[i] == 0:
+                seen[i] = 1
+                s = w_base + U(i) * width
+                _step_rows_f(params, grads, m, v, s, width, alpha_n, True, opt)
     return pen
 
 
@@ -453,7 +478,7 @@ def _epoch(state, net, data, output, order, batch_size, bufs, act, alpha, opt, t
             lr_t = lr * np.sqrt(1.0 - opt.beta2**t) / (1.0 - opt.beta1**t)
         step = OptimizerStep(opt.solver, dt(lr), dt(opt.momentum), opt.nesterov,
                              dt(opt.beta1), dt(opt.beta2), dt(opt.eps), dt(lr_t), opt.schedule,
-                             opt.seen, opt.horizon)
+                             opt.seen, opt.horizon, opt.lazy)
         batch_loss, batch_hits = _batch(state, net, data, output, order[start:stop], bufs, act,
                                         alpha, step, update, n_blocks)
         loss += batch_loss
@@ -491,7 +516,9 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
                                    ws.buffers(), int(act), float(alpha), opt, int(t), True,
                                    ws.n_blocks)
     finally:
-        ws.write_back(grads)
+        # grads is scratch for the caller after an epoch (the contract promises nothing
+        # of it): a large model's arrays go back through it
+        ws.write_back()
     return float(loss), int(hits), int(t)
 
 
@@ -514,4 +541,4 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
 
 
 # the optimizer record of loss_and_grad, which takes no step
-_NO_STEP = OptimizerStep(0, 0.0, 0.0, False, 0.0, 0.0, 0.0, 0.0, CONSTANT, 0.0, 1.0)
+_NO_STEP = OptimizerStep(0, 0.0, 0.0, False, 0.0, 0.0, 0.0, 0.0, CONSTANT, 0.0, 1.0, False)
