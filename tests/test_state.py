@@ -256,3 +256,52 @@ def test_an_undone_first_epoch_leaves_no_loss(monkeypatch):
     with pytest.warns(UserWarning, match="during epoch 1"):
         clf = FastMLP(backend="numpy").fit(X, y)
     assert clf.n_iter_ == 0 and clf.loss_curve_ == [] and not hasattr(clf, "loss_")
+
+
+def test_undoing_an_epoch_of_a_large_model_restarts_its_moments(monkeypatch):
+    """A model of UNDO_MOMENTS_BELOW bytes or more keeps no copy of Adam's moments: an
+    undone epoch restores its weights and history, and restarts the moments and the step
+    count; a smaller model gets its moments back exactly."""
+    import scipy.sparse as sp
+
+    from fastmlp import _state
+    from fastmlp.backends import get_backend
+
+    rng = np.random.default_rng(0)
+    X = sp.random(60, 2000, density=0.01, format="csr", dtype=np.float32, random_state=rng)
+    y = rng.integers(0, 3, 60)
+    backend = get_backend("numpy")
+    real_epoch = backend.train_epoch
+    calls = []
+
+    def second_interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "train_epoch", second_interrupted)
+    results = {}
+    for name, limit in (("small", 10**9), ("large", 1)):
+        monkeypatch.setattr(_state, "UNDO_MOMENTS_BELOW", limit)
+        calls.clear()
+        clf = FastMLP(hidden_layer_sizes=(8,), batch_size=20, random_state=0,
+                      backend="numpy")
+        clf.partial_fit(X, y, classes=np.arange(3))  # one pass completes: 3 steps
+        after_one = {k: np.copy(v) for k, v in
+                     (("p", clf._params), ("m", clf._optimizer.m), ("v", clf._optimizer.v))}
+        t_ = clf.t_
+        with pytest.warns(UserWarning, match="training interrupted"):
+            clf.partial_fit(X, y)
+        # n_iter_ counts the epochs of this call: none completed
+        assert (clf.n_iter_, clf.t_, len(clf.loss_curve_)) == (0, t_, 1)
+        np.testing.assert_array_equal(clf._params, after_one["p"])
+        results[name] = (after_one, clf)
+    after_one, small = results["small"]
+    np.testing.assert_array_equal(small._optimizer.m, after_one["m"])
+    np.testing.assert_array_equal(small._optimizer.v, after_one["v"])
+    assert small._optimizer.t == 3
+    _, large = results["large"]
+    assert np.abs(after_one["m"]).max() > 0
+    assert not large._optimizer.m.any() and not large._optimizer.v.any()
+    assert large._optimizer.t == 0

@@ -142,11 +142,13 @@ class Workspace:
         # add twice the model's size for the epoch's whole length (see IN_PLACE_BYTES)
         self.in_place = params.nbytes >= IN_PLACE_BYTES and grads is not None
         if self.in_place:
+            # the caller's gradient array, whose content is not needed here, is the
+            # temporary copy of each
             self.work = self.originals
             for a in self.originals:
                 if a.shape[0]:
-                    _to_work_layout(a, a.copy(), self.usizes, self.p_offs, self.n_blocks,
-                                    True)
+                    grads[:] = a
+                    _to_work_layout(a, grads, self.usizes, self.p_offs, self.n_blocks, True)
         else:
             self.work = tuple(aligned_empty(a.shape[0], dtype) for a in (params, m, v))
             for dst, src in zip(self.work, self.originals):
@@ -170,9 +172,16 @@ class Workspace:
         """Put the parameters (and moments, and optionally grads) back in the flat
         layout."""
         if self.in_place:
-            for a in (*self.originals, self.grads):
+            if grads is not None:
+                # the gradient is wanted: it is put back first, through a temporary copy
+                _to_work_layout(grads, grads.copy(), self.usizes, self.p_offs,
+                                self.n_blocks, False)
+            for a in self.originals:
                 if a.shape[0]:
-                    _to_work_layout(a, a.copy(), self.usizes, self.p_offs, self.n_blocks,
+                    # a temporary copy in the gradient array when it is not wanted
+                    scratch = a.copy() if grads is not None else self.grads
+                    scratch[:] = a
+                    _to_work_layout(a, scratch, self.usizes, self.p_offs, self.n_blocks,
                                     False)
             return
         for dst, src in zip(self.originals, self.work):
