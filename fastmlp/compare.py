@@ -591,8 +591,10 @@ def main(args) -> int:
     def progress(message):
         print(message, file=sys.stderr, flush=True)
 
-    (X, y), (X_test, y_test) = load_mnist()
     backends = available_backends()
+    if getattr(args, "text", False):
+        return _text_report(args, backends, threads, progress)
+    (X, y), (X_test, y_test) = load_mnist()
     if getattr(args, "shapes", False):
         return _shape_report(args, (X, y), (X_test, y_test), threads, progress)
     if quick:
@@ -650,6 +652,21 @@ def _shape_report(args, train, test, threads, progress):
         with open(args.json, "w") as f:
             json.dump({"machine": info, "gemm_gflops_fp32": gemm, "shapes": rows,
                        "notes": [note] if note else []}, f, indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _text_report(args, backends, threads, progress):
+    """``fastmlp compare --text``: the sparse text problem alone."""
+    from .compare_text import QUICK_TEXT, TextProblem, format_text_table, text_rows
+    problem = QUICK_TEXT if args.quick else TextProblem()
+    X, rows = text_rows(problem, threads, backends[::-1], get_backend("auto").NAME, progress)
+    info = machine_info(threads)
+    print(f"\nfastmlp compare --text on {info['cpu_model']} ({info['cpus']} CPUs)")
+    print(format_text_table(X, rows, problem, threads))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "text": rows, "problem": vars(problem)}, f, indent=1)
         print(f"wrote {args.json}")
     return 0
 
