@@ -135,3 +135,36 @@ def test_shape_grid_rows():
         assert r["predict_seconds"] > 0
         assert r["predict_vs_numpy"] == pytest.approx(r["predict_seconds"]
                                                       / numpy_row["predict_seconds"])
+
+
+def test_text_report_json_and_table(monkeypatch, tmp_path, capsys):
+    """``fastmlp compare --text --quick``: every backend with exact Adam, lazy Adam on the
+    default one, MLPClassifier and the linear model, on the same sparse problem."""
+    from fastmlp.backends import get_backend
+    from fastmlp.compare_text import TextProblem
+
+    small = TextProblem(train=400, test=200, terms=2000, hidden=16, epochs=1)
+    monkeypatch.setattr("fastmlp.compare_text.QUICK_TEXT", small)
+    out_json = tmp_path / "text.json"
+    code = main(["compare", "--text", "--quick", "--threads", "2", "--json", str(out_json)])
+    captured = capsys.readouterr()
+    assert code == 0
+    report = json.loads(out_json.read_text())
+    engines = [r["engine"] for r in report["text"]]
+    backends = available_backends()
+    assert set(engines[: len(backends)]) == {f"fastmlp[{b}]" for b in backends}
+    assert f"fastmlp[{get_backend('auto').NAME}] lazy_adam" in engines
+    assert "scikit-learn MLPClassifier" in engines
+    assert engines[-1].startswith("linear")
+    for row in report["text"]:
+        assert row["seconds"] > 0 and 0.0 <= row["accuracy"] <= 1.0
+        assert row["vs_sklearn"] == pytest.approx(
+            next(r["seconds"] for r in report["text"] if r["engine"].startswith("scikit"))
+            / row["seconds"])
+        if row["engine"].startswith("fastmlp"):
+            assert row["peak_mib"] is not None and row["peak_mib"] > 0
+    # exact Adam is one optimizer on every backend: the same accuracy to a row or two
+    exact = [r["accuracy"] for r in report["text"][: len(backends)]]
+    assert max(exact) - min(exact) <= 2 / small.test
+    assert report["problem"]["terms"] == 2000
+    assert "400 x 2000 TF-IDF" in captured.out
