@@ -90,10 +90,12 @@ def cmd_train(args) -> int:
 def cmd_info(args) -> int:
     from . import __version__
     from .backends import AUTO_ORDER, AUTO_REASONS, backend_status
-    from .threads import blas_info, cpu_count
+    from .threads import blas_info, cpu_count, default_threads
 
     print(f"fastmlp {__version__}")
     print(f"python {platform.python_version()} on {platform.machine()}, {cpu_count()} CPUs")
+    threads, why = default_threads()
+    print(f"default threads (n_jobs=None): {threads}, set by {why}")
     import sklearn
     import threadpoolctl
 

@@ -104,8 +104,11 @@ default "constant"
     dtype : {"float32", "float64"}, default "float32"
         Floating-point type of the weights and of the arithmetic.
     n_jobs : int or None, default None
-        Threads for the kernels and BLAS; None leaves the libraries' defaults, -1 uses
-        every CPU.
+        Threads for the kernels and BLAS; -1 uses every CPU the process may use (its
+        affinity, capped by a cgroup CPU quota). None uses that many too, or fewer when
+        ``OMP_NUM_THREADS``, a threadpoolctl limit on OpenMP (as joblib puts on its
+        workers) or the Dask worker it runs in says so; ``fastmlp info`` shows the count
+        and what set it.
     class_weight : None, "balanced" or dict, default None
         Weights of the classes: every row's weight (its ``sample_weight``, or 1) is
         multiplied by its class's. "balanced" gives class c the weight
