@@ -7,6 +7,7 @@ import argparse
 import platform
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -55,7 +56,16 @@ def cmd_train(args) -> int:
         print(f"fastmlp train: unknown backend {args.backend!r}; choose from auto, "
               + ", ".join(backend_names()), file=sys.stderr)
         return 2
-    (X_train, y_train), (X_test, y_test) = load_mnist(args.data)
+    if args.data is not None and Path(args.data).is_file():
+        # digits written by fastmlp.datasets.write_deformed_mnist, tested on MNIST's test
+        # set; scaled to [0, 1] as MNIST is (a float copy of the file, for now)
+        from .deformed import load_deformed_mnist
+
+        X_raw, y_train = load_deformed_mnist(args.data)
+        X_train = np.multiply(X_raw, np.float32(1.0 / 255.0), dtype=np.float32)
+        _, (X_test, y_test) = load_mnist()
+    else:
+        (X_train, y_train), (X_test, y_test) = load_mnist(args.data)
     clf = FastMLP(
         hidden_layer_sizes=args.hidden,
         solver=args.solver,
@@ -84,6 +94,14 @@ def cmd_train(args) -> int:
     if args.save:
         clf.save(args.save)
         print(f"Model saved to {args.save}")
+    return 0
+
+
+def cmd_deform(args) -> int:
+    from .deformed import write_deformed_mnist
+
+    path, labels = write_deformed_mnist(args.path, args.rows, random_state=args.seed)
+    print(f"wrote {args.rows} digits to {path} and their labels to {labels}")
     return 0
 
 
@@ -168,11 +186,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--data", default=None,
-                       help="folder with the four MNIST-style IDX files (default: bundled MNIST)")
+                       help="folder with the four MNIST-style IDX files (default: bundled "
+                            "MNIST), or a .npy file of deformed digits from fastmlp deform "
+                            "(then tested on MNIST's test set)")
     train.add_argument("--save", default=None,
                        help="write the trained model to this file (fastmlp's .npz model "
                             "format; read it with FastMLP.load)")
     train.set_defaults(func=cmd_train)
+
+    deform = sub.add_parser(
+        "deform", help="write deformed MNIST training digits (elastic distortion, rotation, "
+                       "shift) to a uint8 .npy file and their labels beside it, for "
+                       "fastmlp train --data")
+    deform.add_argument("path", help="the .npy file to write (labels: NAME.labels.npy)")
+    deform.add_argument("--rows", type=int, required=True, help="how many digits")
+    deform.add_argument("--seed", type=int, default=0)
+    deform.set_defaults(func=cmd_deform)
 
     info = sub.add_parser("info", help="version, backends, threads and BLAS")
     info.set_defaults(func=cmd_info)

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .deformed import load_deformed_mnist, write_deformed_mnist
+
 __all__ = ["load_idx", "load_mnist", "make_text_classification", "MNIST_FILES",
-           "bundled_data_dir"]
+           "bundled_data_dir", "write_deformed_mnist", "load_deformed_mnist"]
 
 # IDX type byte -> big-endian NumPy dtype.
 _IDX_DTYPES = {
@@ -236,3 +238,4 @@ def make_text_classification(n_train=11_000, n_test=7_500, *, n_classes=20,
     X = sp.csr_matrix(X, dtype=np.float32)
     X.sort_indices()
     return (X[:n_train], y[:n_train]), (X[n_train:], y[n_train:])
+

@@ -1,0 +1,143 @@
+"""Deformed MNIST digits on disk, for training at scale offline (the MNIST-8M setting).
+
+``write_deformed_mnist(path, n)`` writes n digits to ``path`` as a uint8 ``.npy`` array of
+shape (n, 784), filled through a memory map block by block (so n may exceed memory), and
+their labels to ``labels_path(path)`` as an int64 ``.npy``. Row i is a deformation of
+MNIST training image ``i % 60000``: a random elastic distortion (a displacement field of
+uniform noise in [-1, 1] smoothed by a Gaussian of ``elastic_sigma`` pixels and scaled
+by ``elastic_alpha``, after Simard, Steinkraus and Platt, 2003), then a rotation of up
+to ``max_rotation`` degrees and a shift of up to ``max_shift`` pixels about the centre,
+sampled bilinearly. Block k of ``block_rows`` rows draws from its own generator,
+seeded by (random_state, k): the same arguments give the same file, byte for byte.
+``load_deformed_mnist(path)`` opens the file again as a read-only memory map.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SIDE = 28
+
+
+def labels_path(path) -> Path:
+    """Where the labels of the digits at ``path`` live: ``name.labels.npy`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".npy") + ".labels.npy")
+
+
+def _deform(images, rng, max_shift, max_rotation, alpha, sigma):
+    """The deformed copies of ``images`` (b, 28, 28) float32, as uint8."""
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    b = images.shape[0]
+    noise = rng.uniform(-1.0, 1.0, size=(2, b, SIDE, SIDE)).astype(np.float32)
+    dy = gaussian_filter(noise[0], sigma=(0, sigma, sigma), mode="constant") * alpha
+    dx = gaussian_filter(noise[1], sigma=(0, sigma, sigma), mode="constant") * alpha
+    angle = np.deg2rad(rng.uniform(-max_rotation, max_rotation, size=b)).astype(np.float32)
+    shift = rng.uniform(-max_shift, max_shift, size=(2, b)).astype(np.float32)
+    centre = (SIDE - 1) / 2.0
+    grid = np.arange(SIDE, dtype=np.float32) - centre
+    yy, xx = np.meshgrid(grid, grid, indexing="ij")
+    cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
+    # where each output pixel is read from: rotate about the centre, shift, distort
+    src_y = cos * yy - sin * xx + centre - shift[0][:, None, None] + dy
+    src_x = sin * yy + cos * xx + centre - shift[1][:, None, None] + dx
+    index = np.broadcast_to(np.arange(b, dtype=np.float32)[:, None, None], src_y.shape)
+    out = map_coordinates(images, [index, src_y, src_x], order=1, mode="constant", cval=0.0)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _progress_bar(total, enabled):
+    """A progress bar over ``total`` rows: tqdm's when installed, else a line on stderr
+    rewritten in place; a no-op when not enabled."""
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _Line(total)
+    return tqdm(total=total, unit="rows", unit_scale=True, desc="deformed MNIST")
+
+
+class _Line:
+    def __init__(self, total):
+        self.total, self.done = total, 0
+
+    def update(self, n):
+        self.done += n
+        end = "\n" if self.done >= self.total else ""
+        print(f"\rdeformed MNIST: {self.done:,}/{self.total:,} rows", end=end,
+              file=sys.stderr, flush=True)
+
+    def close(self):
+        pass
+
+
+def write_deformed_mnist(path, n, *, random_state=0, max_shift=2.0, max_rotation=15.0,
+                         elastic_alpha=34.0, elastic_sigma=4.0, block_rows=8192,
+                         progress=None, source=None):
+    """Write ``n`` deformed MNIST training digits to ``path`` (uint8 .npy, (n, 784)) and
+    their labels to ``labels_path(path)``; returns (path, labels path). See the module's
+    docstring for the deformation. ``progress``: show a progress bar (None: when stderr
+    is a terminal). ``source``: (images (m, 784) uint8, labels (m,)) to deform instead of
+    the bundled MNIST training set."""
+    from .datasets import load_mnist
+
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive int; got {n!r}")
+    if block_rows < 1:
+        raise ValueError(f"block_rows must be at least 1; got {block_rows!r}")
+    if source is None:
+        (images, labels), _ = load_mnist(raw=True)
+        images = images.reshape(images.shape[0], -1)
+    else:
+        images, labels = np.asarray(source[0]), np.asarray(source[1])
+    if images.ndim != 2 or images.shape[1] != SIDE * SIDE or images.dtype != np.uint8:
+        raise ValueError(f"source images must be uint8 of shape (m, {SIDE * SIDE}); got "
+                         f"{images.dtype} {images.shape}")
+    path = Path(path)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8,
+                                    shape=(int(n), SIDE * SIDE))
+    y = np.empty(int(n), dtype=np.int64)
+    m = images.shape[0]
+    bar = _progress_bar(n, sys.stderr.isatty() if progress is None else progress)
+    try:
+        for k, start in enumerate(range(0, n, block_rows)):
+            stop = min(start + block_rows, n)
+            rows = np.arange(start, stop) % m
+            rng = np.random.default_rng([int(random_state), k])
+            batch = images[rows].reshape(-1, SIDE, SIDE).astype(np.float32)
+            out[start:stop] = _deform(batch, rng, max_shift, max_rotation, elastic_alpha,
+                                      elastic_sigma).reshape(stop - start, -1)
+            y[start:stop] = labels[rows]
+            if bar is not None:
+                bar.update(stop - start)
+    finally:
+        if bar is not None:
+            bar.close()
+    out.flush()
+    del out
+    np.save(labels_path(path), y)
+    return path, labels_path(path)
+
+
+def load_deformed_mnist(path):
+    """(X, y) of a file written by ``write_deformed_mnist``: X a read-only uint8 memory
+    map (n, 784), y int64 (n,)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if not labels_path(path).is_file():
+        raise FileNotFoundError(f"{labels_path(path)}: the labels of {path.name} are missing")
+    X = np.load(path, mmap_mode="r")
+    y = np.load(labels_path(path))
+    if X.ndim != 2 or X.dtype != np.uint8 or y.shape != (X.shape[0],):
+        raise ValueError(f"{path}: expected uint8 (n, 784) digits and n labels; got "
+                         f"{X.dtype} {X.shape} and labels {y.shape}")
+    return X, y
+
+
+__all__ = ["write_deformed_mnist", "load_deformed_mnist", "labels_path"]
