@@ -23,6 +23,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from ._params import input_scale as _checked_scale
 from ._params import validate_params
 from ._state import own_trained_arrays, pickle_state, restore_snapshot, take_snapshot
 from .backends import get_backend
@@ -37,7 +38,7 @@ from .backends.codes import (
     optimizer_step,
 )
 from .backends.layout import layer_views, n_params
-from .backends.sparse import checked_csr
+from .backends.sparse import CONVERT_ROWS, checked_csr, scaled_block
 from .network import init_params, layer_sizes_for, summary_table
 from .optim import OptimizerState
 from .threads import serial_blas_between, thread_limit
@@ -52,6 +53,36 @@ _USER_FRAME = 4
 # SciPy sparse X (matrices and arrays, any format) is taken as compressed sparse rows:
 # scikit-learn's validation converts the other formats (and checks the values are finite)
 SPARSE_FORMATS = "csr"
+
+
+# Integer X (uint8 images, memory maps of them) is kept as it is stored: the backends
+# convert it where they read it, block by block or batch by batch, never as a whole float
+# copy. X of any other dtype is converted to the model's by scikit-learn's validation.
+STORED_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16,
+                                             np.uint32, np.int32, np.uint64, np.int64))
+
+
+def input_dtypes(dtype):
+    """What scikit-learn's validation may leave X as: the model's dtype, or an integer
+    one as it is stored (a list: validate_data converts only what is in none of them)."""
+    return [np.dtype(dtype), *STORED_DTYPES]
+
+
+def model_input(X, dtype, scale):
+    """X of ``dtype`` times ``scale`` (None: 1), whole: for the paths that read all of X
+    at once (L-BFGS). The epochs and prediction convert by blocks instead."""
+    dtype = np.dtype(dtype)
+    if sp.issparse(X):
+        X = checked_csr(X, dtype)
+        return X * dtype.type(scale) if scale is not None else X
+    if X.dtype == dtype and scale is None:
+        return X
+    return scaled_block(X, 0, X.shape[0], dtype, scale)
+
+
+def input_scale(value):
+    """The input_scale parameter as the backends take it: None, or a float other than 1."""
+    return _checked_scale("input_scale", value)
 
 
 def checked_X(X):
@@ -129,7 +160,7 @@ class BaseMLP(BaseEstimator):
                  verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, n_iter_no_change=10, max_fun=15000, backend="auto",
-                 dtype="float32", n_jobs=None):
+                 dtype="float32", n_jobs=None, input_scale=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -156,6 +187,7 @@ class BaseMLP(BaseEstimator):
         self.backend = backend
         self.dtype = dtype
         self.n_jobs = n_jobs
+        self.input_scale = input_scale
 
     # ------------------------------------------------------------------ the estimator's
 
@@ -195,8 +227,8 @@ class BaseMLP(BaseEstimator):
             converted = np.ascontiguousarray(X, dtype=dtype)
             if getattr(backend, "CHECKS_FINITE_INPUT", False) or np.isfinite(converted).all():
                 return converted
-        return checked_X(validate_data(self, X, reset=False, dtype=dtype, order="C",
-                                       accept_sparse=SPARSE_FORMATS))
+        return checked_X(validate_data(self, X, reset=False, dtype=input_dtypes(dtype),
+                                       order="C", accept_sparse=SPARSE_FORMATS))
 
     def _row_weights(self, X, sample_weight, class_factors, dtype):
         """The weight of every row: sample_weight (checked as scikit-learn checks it:
@@ -332,8 +364,9 @@ class BaseMLP(BaseEstimator):
         total_weight = (float(np.sum(target.weights, dtype=np.float64)) if target.weights.size
                         else n_samples)
         backend = p["backend"]
+        data = backend.prepare_inputs(X, p["dtype"], p["input_scale"])
         return _Epochs(backend=backend, activation=p["activation"], solver=p["solver"],
-                       data=backend.prepare_inputs(X), target=target, n_samples=n_samples,
+                       data=data, target=target, n_samples=n_samples,
                        total_weight=total_weight or 1.0, batch_size=batch_size,
                        count=1 if incremental else self.max_iter, incremental=incremental,
                        early_stopping=early_stopping, validation=validation,
@@ -344,7 +377,8 @@ class BaseMLP(BaseEstimator):
         ``max_iter``, ``max_fun`` and ``tol`` as in scikit-learn. The model keeps its
         starting weights if the loss diverges or the user interrupts."""
         start = self._params.copy()
-        objective = _LbfgsObjective(self, X, target, p)
+        objective = _LbfgsObjective(self, model_input(X, p["dtype"], p["input_scale"]),
+                                    target, p)
         try:
             with thread_limit(self.n_jobs, p["backend"]), serial_blas_between(p["backend"]):
                 result = scipy.optimize.minimize(
@@ -545,10 +579,19 @@ class BaseMLP(BaseEstimator):
     def _forward(self, backend, activation, X, output):
         """The network's outputs for X through the output function ``output`` (a code of
         codes.OUTPUTS; IDENTITY gives the pre-activations)."""
-        out = np.empty((X.shape[0], self._layer_sizes[-1]), dtype=self._params.dtype)
+        dtype = self._params.dtype
+        out = np.empty((X.shape[0], self._layer_sizes[-1]), dtype=dtype)
+        scale = input_scale(self.input_scale)
+        # X as stored (integer) or to be scaled goes through by blocks of rows
+        blocks = ([(0, X.shape[0])] if sp.issparse(X) or (X.dtype == dtype and scale is None)
+                  else [(s, min(s + CONVERT_ROWS, X.shape[0]))
+                        for s in range(0, X.shape[0], CONVERT_ROWS)])
         with thread_limit(self.n_jobs, backend), np.errstate(all="ignore"):
-            backend.predict_proba(out, X, self._params, self._layer_sizes, activation,
-                                  output=output)
+            for start, stop in blocks:
+                part = (model_input(X, dtype, scale) if sp.issparse(X) or len(blocks) == 1
+                        else scaled_block(X, start, stop, dtype, scale))
+                backend.predict_proba(out[start:stop], part, self._params, self._layer_sizes,
+                                      activation, output=output)
         if not np.isfinite(out).all():
             bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
             raise ValueError(

@@ -114,6 +114,17 @@ def n_jobs(name, value):
     return value
 
 
+def input_scale(name, value):
+    """None (no scaling), or a positive finite factor applied to every input as X is
+    prepared; 1 is the same as None."""
+    if value is None:
+        return None
+    Interval(numbers.Real, 0.0, None, closed="neither")(name, value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be a positive finite number or None; got {value!r}")
+    return None if value == 1 else float(value)
+
+
 def patience(name, value):
     """A whole number of epochs (at least 1), or infinity (np.inf): never stop for lack
     of improvement, as scikit-learn allows."""
@@ -157,6 +168,7 @@ PARAMETER_CONSTRAINTS = {
     "epsilon": Interval(_Real, 0.0, None, closed="neither"),
     "max_fun": Interval(_Integral, 1, None, closed="left"),
     "n_jobs": n_jobs,
+    "input_scale": input_scale,
     "dtype": Choice(DTYPES, name_of=_dtype_name),
     "activation": Choice(ACTIVATIONS),
     "solver": Choice(ESTIMATOR_SOLVERS),

@@ -15,7 +15,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import validate_data
 
-from ._base import SPARSE_FORMATS, BaseMLP, checked_X, weights_or_none
+from ._base import SPARSE_FORMATS, BaseMLP, checked_X, input_dtypes, weights_or_none
 from .backends.codes import IDENTITY, LOGISTIC, SOFTMAX, Target
 
 _TINY = np.finfo(np.float64).tiny
@@ -109,6 +109,13 @@ default "constant"
         ``OMP_NUM_THREADS``, a threadpoolctl limit on OpenMP (as joblib puts on its
         workers) or the Dask worker it runs in says so; ``fastmlp info`` shows the count
         and what set it.
+    input_scale : float or None, default None
+        A constant factor applied to every input as X is prepared (None means 1): images
+        stored as uint8 train as values in [0, 1] with ``input_scale=1/255``, without a
+        float copy of X. Integer X (uint8 pixels, a ``np.memmap`` of them) is kept as it
+        is stored and converted by blocks of rows where it is read; its values keep their
+        meaning (a uint8 255 is 255.0 times ``input_scale``). Prediction applies the same
+        factor.
     class_weight : None, "balanced" or dict, default None
         Weights of the classes: every row's weight (its ``sample_weight``, or 1) is
         multiplied by its class's. "balanced" gives class c the weight
@@ -154,7 +161,7 @@ default "constant"
                  verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, n_iter_no_change=10, max_fun=15000, class_weight=None,
-                 backend="auto", dtype="float32", n_jobs=None):
+                 backend="auto", dtype="float32", n_jobs=None, input_scale=None):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -163,7 +170,8 @@ default "constant"
             warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            max_fun=max_fun, backend=backend, dtype=dtype, n_jobs=n_jobs)
+            max_fun=max_fun, backend=backend, dtype=dtype, n_jobs=n_jobs,
+            input_scale=input_scale)
         self.class_weight = class_weight
 
     # ------------------------------------------------------------------ fitting
@@ -231,8 +239,9 @@ default "constant"
         """Validate X and y; set or check ``classes_``. Class labels train a softmax
         output; a 2-D 0/1 indicator y (multilabel) a logistic output per label."""
         dtype = p["dtype"]
-        X, y = validate_data(self, X, y, reset=reinitialise, dtype=dtype, order="C",
-                             accept_sparse=SPARSE_FORMATS, multi_output=True, y_numeric=False)
+        X, y = validate_data(self, X, y, reset=reinitialise, dtype=input_dtypes(dtype),
+                             order="C", accept_sparse=SPARSE_FORMATS, multi_output=True,
+                             y_numeric=False)
         X = checked_X(X)
         if y.ndim == 2 and y.shape[1] == 1 and type_of_target(y) != "multilabel-indicator":
             warnings.warn("A column-vector y was passed when a 1d array was expected. "

@@ -13,7 +13,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import validate_data
 
-from ._base import SPARSE_FORMATS, BaseMLP, checked_X, weights_or_none
+from ._base import SPARSE_FORMATS, BaseMLP, checked_X, input_dtypes, weights_or_none
 from .backends.codes import EXP, IDENTITY, Target
 
 # loss -> the output function it is the canonical loss of
@@ -27,9 +27,9 @@ class FastMLPRegressor(RegressorMixin, BaseMLP):
     the squared error (``loss="squared_error"``), or the exponential, trained on half the
     Poisson deviance (``loss="poisson"``, for counts and rates; y must be >= 0). One- and
     multi-output y. Parameters mirror scikit-learn's ``MLPRegressor``; ``backend``,
-    ``dtype`` and ``n_jobs`` are fastmlp's own, and every parameter FastMLP shares means
-    what it means there (see ``FastMLP``), defaults included: one hidden layer of 128
-    ReLU units, mini-batches of 64 rows, Adam at 2e-3.
+    ``dtype``, ``n_jobs`` and ``input_scale`` are fastmlp's own, and every parameter
+    FastMLP shares means what it means there (see ``FastMLP``), defaults included: one
+    hidden layer of 128 ReLU units, mini-batches of 64 rows, Adam at 2e-3.
 
     Parameters
     ----------
@@ -42,7 +42,7 @@ class FastMLPRegressor(RegressorMixin, BaseMLP):
     hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, \
 learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start, \
 momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2, \
-epsilon, n_iter_no_change, max_fun, backend, dtype, n_jobs
+epsilon, n_iter_no_change, max_fun, backend, dtype, n_jobs, input_scale
         As in FastMLP. Early stopping holds out a random (not stratified)
         ``validation_fraction`` and scores it with R^2.
 
@@ -67,7 +67,7 @@ best_loss_, validation_scores_, best_validation_score_, n_layers_, backend_
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 backend="auto", dtype="float32", n_jobs=None):
+                 backend="auto", dtype="float32", n_jobs=None, input_scale=None):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -76,7 +76,8 @@ best_loss_, validation_scores_, best_validation_score_, n_layers_, backend_
             warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            max_fun=max_fun, backend=backend, dtype=dtype, n_jobs=n_jobs)
+            max_fun=max_fun, backend=backend, dtype=dtype, n_jobs=n_jobs,
+            input_scale=input_scale)
         self.loss = loss
 
     def fit(self, X, y, sample_weight=None, *, eval_set=None):
@@ -109,8 +110,9 @@ best_loss_, validation_scores_, best_validation_score_, n_layers_, backend_
         """Validate X and y (numbers, finite; for the Poisson loss >= 0); y as a
         (n_samples, n_outputs) matrix of the model's dtype."""
         dtype = p["dtype"]
-        X, y = validate_data(self, X, y, reset=reinitialise, dtype=dtype, order="C",
-                             accept_sparse=SPARSE_FORMATS, multi_output=True, y_numeric=True)
+        X, y = validate_data(self, X, y, reset=reinitialise, dtype=input_dtypes(dtype),
+                             order="C", accept_sparse=SPARSE_FORMATS, multi_output=True,
+                             y_numeric=True)
         X = checked_X(X)
         if y.ndim == 2 and y.shape[1] == 1:
             warnings.warn("A column-vector y was passed when a 1d array was expected. "

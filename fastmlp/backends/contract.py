@@ -66,9 +66,13 @@ KERNELS = {
         "param, grad, m, v, lr_t, beta1, beta2, eps", "param, grad, m, v (P,)",
         "one Adam step, the bias correction folded into lr_t (codes.adam_lr)", SUPPORT),
     "prepare_inputs": Kernel(
-        "X", "X (N, I0), dense or a checked SciPy CSR (sparse.checked_csr)",
+        "X, dtype=None, scale=None",
+        "X (N, I0), dense (of any real or integer dtype, a memory map too) or a checked "
+        "SciPy CSR (sparse.checked_csr)",
         "the training data in the form this backend's train_epoch reads, built once per "
-        "fit (X itself, or its compressed sparse rows)", ESTIMATOR),
+        "fit (X itself, or its compressed sparse rows), its values read as dtype (default "
+        "X's) times scale (None: 1), without a whole converted copy of a dense X",
+        ESTIMATOR),
     "train_epoch": Kernel(
         "params, grads, m, v, layer_sizes, act, data, y, order, batch_size, alpha, opt, t",
         "params, grads, m (P,), v (P,) or size 0 for SGD, layer_sizes (L + 1,) int64, "

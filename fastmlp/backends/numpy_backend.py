@@ -33,7 +33,7 @@ from .codes import (
     scheduled_lr,
 )
 from .layout import layer_views
-from .sparse import checked_csr
+from .sparse import StoredRows, checked_csr
 
 NAME = "numpy"
 CHECKS_FINITE_INPUT = False
@@ -285,13 +285,22 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
     return loss_sum / loss_denominator(target, X.shape[0])
 
 
-def prepare_inputs(X):
+def prepare_inputs(X, dtype=None, scale=None):
     """The training data in the form this backend's train_epoch takes: X itself here (a
-    SciPy sparse X as a checked CSR matrix; see sparse.checked_csr).
+    SciPy sparse X as a checked CSR matrix of ``dtype`` times ``scale``; see
+    sparse.checked_csr). A dense X of another dtype, or to be scaled, stays as it is
+    stored (StoredRows): each mini-batch is converted as it is gathered.
 
     Called once per fit, so a backend can pay for a conversion once, not every epoch.
     """
-    return checked_csr(X) if sp.issparse(X) else X
+    if sp.issparse(X):
+        csr = checked_csr(X, dtype)
+        if scale is not None:
+            csr = csr * csr.dtype.type(scale)
+        return csr
+    if (dtype is None or X.dtype == dtype) and scale is None:
+        return X
+    return StoredRows(X, np.dtype(X.dtype if dtype is None else dtype), scale)
 
 
 def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_size, alpha, opt,
@@ -327,6 +336,8 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
         deltas = [d[:rows] for d in full_deltas]
         if sparse_x:
             acts[0] = X[idx]
+        elif isinstance(X, StoredRows):
+            X.gather(idx, acts[0])
         else:
             np.take(X, idx, axis=0, out=acts[0])
         loss_sum, n_correct = _batch_step(layers, grad_layers, act, acts, deltas,

@@ -54,23 +54,76 @@ def from_scipy(X, dtype=None):
                       np.ascontiguousarray(csr.data), csr.shape)
 
 
-def sparse_rows(X, count_row_nonzeros, fill_sparse_rows):
-    """SparseRows of X (N, I0): a SciPy sparse X through from_scipy, a dense one with a
-    backend's two parallel passes over X:
-    ``count_row_nonzeros(counts, X)`` and ``fill_sparse_rows(indices, values, indptr, X)``.
+# rows of a stored X (integer, or to be scaled) converted at a time by sparse_rows
+CONVERT_ROWS = 2048
+
+
+def scaled_block(X, start, stop, dtype, scale):
+    """Rows start:stop of a dense X as a C-contiguous array of ``dtype``, times ``scale``
+    (None: 1), computed as ``dtype(x) * dtype(scale)``."""
+    block = np.array(X[start:stop], dtype=dtype, order="C")
+    if scale is not None:
+        block *= dtype.type(scale)
+    block.flags.writeable = False  # as X itself is given to the kernels (one compiled type)
+    return block
+
+
+class StoredRows(NamedTuple):
+    """A dense X kept as it is stored (integer pixels, a memory map) with the dtype and
+    scale its rows take when read: the numpy backend's prepared form of such an X, whose
+    mini-batches are converted as they are gathered."""
+
+    X: np.ndarray
+    dtype: np.dtype
+    scale: float | None
+
+    @property
+    def shape(self):
+        return self.X.shape
+
+    def gather(self, rows, out):
+        """out[:] = the rows ``rows`` of X, converted and scaled."""
+        out[...] = self.X[rows]
+        if self.scale is not None:
+            out *= self.dtype.type(self.scale)
+
+
+def sparse_rows(X, count_row_nonzeros, fill_sparse_rows, dtype=None, scale=None):
+    """SparseRows of X (N, I0) with values of ``dtype`` (default: X's) times ``scale``
+    (None: 1): a SciPy sparse X through from_scipy, a dense one with a backend's two
+    parallel passes over X: ``count_row_nonzeros(counts, X)`` and
+    ``fill_sparse_rows(indices, values, indptr, X)``.
+
+    A dense X of another dtype (uint8 images, a memory map) or with a scale is converted
+    CONVERT_ROWS rows at a time, once for each pass: never as a whole float copy.
 
     The arrays the second pass fills are touched once here first: pages first touched
     from worker threads took several times longer to fault in than the pass itself
     (docs/performance.md)."""
+    dtype = np.dtype(X.dtype if dtype is None else dtype)
     if sp.issparse(X):
-        return from_scipy(X)
+        rows = from_scipy(X, dtype)
+        if scale is not None:
+            rows = rows._replace(values=rows.values * dtype.type(scale))
+        return rows
+    whole = X.dtype == dtype and scale is None
+    blocks = ([(0, X.shape[0])] if whole else
+              [(s, min(s + CONVERT_ROWS, X.shape[0]))
+               for s in range(0, X.shape[0], CONVERT_ROWS)])
+
+    def block(start, stop):
+        return X if whole else scaled_block(X, start, stop, dtype, scale)
+
     counts = np.empty(X.shape[0], dtype=np.int64)
-    count_row_nonzeros(counts, X)
+    for start, stop in blocks:
+        count_row_nonzeros(counts[start:stop], block(start, stop))
     indptr = np.zeros(X.shape[0] + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     indices = np.empty(int(indptr[-1]), dtype=np.int32)
-    values = np.empty(int(indptr[-1]), dtype=X.dtype)
+    values = np.empty(int(indptr[-1]), dtype=dtype)
     indices.fill(0)
     values.fill(0)
-    fill_sparse_rows(indices, values, indptr, X)
+    for start, stop in blocks:
+        # the block's row pointers are absolute places in indices and values
+        fill_sparse_rows(indices, values, indptr[start:stop + 1], block(start, stop))
     return SparseRows(indptr, indices, values, X.shape)
