@@ -3,6 +3,7 @@ previous settings on exit, whatever happens inside."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -24,9 +25,11 @@ def _read(path):
         return f.read().split()
 
 
+@functools.lru_cache(maxsize=1)
 def cgroup_cpu_quota() -> float | None:
     """The CPU time this process's cgroup may use, in CPUs (a container's ``--cpus``), or
-    None without a quota: cgroup v2's cpu.max, else v1's cfs quota and period."""
+    None without a quota: cgroup v2's cpu.max, else v1's cfs quota and period. Read once
+    per process (reading the files cost 25 us, more than predicting one row)."""
     try:
         quota, period = _read("/sys/fs/cgroup/cpu.max")[:2]
         if quota != "max" and int(period) > 0:

@@ -76,6 +76,13 @@ def test_a_cgroup_quota_caps_the_cpu_count(monkeypatch):
 
     monkeypatch.setattr(threads, "_read", fake_read)
     monkeypatch.setattr(threads, "_affinity_count", lambda: 8)
+    # the quota is read once per process: each change of the files below is read afresh
+    real_read = threads.cgroup_cpu_quota.__wrapped__
+
+    def quota():
+        return real_read()
+
+    monkeypatch.setattr(threads, "cgroup_cpu_quota", quota)
     assert threads.cgroup_cpu_quota() is None and threads.cpu_count() == 8
     files["/sys/fs/cgroup/cpu.max"] = "max 100000"
     assert threads.cgroup_cpu_quota() is None
