@@ -848,27 +848,33 @@ cdef void _first_layer_grads(const floating* params, floating* grads, const Layo
     """The first layer's weight gradient for the input pixels [j0, j1) (rows j0..j1 of W,
     plus alpha_n W, and their sums of squares into pen_rows[j0:j1]): from each row of the
     batch, its non-zeros in that range (a row's indices are sorted)."""
-    cdef const long long* indptr = x.indptr
-    cdef const int* indices = x.indices
-    cdef const floating* values = <const floating*>x.values
-    cdef const long long* rows = x.rows
     cdef const floating* deltas = <const floating*>buf.deltas + net.a_offs[0]
-    cdef Py_ssize_t n = x.n, n_out = net.sizes[1], r, c, i, q
-    cdef const floating* d
-    cdef long long row
+    cdef Py_ssize_t n_out = net.sizes[1], c, i
     for i in range(j0, j1):
         for c in range(n_out):
             grads[i * n_out + c] = alpha_n * params[i * n_out + c]
         pen_rows[i] = _dot(params + i * n_out, params + i * n_out, n_out)
-    for r in range(n):
-        d = deltas + r * n_out
-        row = rows[r]
+    _scatter_rows(grads, x, deltas, n_out, j0, j1, NULL)
+
+
+cdef inline void _scatter_rows(floating* grads, const Rows* x, const floating* deltas,
+                               Py_ssize_t n_out, Py_ssize_t j0, Py_ssize_t j1,
+                               const unsigned char* seen) noexcept nogil:
+    """Adds each batch row's non-zero inputs in [j0, j1) times its deltas to their rows
+    of the gradient (only the rows marked in seen[i - j0], when seen is given)."""
+    cdef const long long* indptr = x.indptr
+    cdef const int* indices = x.indices
+    cdef const floating* values = <const floating*>x.values
+    cdef Py_ssize_t r, i, q
+    cdef long long row
+    for r in range(x.n):
+        row = x.rows[r]
         for q in range(indptr[row], indptr[row + 1]):
             i = indices[q]
             if i >= j1:
                 break
-            if i >= j0:
-                _axpy(grads + i * n_out, values[q], d, n_out)
+            if i >= j0 and (seen == NULL or seen[i - j0]):
+                _axpy(grads + i * n_out, values[q], deltas + r * n_out, n_out)
 
 
 cdef void _first_layer_step(floating* params, floating* grads, floating* m, floating* v,
@@ -974,14 +980,7 @@ cdef void _first_layer_lazy(floating* params, floating* grads, floating* m, floa
                 seen[i - j0] = 1
                 for c in range(n_out):
                     grads[i * n_out + c] = alpha_n * params[i * n_out + c]
-    for r in range(n):
-        row = rows[r]
-        for q in range(indptr[row], indptr[row + 1]):
-            i = indices[q]
-            if i >= j1:
-                break
-            if i >= j0 and seen[i - j0]:
-                _axpy(grads + i * n_out, values[q], deltas + r * n_out, n_out)
+    _scatter_rows(grads, x, deltas, n_out, j0, j1, seen)
     for i in range(j0, j1):
         if seen[i - j0]:
             _update(params + i * n_out, grads + i * n_out, m + i * n_out, v + i * n_out, n_out,

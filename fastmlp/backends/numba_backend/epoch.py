@@ -200,9 +200,16 @@ def _step_rows_f(params, grads, m, v, s, n, alpha_n, update, opt):
     ``update``, takes the optimizer step with it in the same pass and clears grads to
     zero for the next batch (otherwise the whole gradient is left there). Returns the sum
     of squared weights before the step (0 without an L2 term)."""
+    pen = sumsq_f(params, s, n) if alpha_n != params.dtype.type(0) else 0.0
+    _l2_step_f(params, grads, m, v, s, n, alpha_n, update, opt)
+    return pen
+
+
+@jit
+def _l2_step_f(params, grads, m, v, s, n, alpha_n, update, opt):
+    """_step_rows_f without the sum of squares."""
     zero = params.dtype.type(0)
     one = params.dtype.type(1)
-    pen = sumsq_f(params, s, n) if alpha_n != zero else 0.0
     if not update:
         for q in range(s, s + n):
             grads[q] += alpha_n * params[q]
@@ -225,7 +232,6 @@ def _step_rows_f(params, grads, m, v, s, n, alpha_n, update, opt):
             m[q] = vel
             params[q] = w + (opt.momentum * vel - opt.lr * g if opt.nesterov else vel)
             grads[q] = zero
-    return pen
 
 
 @jit
@@ -274,8 +280,8 @@ def _lazy_step_rows_f(params, grads, m, v, w_base, width, n_in, alpha_n, opt, in
             i = indices[q]
             if values[q] != 0 and seen[i] == 0:
                 seen[i] = 1
-                s = w_base + U(i) * width
-                _step_rows_f(params, grads, m, v, s, width, alpha_n, True, opt)
+                _l2_step_f(params, grads, m, v, w_base + U(i) * width, width, alpha_n, True,
+                           opt)
     return pen
 
 
