@@ -603,7 +603,15 @@ def adam_update(floating[::1] param, const floating[::1] grad, floating[::1] m,
 # ------------------------------------------------------------------------ sparse rows
 
 
-def count_row_nonzeros(long long[::1] counts, const floating[:, ::1] X):
+# X as it is stored: the training dtype, or uint8 pixels (converted value by value as
+# they are compressed, so no float copy of the image is made)
+ctypedef fused stored:
+    float
+    double
+    unsigned char
+
+
+def count_row_nonzeros(long long[::1] counts, const stored[:, ::1] X):
     # X (N, I0), counts (N,): the non-zeros of each row of X
     cdef Py_ssize_t r, j, c
     with nogil:
@@ -616,13 +624,13 @@ def count_row_nonzeros(long long[::1] counts, const floating[:, ::1] X):
 
 
 def fill_sparse_rows(int[::1] indices, floating[::1] values, const long long[::1] indptr,
-                     const floating[:, ::1] X):
+                     const stored[:, ::1] X):
     # X (N, I0), indptr (N + 1,), indices and values (indptr[N],): X's rows compressed.
     # Without a branch: each input goes to the row's next free place, which only advances
     # past a non-zero (a branch taken at random on image data made this pass several
     # times slower); once the row's places are filled, the rest of the row is skipped.
     cdef Py_ssize_t r, j, q, end
-    cdef floating xv
+    cdef stored xv
     with nogil:
         for r in prange(X.shape[0], schedule="static"):
             q = indptr[r]
@@ -632,7 +640,7 @@ def fill_sparse_rows(int[::1] indices, floating[::1] values, const long long[::1
                     break
                 xv = X[r, j]
                 indices[q] = <int>j
-                values[q] = xv
+                values[q] = <floating>xv
                 q = q + (xv != 0)
 
 

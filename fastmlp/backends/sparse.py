@@ -88,14 +88,22 @@ class StoredRows(NamedTuple):
             out *= self.dtype.type(self.scale)
 
 
+# stored dtypes the backends' passes read directly (beside the training dtype itself),
+# converting each value as it is compressed
+DIRECT_DTYPES = (np.dtype(np.uint8),)
+
+
 def sparse_rows(X, count_row_nonzeros, fill_sparse_rows, dtype=None, scale=None):
     """SparseRows of X (N, I0) with values of ``dtype`` (default: X's) times ``scale``
     (None: 1): a SciPy sparse X through from_scipy, a dense one with a backend's two
     parallel passes over X: ``count_row_nonzeros(counts, X)`` and
     ``fill_sparse_rows(indices, values, indptr, X)``.
 
-    A dense X of another dtype (uint8 images, a memory map) or with a scale is converted
-    CONVERT_ROWS rows at a time, once for each pass: never as a whole float copy.
+    X of the training dtype or uint8 (images) is read as it is: the passes convert each
+    non-zero as they store it, and the scale multiplies the stored values, which gives
+    the same values as scaling a converted copy (``dtype(x) * dtype(scale)``). X of
+    another dtype is converted CONVERT_ROWS rows at a time, once for each pass. Either
+    way no whole float copy of X is made.
 
     The arrays the second pass fills are touched once here first: pages first touched
     from worker threads took several times longer to fault in than the pass itself
@@ -106,13 +114,13 @@ def sparse_rows(X, count_row_nonzeros, fill_sparse_rows, dtype=None, scale=None)
         if scale is not None:
             rows = rows._replace(values=rows.values * dtype.type(scale))
         return rows
-    whole = X.dtype == dtype and scale is None
-    blocks = ([(0, X.shape[0])] if whole else
+    direct = X.dtype == dtype or X.dtype in DIRECT_DTYPES
+    blocks = ([(0, X.shape[0])] if direct else
               [(s, min(s + CONVERT_ROWS, X.shape[0]))
                for s in range(0, X.shape[0], CONVERT_ROWS)])
 
     def block(start, stop):
-        return X if whole else scaled_block(X, start, stop, dtype, scale)
+        return X if direct else scaled_block(X, start, stop, dtype, scale)
 
     counts = np.empty(X.shape[0], dtype=np.int64)
     for start, stop in blocks:
@@ -126,4 +134,6 @@ def sparse_rows(X, count_row_nonzeros, fill_sparse_rows, dtype=None, scale=None)
     for start, stop in blocks:
         # the block's row pointers are absolute places in indices and values
         fill_sparse_rows(indices, values, indptr[start:stop + 1], block(start, stop))
+    if direct and scale is not None:
+        values *= dtype.type(scale)
     return SparseRows(indptr, indices, values, X.shape)
