@@ -23,9 +23,11 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from . import _progress
 from ._params import input_scale as _checked_scale
 from ._params import validate_params
 from ._state import own_trained_arrays, pickle_state, restore_snapshot, take_snapshot
+from ._stream import InMemory, Streamed, block_rows_for, streams
 from .backends import get_backend
 from .backends.codes import (
     ACTIVATIONS,
@@ -44,6 +46,11 @@ from .optim import OptimizerState
 from .threads import serial_blas_between, thread_limit
 
 AUTO_BATCH_SIZE = 64
+# how often a progress bar is updated during an in-memory epoch (a streamed epoch
+# updates it once per block)
+PROGRESS_UPDATES = 50
+# outputs whose epochs count correct training predictions (train_scores_)
+_ACCURACY_OUTPUTS = (SOFTMAX, OUTPUTS["logistic"])
 _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
 # warnings raised while fitting point at the user's call of fit or partial_fit:
 # caller -> fit -> _fit -> _plan_epochs or _run_epochs -> warnings.warn
@@ -113,7 +120,7 @@ class _Epochs:
     backend: ModuleType
     activation: int  # code, see fastmlp/backends/codes.py
     solver: int  # code
-    data: object  # X in the backend's form (backend.prepare_inputs)
+    source: object  # where the rows come from: _stream.InMemory or _stream.Streamed
     target: Target  # what the outputs are fitted to, with the row weights
     n_samples: int
     total_weight: float  # what an epoch's loss sum is divided by: rows, or their weights
@@ -160,7 +167,7 @@ class BaseMLP(BaseEstimator):
                  verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, n_iter_no_change=10, max_fun=15000, backend="auto",
-                 dtype="float32", n_jobs=None, input_scale=None):
+                 dtype="float32", n_jobs=None, input_scale=None, stream="auto"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -188,6 +195,7 @@ class BaseMLP(BaseEstimator):
         self.dtype = dtype
         self.n_jobs = n_jobs
         self.input_scale = input_scale
+        self.stream = stream
 
     # ------------------------------------------------------------------ the estimator's
 
@@ -320,6 +328,7 @@ class BaseMLP(BaseEstimator):
         self.n_iter_ = 0
         self.t_ = 0
         self.loss_curve_ = []
+        self.__dict__.pop("train_scores_", None)
         self._no_improvement_count = 0
         self.best_loss_ = None if self.early_stopping else np.inf
         self.validation_scores_ = [] if self.early_stopping else None
@@ -337,10 +346,19 @@ class BaseMLP(BaseEstimator):
         """What every epoch of this call needs: the validation split (early stopping, fit
         only), the evaluation set, the batch size and the backend's form of X."""
         early_stopping = self.early_stopping and not incremental
-        validation = None
+        streamed = streams(X, p["stream"])
+        validation, train_rows = None, None
         if early_stopping:
-            X, X_val, target, target_val = self._validation_split(X, target)
-            validation = (X_val, target_val)
+            if streamed:
+                # the training rows stay on disk, read in ascending order; the held-out
+                # rows are read into memory
+                train_rows, val = self._split_rows(X, target)
+                train_rows = np.sort(train_rows)
+                validation = (np.ascontiguousarray(X[val]), rows_of(target, val))
+                target = rows_of(target, train_rows)
+            else:
+                X, X_val, target, target_val = self._validation_split(X, target)
+                validation = (X_val, target_val)
             if self.best_validation_score_ is None:  # warm start from a fit without it
                 self.validation_scores_ = []
                 self.best_validation_score_ = -np.inf
@@ -350,7 +368,7 @@ class BaseMLP(BaseEstimator):
             X_eval, y_eval = eval_set
             eval_set = (X_eval, y_eval)
             self.eval_scores_ = []
-        n_samples = X.shape[0]
+        n_samples = X.shape[0] if train_rows is None else train_rows.shape[0]
         if self.batch_size == "auto":
             batch_size = min(AUTO_BATCH_SIZE, n_samples)
         else:
@@ -364,9 +382,14 @@ class BaseMLP(BaseEstimator):
         total_weight = (float(np.sum(target.weights, dtype=np.float64)) if target.weights.size
                         else n_samples)
         backend = p["backend"]
-        data = backend.prepare_inputs(X, p["dtype"], p["input_scale"])
+        if streamed:
+            source = Streamed(X, target, backend, p["dtype"], p["input_scale"],
+                              block_rows_for(X, batch_size), rows=train_rows)
+        else:
+            source = InMemory(backend.prepare_inputs(X, p["dtype"], p["input_scale"]),
+                              target, n_samples)
         return _Epochs(backend=backend, activation=p["activation"], solver=p["solver"],
-                       data=data, target=target, n_samples=n_samples,
+                       source=source, target=target, n_samples=n_samples,
                        total_weight=total_weight or 1.0, batch_size=batch_size,
                        count=1 if incremental else self.max_iter, incremental=incremental,
                        early_stopping=early_stopping, validation=validation,
@@ -413,10 +436,18 @@ class BaseMLP(BaseEstimator):
         return self
 
     def _validation_split(self, X, target):
+        """X and the Target split into the rows that train and those held out."""
+        train, val = self._split_rows(X, target)
+        if sp.issparse(X):
+            return X[train], X[val], rows_of(target, train), rows_of(target, val)
+        return (np.ascontiguousarray(X[train]), np.ascontiguousarray(X[val]),
+                rows_of(target, train), rows_of(target, val))
+
+    def _split_rows(self, X, target):
         """The hold-out of early stopping, as scikit-learn makes it (stratified by class
-        for single-label classification); a class too small to have a member on both
-        sides, or a validation set of fewer than two rows, is an error rather than a
-        meaningless score."""
+        for single-label classification), as (training rows, held-out rows); a class
+        too small to have a member on both sides, or a validation set of fewer than two
+        rows, is an error rather than a meaningless score."""
         stratify = self._stratify(target)
         try:
             train, val = train_test_split(
@@ -430,10 +461,7 @@ class BaseMLP(BaseEstimator):
         if val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase "
                              "'validation_fraction' or the size of your dataset.")
-        if sp.issparse(X):
-            return X[train], X[val], rows_of(target, train), rows_of(target, val)
-        return (np.ascontiguousarray(X[train]), np.ascontiguousarray(X[val]),
-                rows_of(target, train), rows_of(target, val))
+        return train, val
 
     def _run_epochs(self, run):
         """The epoch loop. An epoch that diverges or is interrupted (Ctrl-C) is undone and
@@ -473,18 +501,41 @@ class BaseMLP(BaseEstimator):
         return best_params
 
     def _train_epoch(self, run):
-        """One pass over the rows, shuffled or in order; returns the backend's
-        (loss sum, correct predictions, Adam step count)."""
-        order = (self._random_state.permutation(run.n_samples) if self.shuffle
-                 else np.arange(run.n_samples)).astype(np.int64)
+        """One pass over the rows, shuffled or in order, as the parts the source gives
+        (see fastmlp/_stream.py): the Adam step count and the schedule's position go on
+        from one part to the next, so the parts train as one call would. Returns the
+        backend's (loss sum, correct predictions, Adam step count)."""
         opt = self._optimizer
-        # overflow is detected by the caller and reported once, clearly; NumPy's own
-        # floating-point warnings would only repeat it
-        with np.errstate(all="ignore"):
-            return run.backend.train_epoch(
-                self._params, self._grads, opt.m, opt.v, self._layer_sizes, run.activation,
-                run.data, run.target, order, run.batch_size, float(self.alpha),
-                self._optimizer_step(run), int(opt.t))
+        step = self._optimizer_step(run)
+        progress = _progress.bar(run.n_samples, f"epoch {self.n_iter_ + 1}",
+                                 self._shows_progress())
+        part_rows = (None if progress is None or run.source.streamed else
+                     max(1, run.n_samples // (PROGRESS_UPDATES * run.batch_size))
+                     * run.batch_size)
+        loss_sum, n_correct, t, seen = 0.0, 0, int(opt.t), 0
+        try:
+            # overflow is detected by the caller and reported once, clearly; NumPy's own
+            # floating-point warnings would only repeat it
+            with np.errstate(all="ignore"):
+                for data, target, order in run.source.parts(self._random_state,
+                                                            self.shuffle, part_rows):
+                    loss, hits, t = run.backend.train_epoch(
+                        self._params, self._grads, opt.m, opt.v, self._layer_sizes,
+                        run.activation, data, target, order, run.batch_size,
+                        float(self.alpha), step._replace(seen=step.seen + seen), t)
+                    loss_sum += loss
+                    n_correct += hits
+                    seen += order.shape[0]
+                    if progress is not None:
+                        progress.update(order.shape[0], loss_sum / seen)
+        finally:
+            if progress is not None:
+                progress.close()
+        return loss_sum, n_correct, t
+
+    def _shows_progress(self):
+        """A progress bar during each epoch: when verbose and stderr is a terminal."""
+        return bool(self.verbose) and _progress.to_terminal()
 
     def _optimizer_step(self, run):
         """The optimizer's hyperparameters as the record train_epoch takes (see
@@ -500,7 +551,7 @@ class BaseMLP(BaseEstimator):
     def _epoch_line(self, total, n_correct, run, extra):
         """The verbose line of an epoch."""
         line = f"Epoch [{self.n_iter_}/{total}], Train Loss: {self.loss_:.4f}"
-        if self._output_code in (SOFTMAX, OUTPUTS["logistic"]):
+        if self._output_code in _ACCURACY_OUTPUTS:
             line += f", Train Accuracy: {100 * n_correct / run.n_samples:.2f}%"
         if extra is not None:
             name, value = extra
@@ -518,6 +569,9 @@ class BaseMLP(BaseEstimator):
         self.t_ += run.n_samples
         self.loss_ = loss_sum / run.total_weight
         self.loss_curve_.append(self.loss_)
+        if self._output_code in _ACCURACY_OUTPUTS:
+            # as loss_curve_, kept across warm starts and partial_fit calls
+            self.__dict__.setdefault("train_scores_", []).append(n_correct / run.n_samples)
         extra = None
         if run.early_stopping:
             score = self._score_target(run.backend, run.activation, *run.validation)

@@ -125,6 +125,15 @@ def input_scale(name, value):
     return None if value == 1 else float(value)
 
 
+def stream(name, value):
+    """"auto", True or False (NumPy's bools too)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str) and value == "auto":
+        return value
+    raise ValueError(f"{name} must be 'auto', True or False; got {value!r}")
+
+
 def patience(name, value):
     """A whole number of epochs (at least 1), or infinity (np.inf): never stop for lack
     of improvement, as scikit-learn allows."""
@@ -169,6 +178,7 @@ PARAMETER_CONSTRAINTS = {
     "max_fun": Interval(_Integral, 1, None, closed="left"),
     "n_jobs": n_jobs,
     "input_scale": input_scale,
+    "stream": stream,
     "dtype": Choice(DTYPES, name_of=_dtype_name),
     "activation": Choice(ACTIVATIONS),
     "solver": Choice(ESTIMATOR_SOLVERS),

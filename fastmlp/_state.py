@@ -99,6 +99,8 @@ FITTED = (
     Fitted("validation_scores_", Kind.CURVE, array="validation_scores", undo=True,
            nullable=True),
     Fitted("eval_scores_", Kind.CURVE, array="eval_scores", undo=True, optional=True),
+    # classifiers only
+    Fitted("train_scores_", Kind.CURVE, array="train_scores", undo=True, optional=True),
     Fitted("feature_names_in_", Kind.FEATURE_NAMES, array="feature_names", optional=True),
     Fitted("_random_state", Kind.RNG, array="rng_keys", meta="rng"),
     Fitted("_optimizer.t", Kind.OPTIMIZER_SCALAR, meta="optimizer.t", undo=True, type=int),

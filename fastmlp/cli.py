@@ -56,6 +56,12 @@ def cmd_train(args) -> int:
         print(f"fastmlp train: unknown backend {args.backend!r}; choose from auto, "
               + ", ".join(backend_names()), file=sys.stderr)
         return 2
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ImportError("--plot needs matplotlib, which is not installed; install it "
+                              "with pip install 'fastmlp[plot]'") from None
     input_scale = None
     if args.data is not None and Path(args.data).is_file():
         # digits written by fastmlp.datasets.write_deformed_mnist, read from the file's
@@ -95,10 +101,37 @@ def cmd_train(args) -> int:
         clf.fit(X_train, y_train, eval_set=(X_test, y_test))
     elapsed = time.perf_counter() - start
     print(f"Training completed in {elapsed:.2f} seconds")
+    if args.plot:
+        plot_curves(args.plot, clf)
+        print(f"Curves written to {args.plot}")
     if args.save:
         clf.save(args.save)
         print(f"Model saved to {args.save}")
     return 0
+
+
+def plot_curves(path, clf) -> None:
+    """A PNG of the fit's per-epoch curves: the training loss, and the training and test
+    accuracy (``train_scores_``, ``eval_scores_``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = range(1, len(clf.loss_curve_) + 1)
+    fig, (loss, accuracy) = plt.subplots(1, 2, figsize=(10, 4))
+    loss.plot(epochs, clf.loss_curve_, marker="o", label="train")
+    loss.set(xlabel="epoch", ylabel="loss (cross-entropy + L2)", title="Loss")
+    accuracy.plot(epochs, [100 * a for a in clf.train_scores_], marker="o", label="train")
+    accuracy.plot(epochs, [100 * a for a in clf.eval_scores_], marker="o", label="test")
+    accuracy.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    for ax in (loss, accuracy):
+        ax.legend()
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def cmd_deform(args) -> int:
@@ -196,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--save", default=None,
                        help="write the trained model to this file (fastmlp's .npz model "
                             "format; read it with FastMLP.load)")
+    train.add_argument("--plot", metavar="PATH", default=None,
+                       help="write the per-epoch loss and accuracy curves (train and test) "
+                            "as a PNG (needs matplotlib: pip install 'fastmlp[plot]')")
     train.set_defaults(func=cmd_train)
 
     deform = sub.add_parser(

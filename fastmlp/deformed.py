@@ -14,10 +14,11 @@ seeded by (random_state, k): the same arguments give the same file, byte for byt
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
+
+from . import _progress
 
 SIDE = 28
 
@@ -50,32 +51,6 @@ def _deform(images, rng, max_shift, max_rotation, alpha, sigma):
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def _progress_bar(total, enabled):
-    """A progress bar over ``total`` rows: tqdm's when installed, else a line on stderr
-    rewritten in place; a no-op when not enabled."""
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _Line(total)
-    return tqdm(total=total, unit="rows", unit_scale=True, desc="deformed MNIST")
-
-
-class _Line:
-    def __init__(self, total):
-        self.total, self.done = total, 0
-
-    def update(self, n):
-        self.done += n
-        end = "\n" if self.done >= self.total else ""
-        print(f"\rdeformed MNIST: {self.done:,}/{self.total:,} rows", end=end,
-              file=sys.stderr, flush=True)
-
-    def close(self):
-        pass
-
-
 def write_deformed_mnist(path, n, *, random_state=0, max_shift=2.0, max_rotation=15.0,
                          elastic_alpha=34.0, elastic_sigma=4.0, block_rows=8192,
                          progress=None, source=None):
@@ -103,7 +78,8 @@ def write_deformed_mnist(path, n, *, random_state=0, max_shift=2.0, max_rotation
                                     shape=(int(n), SIDE * SIDE))
     y = np.empty(int(n), dtype=np.int64)
     m = images.shape[0]
-    bar = _progress_bar(n, sys.stderr.isatty() if progress is None else progress)
+    bar = _progress.bar(n, "deformed MNIST", _progress.to_terminal() if progress is None
+                        else progress, leave=True)
     try:
         for k, start in enumerate(range(0, n, block_rows)):
             stop = min(start + block_rows, n)

@@ -116,6 +116,15 @@ default "constant"
         is stored and converted by blocks of rows where it is read; its values keep their
         meaning (a uint8 255 is 255.0 times ``input_scale``). Prediction applies the same
         factor.
+    stream : "auto", bool, default "auto"
+        Whether ``fit`` and ``partial_fit`` read a dense X in blocks of rows instead of
+        preparing it whole: each epoch visits the blocks in a random order and the rows of
+        each block in a random order of their own, and a background thread reads the next
+        block while the current one trains. True streams any dense X, False none; "auto"
+        streams an X that is a memory-mapped file (``np.memmap``, ``np.load(...,
+        mmap_mode="r")``) of at least 1 GiB, so data larger than memory trains in a few
+        hundred MiB. Streaming changes the order rows are visited in (so the weights), not
+        what an epoch computes; sparse X is never streamed.
     class_weight : None, "balanced" or dict, default None
         Weights of the classes: every row's weight (its ``sample_weight``, or 1) is
         multiplied by its class's. "balanced" gives class c the weight
@@ -141,6 +150,11 @@ default "constant"
         Mean loss of the last epoch (cross-entropy plus the L2 term; with weights, the
         weighted mean).
     loss_curve_ : list of float
+    train_scores_ : list of float
+        Each epoch's training accuracy: the fraction of the epoch's rows the network
+        classified correctly as it trained on them (the "Train Accuracy" of ``verbose``;
+        for multilabel y, rows with every label right). Kept across calls, as
+        ``loss_curve_``.
     best_loss_ : float or None
     validation_scores_ : list of float or None
     best_validation_score_ : float or None
@@ -161,7 +175,7 @@ default "constant"
                  verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, n_iter_no_change=10, max_fun=15000, class_weight=None,
-                 backend="auto", dtype="float32", n_jobs=None, input_scale=None):
+                 backend="auto", dtype="float32", n_jobs=None, input_scale=None, stream="auto"):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -171,7 +185,7 @@ default "constant"
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
             max_fun=max_fun, backend=backend, dtype=dtype, n_jobs=n_jobs,
-            input_scale=input_scale)
+            input_scale=input_scale, stream=stream)
         self.class_weight = class_weight
 
     # ------------------------------------------------------------------ fitting

@@ -27,7 +27,7 @@ class FastMLPRegressor(RegressorMixin, BaseMLP):
     the squared error (``loss="squared_error"``), or the exponential, trained on half the
     Poisson deviance (``loss="poisson"``, for counts and rates; y must be >= 0). One- and
     multi-output y. Parameters mirror scikit-learn's ``MLPRegressor``; ``backend``,
-    ``dtype``, ``n_jobs`` and ``input_scale`` are fastmlp's own, and every parameter
+    ``dtype``, ``n_jobs``, ``input_scale`` and ``stream`` are fastmlp's own, and every parameter
     FastMLP shares means what it means there (see ``FastMLP``), defaults included: one
     hidden layer of 128 ReLU units, mini-batches of 64 rows, Adam at 2e-3.
 
@@ -42,7 +42,7 @@ class FastMLPRegressor(RegressorMixin, BaseMLP):
     hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, \
 learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start, \
 momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2, \
-epsilon, n_iter_no_change, max_fun, backend, dtype, n_jobs, input_scale
+epsilon, n_iter_no_change, max_fun, backend, dtype, n_jobs, input_scale, stream
         As in FastMLP. Early stopping holds out a random (not stratified)
         ``validation_fraction`` and scores it with R^2.
 
@@ -67,7 +67,7 @@ best_loss_, validation_scores_, best_validation_score_, n_layers_, backend_
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 backend="auto", dtype="float32", n_jobs=None, input_scale=None):
+                 backend="auto", dtype="float32", n_jobs=None, input_scale=None, stream="auto"):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -77,7 +77,7 @@ best_loss_, validation_scores_, best_validation_score_, n_layers_, backend_
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
             max_fun=max_fun, backend=backend, dtype=dtype, n_jobs=n_jobs,
-            input_scale=input_scale)
+            input_scale=input_scale, stream=stream)
         self.loss = loss
 
     def fit(self, X, y, sample_weight=None, *, eval_set=None):

@@ -1,6 +1,8 @@
 import re
+import sys
 
 import numpy as np
+import pytest
 
 from fastmlp import FastMLP
 from fastmlp.cli import main
@@ -57,3 +59,19 @@ def test_info(capsys):
         assert re.search(r"cython: extension built, (OpenMP|serial)", out)
     else:
         assert "cython: extension not built" in out
+
+
+def test_train_plots_the_curves(tmp_path, capsys, monkeypatch):
+    write_mnist_like(tmp_path)
+    args = ["train", "--data", str(tmp_path), "--epochs", "2", "--hidden", "16",
+            "--batch-size", "32", "--plot", str(tmp_path / "curves.png")]
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    assert main(args) == 1
+    assert "--plot needs matplotlib" in capsys.readouterr().err
+    assert not (tmp_path / "curves.png").exists()  # refused before training
+    monkeypatch.undo()
+    pytest.importorskip("matplotlib")
+    assert main(args) == 0
+    assert f"Curves written to {tmp_path / 'curves.png'}" in capsys.readouterr().out
+    png = (tmp_path / "curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000

@@ -1,0 +1,136 @@
+"""Where an epoch's rows come from: prepared once and kept in memory, or streamed from
+the memory map they are stored in, a block of rows at a time.
+
+An epoch is a sequence of parts, each one call of the backend's ``train_epoch``: (the
+backend's form of some rows of X, their Target, the order to visit them in). Calling
+``train_epoch`` on consecutive slices of one order, with the Adam step count and the
+schedule's position carried from one call to the next, trains exactly as one call on the
+whole order (a slice holds whole batches), so splitting an epoch changes no result.
+
+- ``InMemory``: X prepared once for the whole fit (``backend.prepare_inputs``); an epoch
+  visits every row in one random permutation, in one part, or in parts of ``part_rows``
+  rows when a progress bar wants news during the epoch.
+- ``Streamed``: X left where it is stored (a memory map of a file) and read in blocks of
+  contiguous rows. An epoch visits the blocks in a random order and the rows of each
+  block in a random order of their own (a shuffle by block order plus within-block
+  permutation), so each block is read from the file in one sequential pass. A background
+  thread reads the next block while the current one trains; the current block is
+  prepared (compressed, converted, scaled) on the calling thread, so the kernels' thread
+  teams never run two at once.
+"""
+
+from __future__ import annotations
+
+import mmap
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import scipy.sparse as sp
+
+from .backends.codes import Target
+
+# raw bytes of X in one streamed block: large enough that each block is one long
+# sequential read and the per-call setup of train_epoch is a small share of its work,
+# small enough that two blocks in flight are a few hundred MiB at most
+STREAM_BYTES = 32 << 20
+
+
+# "auto" streams a memory-mapped X of at least this many bytes
+STREAM_AUTO_BYTES = 1 << 30
+
+
+def streams(X, stream) -> bool:
+    """Whether fit streams X: the ``stream`` parameter ("auto", True, False) applied to
+    a dense X; "auto" streams memory-mapped files of STREAM_AUTO_BYTES or more."""
+    if sp.issparse(X) or stream is False:
+        return False
+    return stream is True or (X.nbytes >= STREAM_AUTO_BYTES and on_disk(X))
+
+
+def on_disk(X) -> bool:
+    """Whether dense X is a view of a memory-mapped file (np.memmap, np.load with
+    mmap_mode): such an X is streamed rather than prepared whole."""
+    a = X
+    while a is not None:
+        if isinstance(a, (np.memmap, mmap.mmap)):
+            return True
+        a = getattr(a, "base", None)
+    return False
+
+
+def block_rows_for(X, batch_size, stream_bytes=None) -> int:
+    """Rows per streamed block: about ``stream_bytes`` (default STREAM_BYTES) of X, a
+    whole number of batches, at least one batch."""
+    row_bytes = max(1, X.shape[1] * X.dtype.itemsize)
+    budget = STREAM_BYTES if stream_bytes is None else stream_bytes
+    return max(1, budget // (row_bytes * batch_size)) * batch_size
+
+
+def _take(target: Target, rows) -> Target:
+    def take(a):
+        return a[rows] if a.size else a
+
+    return Target(target.output, take(target.labels), take(target.values),
+                  take(target.weights))
+
+
+class InMemory:
+    """X prepared once; an epoch is one shuffled pass, in parts of ``part_rows`` rows
+    (None: one part)."""
+
+    streamed = False
+
+    def __init__(self, data, target, n_samples):
+        self.data, self.target, self.n_samples = data, target, n_samples
+
+    def parts(self, rng, shuffle, part_rows=None):
+        order = (rng.permutation(self.n_samples) if shuffle
+                 else np.arange(self.n_samples)).astype(np.int64)
+        step = self.n_samples if part_rows is None else part_rows
+        for start in range(0, self.n_samples, step):
+            yield self.data, self.target, order[start:start + step]
+
+
+class Streamed:
+    """X (N, I0) on disk, read ``block_rows`` rows at a time and prepared block by block
+    with ``backend.prepare_inputs(block, dtype, scale)``. ``rows``: the rows of X that
+    train, ascending (None: all), when some are held out for early stopping."""
+
+    streamed = True
+
+    def __init__(self, X, target, backend, dtype, scale, block_rows, rows=None):
+        self.X, self.target, self.backend = X, target, backend
+        self.dtype, self.scale, self.block_rows, self.rows = dtype, scale, block_rows, rows
+        self.n_samples = X.shape[0] if rows is None else rows.shape[0]
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.n_samples // self.block_rows)
+
+    def _span(self, k):
+        return k * self.block_rows, min((k + 1) * self.block_rows, self.n_samples)
+
+    def _read(self, k):
+        """Block k's rows of X, copied into memory (so the file is read here, on the
+        background thread, and not by the kernels)."""
+        start, stop = self._span(k)
+        if self.rows is None:
+            return np.array(self.X[start:stop], order="C")
+        return np.ascontiguousarray(self.X[self.rows[start:stop]])
+
+    def parts(self, rng, shuffle, part_rows=None):
+        """The epoch's parts: block order drawn first, then each block's row order as it
+        comes. ``part_rows`` is ignored: a block is the part."""
+        blocks = rng.permutation(self.n_blocks) if shuffle else np.arange(self.n_blocks)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastmlp-read") as pool:
+            ahead = pool.submit(self._read, blocks[0])
+            for i, k in enumerate(blocks):
+                raw = ahead.result()
+                if i + 1 < len(blocks):
+                    ahead = pool.submit(self._read, blocks[i + 1])
+                start, stop = self._span(k)
+                data = self.backend.prepare_inputs(raw, self.dtype, self.scale)
+                del raw
+                n = stop - start
+                order = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int64)
+                yield data, _take(self.target, slice(start, stop)), order
