@@ -122,6 +122,7 @@ class Streamed:
         """The epoch's parts: block order drawn first, then each block's row order as it
         comes. ``part_rows`` is ignored: a block is the part."""
         blocks = rng.permutation(self.n_blocks) if shuffle else np.arange(self.n_blocks)
+        buffers = {}  # each block is compressed into the memory of the one before
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastmlp-read") as pool:
             ahead = pool.submit(self._read, blocks[0])
             for i, k in enumerate(blocks):
@@ -129,7 +130,7 @@ class Streamed:
                 if i + 1 < len(blocks):
                     ahead = pool.submit(self._read, blocks[i + 1])
                 start, stop = self._span(k)
-                data = self.backend.prepare_inputs(raw, self.dtype, self.scale)
+                data = self.backend.prepare_inputs(raw, self.dtype, self.scale, buffers)
                 del raw
                 n = stop - start
                 order = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int64)

@@ -52,7 +52,7 @@ class _Identity:
     """A stand-in backend whose prepared form is the block itself."""
 
     @staticmethod
-    def prepare_inputs(X, dtype=None, scale=None):
+    def prepare_inputs(X, dtype=None, scale=None, buffers=None):
         return X
 
 

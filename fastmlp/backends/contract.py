@@ -66,12 +66,15 @@ KERNELS = {
         "param, grad, m, v, lr_t, beta1, beta2, eps", "param, grad, m, v (P,)",
         "one Adam step, the bias correction folded into lr_t (codes.adam_lr)", SUPPORT),
     "prepare_inputs": Kernel(
-        "X, dtype=None, scale=None",
+        "X, dtype=None, scale=None, buffers=None",
         "X (N, I0), dense (of any real or integer dtype, a memory map too) or a checked "
         "SciPy CSR (sparse.checked_csr)",
         "the training data in the form this backend's train_epoch reads, built once per "
         "fit (X itself, or its compressed sparse rows), its values read as dtype (default "
-        "X's) times scale (None: 1), without a whole converted copy of a dense X",
+        "X's) times scale (None: 1), without a whole converted copy of a dense X; "
+        "buffers: None, or a dict the backend may keep arrays in for its next call to "
+        "reuse (a streamed fit passes one for all its blocks; each result is then valid "
+        "until the next call)",
         ESTIMATOR),
     "train_epoch": Kernel(
         "params, grads, m, v, layer_sizes, act, data, y, order, batch_size, alpha, opt, t",

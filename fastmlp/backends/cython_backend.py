@@ -93,10 +93,10 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
 # ------------------------------------------------------------------------ training
 
 
-def prepare_inputs(X, dtype=None, scale=None):
+def prepare_inputs(X, dtype=None, scale=None, buffers=None):
     """X as SparseRows (see fastmlp.backends.sparse), built once per fit, with values of
     ``dtype`` times ``scale``."""
-    return sparse_rows(X, _k.count_row_nonzeros, _k.fill_sparse_rows, dtype, scale)
+    return sparse_rows(X, _k.count_row_nonzeros, _k.fill_sparse_rows, dtype, scale, buffers)
 
 
 def _sparse(data):

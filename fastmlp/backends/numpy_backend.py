@@ -285,11 +285,12 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
     return loss_sum / loss_denominator(target, X.shape[0])
 
 
-def prepare_inputs(X, dtype=None, scale=None):
+def prepare_inputs(X, dtype=None, scale=None, buffers=None):
     """The training data in the form this backend's train_epoch takes: X itself here (a
     SciPy sparse X as a checked CSR matrix of ``dtype`` times ``scale``; see
     sparse.checked_csr). A dense X of another dtype, or to be scaled, stays as it is
-    stored (StoredRows): each mini-batch is converted as it is gathered.
+    stored (StoredRows): each mini-batch is converted as it is gathered. ``buffers`` is
+    not used: nothing is built that a next call could reuse.
 
     Called once per fit, so a backend can pay for a conversion once, not every epoch.
     """

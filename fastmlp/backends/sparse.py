@@ -93,7 +93,25 @@ class StoredRows(NamedTuple):
 DIRECT_DTYPES = (np.dtype(np.uint8),)
 
 
-def sparse_rows(X, count_row_nonzeros, fill_sparse_rows, dtype=None, scale=None):
+def _buffer(buffers, name, size, dtype):
+    """A 1-D array of ``size`` elements of ``dtype``: a view of the one kept in
+    ``buffers`` under ``name`` when it is large enough (a streamed fit compresses block
+    after block into the same memory), else a new one (kept there, with room to grow),
+    touched once here first: pages first touched from worker threads took several times
+    longer to fault in than the pass that fills them (docs/performance.md)."""
+    kept = None if buffers is None else buffers.get(name)
+    if kept is not None and kept.dtype == dtype and kept.shape[0] >= size:
+        return kept[:size]
+    capacity = size if buffers is None else size + size // 4
+    kept = np.empty(capacity, dtype=dtype)
+    kept.fill(0)
+    if buffers is not None:
+        buffers[name] = kept
+    return kept[:size]
+
+
+def sparse_rows(X, count_row_nonzeros, fill_sparse_rows, dtype=None, scale=None,
+                buffers=None):
     """SparseRows of X (N, I0) with values of ``dtype`` (default: X's) times ``scale``
     (None: 1): a SciPy sparse X through from_scipy, a dense one with a backend's two
     parallel passes over X: ``count_row_nonzeros(counts, X)`` and
@@ -105,9 +123,8 @@ def sparse_rows(X, count_row_nonzeros, fill_sparse_rows, dtype=None, scale=None)
     another dtype is converted CONVERT_ROWS rows at a time, once for each pass. Either
     way no whole float copy of X is made.
 
-    The arrays the second pass fills are touched once here first: pages first touched
-    from worker threads took several times longer to fault in than the pass itself
-    (docs/performance.md)."""
+    ``buffers``: a dict in which the arrays are kept for the next call to reuse (None:
+    new arrays); the SparseRows returned is then valid until that next call."""
     dtype = np.dtype(X.dtype if dtype is None else dtype)
     if sp.issparse(X):
         rows = from_scipy(X, dtype)
@@ -127,10 +144,8 @@ def sparse_rows(X, count_row_nonzeros, fill_sparse_rows, dtype=None, scale=None)
         count_row_nonzeros(counts[start:stop], block(start, stop))
     indptr = np.zeros(X.shape[0] + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
-    indices = np.empty(int(indptr[-1]), dtype=np.int32)
-    values = np.empty(int(indptr[-1]), dtype=dtype)
-    indices.fill(0)
-    values.fill(0)
+    indices = _buffer(buffers, "indices", int(indptr[-1]), np.dtype(np.int32))
+    values = _buffer(buffers, "values", int(indptr[-1]), dtype)
     for start, stop in blocks:
         # the block's row pointers are absolute places in indices and values
         fill_sparse_rows(indices, values, indptr[start:stop + 1], block(start, stop))

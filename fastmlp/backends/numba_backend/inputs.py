@@ -40,11 +40,11 @@ def _fill_sparse_rows(indices, values, indptr, X):
             q += U(1) if xv != zero else U(0)
 
 
-def prepare_inputs(X, dtype=None, scale=None):
+def prepare_inputs(X, dtype=None, scale=None, buffers=None):
     """X (N, I0), dense or SciPy sparse, as SparseRows, the form train_epoch reads, with
     values of ``dtype`` times ``scale`` (see sparse.sparse_rows)."""
     return sparse_rows(X if sp.issparse(X) else read_only(X), _count_row_nonzeros,
-                       _fill_sparse_rows, dtype, scale)
+                       _fill_sparse_rows, dtype, scale, buffers)
 
 
 def as_sparse_rows(data, dtype=None):
