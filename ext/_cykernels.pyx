@@ -1040,19 +1040,19 @@ cdef inline double _scheduled_lr(double lr, int schedule, double seen,
 
 def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] m, floating[::1] v,
                 net, data, const long long[::1] order, Py_ssize_t batch_size, buffers,
-                int act, double alpha, opt, long long t):
+                int act, double alpha, opt, long long t, double loss_start=0.0):
     """One epoch; returns (loss_sum, n_correct, t). params, grads, m, v (P,) (m, v may be
     empty when unused); net = (sizes, p_offs, a_offs), data = (indptr, indices, values, y)
     and buffers as in loss_and_grad; order (n,) the rows to visit; opt a
-    codes.OptimizerStep (its lr_t is set here, before every batch). Arrays are checked by
-    the caller."""
+    codes.OptimizerStep (its lr_t is set here, before every batch); loss_start the sum
+    the batches' losses are added to. Arrays are checked by the caller."""
     cdef Layout lay
     cdef Rows x
     cdef Batch buf
     cdef OptimizerStep step = _optimizer_step(opt)
     cdef double base_lr = step.lr
     cdef Py_ssize_t n = order.shape[0], start, stop, r
-    cdef double loss = 0.0
+    cdef double loss = loss_start
     cdef long long hits = 0
     cdef int n_blocks = fastmlp_max_threads()
     cdef floating* mp = &m[0] if m.shape[0] > 0 else &params[0]

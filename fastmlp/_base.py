@@ -10,7 +10,9 @@ backend's kernels.
 
 from __future__ import annotations
 
+import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -43,7 +45,7 @@ from .backends.layout import layer_views, n_params
 from .backends.sparse import CONVERT_ROWS, checked_csr, scaled_block
 from .network import init_params, layer_sizes_for, summary_table
 from .optim import OptimizerState
-from .threads import serial_blas_between, thread_limit
+from .threads import adaptive_team, serial_blas_between, thread_limit
 
 AUTO_BATCH_SIZE = 64
 # how often a progress bar is updated during an in-memory epoch (a streamed epoch
@@ -130,6 +132,7 @@ class _Epochs:
     early_stopping: bool  # only fit stops early
     validation: tuple | None  # (X_val, Target_val) held out for early stopping
     eval_set: tuple | None  # (X_eval, y_eval) scored after every epoch
+    team: object  # threads.AdaptiveTeam (default threads), or None
 
 
 class _LbfgsObjective:
@@ -393,7 +396,9 @@ class BaseMLP(BaseEstimator):
                        total_weight=total_weight or 1.0, batch_size=batch_size,
                        count=1 if incremental else self.max_iter, incremental=incremental,
                        early_stopping=early_stopping, validation=validation,
-                       eval_set=eval_set)
+                       eval_set=eval_set,
+                       team=adaptive_team(self.n_jobs, backend, batch_size,
+                                          self._params.size))
 
     def _fit_lbfgs(self, X, target, p, eval_set):
         """Minimise the loss over all rows with SciPy's L-BFGS-B, from the current weights;
@@ -467,7 +472,8 @@ class BaseMLP(BaseEstimator):
         """The epoch loop. An epoch that diverges or is interrupted (Ctrl-C) is undone and
         ends training. Returns the best parameters seen under early stopping, or None."""
         best_params = None
-        with thread_limit(self.n_jobs, run.backend):
+        with thread_limit(self.n_jobs, run.backend), \
+                (run.team.blocks() if run.team is not None else nullcontext()):
             for _ in range(run.count):
                 snapshot = take_snapshot(self)
                 try:
@@ -502,32 +508,45 @@ class BaseMLP(BaseEstimator):
 
     def _train_epoch(self, run):
         """One pass over the rows, shuffled or in order, as the parts the source gives
-        (see fastmlp/_stream.py): the Adam step count and the schedule's position go on
-        from one part to the next, so the parts train as one call would. Returns the
-        backend's (loss sum, correct predictions, Adam step count)."""
+        (see fastmlp/_stream.py), each split further into parts of whole batches for the
+        progress bar and the adaptive thread team (threads.AdaptiveTeam). The Adam step
+        count, the schedule's position and the loss sum go on from one part to the next,
+        so the parts train, and sum the loss, as one call would. Returns the backend's
+        (loss sum, correct predictions, Adam step count)."""
         opt = self._optimizer
         step = self._optimizer_step(run)
         progress = _progress.bar(run.n_samples, f"epoch {self.n_iter_ + 1}",
                                  self._shows_progress())
-        part_rows = (None if progress is None or run.source.streamed else
+        part_rows = (None if progress is None else
                      max(1, run.n_samples // (PROGRESS_UPDATES * run.batch_size))
                      * run.batch_size)
+        team = run.team
         loss_sum, n_correct, t, seen = 0.0, 0, int(opt.t), 0
         try:
             # overflow is detected by the caller and reported once, clearly; NumPy's own
             # floating-point warnings would only repeat it
             with np.errstate(all="ignore"):
                 for data, target, order in run.source.parts(self._random_state,
-                                                            self.shuffle, part_rows):
-                    loss, hits, t = run.backend.train_epoch(
-                        self._params, self._grads, opt.m, opt.v, self._layer_sizes,
-                        run.activation, data, target, order, run.batch_size,
-                        float(self.alpha), step._replace(seen=step.seen + seen), t)
-                    loss_sum += loss
-                    n_correct += hits
-                    seen += order.shape[0]
-                    if progress is not None:
-                        progress.update(order.shape[0], loss_sum / seen)
+                                                            self.shuffle):
+                    done = 0
+                    while done < order.shape[0]:
+                        threads, rows = (team.next_part() if team is not None
+                                         else (None, part_rows or order.shape[0]))
+                        part = order[done:done + rows]
+                        start = time.perf_counter()
+                        with team.limit(threads) if team is not None else nullcontext():
+                            loss_sum, hits, t = run.backend.train_epoch(
+                                self._params, self._grads, opt.m, opt.v, self._layer_sizes,
+                                run.activation, data, target, part, run.batch_size,
+                                float(self.alpha), step._replace(seen=step.seen + seen), t,
+                                loss_sum)
+                        if team is not None:
+                            team.record(threads, part.shape[0], time.perf_counter() - start)
+                        n_correct += hits
+                        done += part.shape[0]
+                        seen += part.shape[0]
+                        if progress is not None:
+                            progress.update(part.shape[0], loss_sum / seen)
         finally:
             if progress is not None:
                 progress.close()

@@ -8,8 +8,8 @@ schedule's position carried from one call to the next, trains exactly as one cal
 whole order (a slice holds whole batches), so splitting an epoch changes no result.
 
 - ``InMemory``: X prepared once for the whole fit (``backend.prepare_inputs``); an epoch
-  visits every row in one random permutation, in one part, or in parts of ``part_rows``
-  rows when a progress bar wants news during the epoch.
+  visits every row in one random permutation, one part (which the estimator may split
+  further, for a progress bar or the adaptive thread team).
 - ``Streamed``: X left where it is stored (a memory map of a file) and read in blocks of
   contiguous rows. An epoch visits the blocks in a random order and the rows of each
   block in a random order of their own (a shuffle by block order plus within-block
@@ -83,12 +83,10 @@ class InMemory:
     def __init__(self, data, target, n_samples):
         self.data, self.target, self.n_samples = data, target, n_samples
 
-    def parts(self, rng, shuffle, part_rows=None):
+    def parts(self, rng, shuffle):
         order = (rng.permutation(self.n_samples) if shuffle
                  else np.arange(self.n_samples)).astype(np.int64)
-        step = self.n_samples if part_rows is None else part_rows
-        for start in range(0, self.n_samples, step):
-            yield self.data, self.target, order[start:start + step]
+        yield self.data, self.target, order
 
 
 class Streamed:
@@ -118,9 +116,9 @@ class Streamed:
             return np.array(self.X[start:stop], order="C")
         return np.ascontiguousarray(self.X[self.rows[start:stop]])
 
-    def parts(self, rng, shuffle, part_rows=None):
-        """The epoch's parts: block order drawn first, then each block's row order as it
-        comes. ``part_rows`` is ignored: a block is the part."""
+    def parts(self, rng, shuffle):
+        """The epoch's parts, one a block: block order drawn first, then each block's row
+        order as it comes."""
         blocks = rng.permutation(self.n_blocks) if shuffle else np.arange(self.n_blocks)
         buffers = {}  # each block is compressed into the memory of the one before
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastmlp-read") as pool:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import functools
 import math
 import os
+import random
 import sys
-from contextlib import ExitStack, contextmanager
+import time
+from contextlib import ExitStack, contextmanager, nullcontext
 
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -179,3 +181,153 @@ def blas_info() -> list[dict]:
         for info in threadpool_info()
         if info.get("user_api") == "blas"
     ]
+
+
+class OtherProcesses:
+    """How many cores other processes kept busy between two calls of ``cores``: the
+    machine's busy CPU time (/proc/stat) less this process's, over the wall time."""
+
+    def __init__(self):
+        self._last = self._sample()
+
+    @staticmethod
+    def _sample():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        busy = (sum(fields[:8]) - idle) / hz
+        own = os.times()
+        return busy, own.user + own.system, time.monotonic()
+
+    def cores(self) -> float:
+        """Cores other processes used on average since the last call (0 if unknown)."""
+        now = self._sample()
+        last, self._last = self._last, now
+        if now is None or last is None or now[2] - last[2] <= 0:
+            return 0.0
+        others = (now[0] - last[0]) - (now[1] - last[1])
+        return max(0.0, others / (now[2] - last[2]))
+
+
+class AdaptiveTeam:
+    """The thread count of each part of an epoch, chosen by measured speed, for fits
+    with default threads (``n_jobs=None``) on a team of ``full`` threads.
+
+    A team of several threads meets at every mini-batch. When another process takes a
+    core, one of the team waits for the scheduler at each meeting, and the epoch runs
+    many times slower than on one thread (two default fits at once on 2 cores: 43x with
+    numba, without this; a batch of a collapsed team took 24 ms instead of 0.25). So
+    the epoch runs in parts, each timed, and now and then (after 1, 2, 4 ... PROBE_MAX
+    parts, each wait drawn at random between that and twice it, so that fits started
+    together do not look together) the team looks at the machine:
+
+    - when other processes kept no more cores busy than the team leaves them (system
+      CPU time from /proc/stat, less this process's own, since the last look; none
+      known on systems without it), the full team runs, and nothing is probed;
+    - when they did, and the full team is running, a part of half the usual length
+      runs on one thread, a probe; unless the full team trained rows GAIN times as fast,
+      one thread runs from then on. While others are busy the full team is not tried;
+    - a part at under half the speed of the part before on as many threads looks at
+      once, and the looks start again from one part apart.
+
+    Parts last about PART_SECONDS (longer for large models, whose weights each call of
+    train_epoch lays out and back: parts last 50 times that estimated cost). The first
+    part is a few batches, and unless the last look found the machine quiet, parts grow
+    from there at most doubling (so does the full team when it starts again), so a
+    collapsed part costs little; alone, the calls cost a few per cent.
+
+    Only for backends whose results do not depend on the thread count (cython by design;
+    numba with its work in ``full`` blocks whatever the threads, see ``blocks``), so
+    the choice changes only the time taken, never a bit of the model."""
+
+    PART_SECONDS = 0.1
+    FIRST_BATCHES = 4
+    GAIN = 1.3
+    PROBE_MAX = 64
+    # the estimated cost of one call of train_epoch beyond its batches: a fixed part, and
+    # the work layout of the parameters, gradients and moments, there and back
+    CALL_SECONDS = 3e-4
+    CALL_SECONDS_PER_PARAM = 4e-9
+
+    def __init__(self, full, backend, batch_size, n_params=0):
+        self.full, self.backend, self.batch_size = full, backend, batch_size
+        self.call_seconds = self.CALL_SECONDS + self.CALL_SECONDS_PER_PARAM * n_params
+        self.part_seconds = max(self.PART_SECONDS, 50 * self.call_seconds)
+        self.threads = full
+        self.rate = {}  # threads -> rows/s of the latest part on that many
+        self.wait, self.interval = 1, 1  # parts until the next look; its doubling
+        self.rows = self.FIRST_BATCHES * batch_size
+        self.probes = self.switches = 0
+        self.quiet = False  # whether the last look found the other cores free
+        # the looks' timing only: never the model's generator
+        self._jitter = random.Random()
+        self._others = OtherProcesses()
+
+    def blocks(self):
+        """A context that fixes the backend's blocks of work at the full team's, for the
+        whole fit (a no-op where the backend needs none)."""
+        work_blocks = getattr(self.backend, "work_blocks", None)
+        return work_blocks(self.full) if work_blocks is not None else nullcontext()
+
+    def next_part(self):
+        """(threads, rows) of the next part."""
+        if self.wait > 0:
+            return self.threads, self.rows
+        self.wait = self._jitter.randint(self.interval, 2 * self.interval)
+        self.interval = min(2 * self.interval, self.PROBE_MAX)
+        self.quiet = self._others.cores() <= _affinity_count() - self.full + 0.5
+        if self.quiet:
+            # nobody else needs the cores: the full team, without a probe
+            if self.threads != self.full:
+                self.threads = self.full
+                self.rows = self.FIRST_BATCHES * self.batch_size
+                self.switches += 1
+            return self.threads, self.rows
+        if self.threads > 1:  # others are busy: is the full team still worth it?
+            return 1, max(self.batch_size,
+                          self.rows // (2 * self.batch_size) * self.batch_size)
+        return self.threads, self.rows
+
+    def limit(self, n):
+        """The backend's threads limited to n while the part runs (BLAS is the backend's
+        business: the compiled epochs hold it to one thread themselves)."""
+        return self.backend.thread_limit(n)
+
+    def record(self, threads, rows, seconds):
+        """What the part that ran ``rows`` rows on ``threads`` threads took."""
+        # the rate of the batches, without the call's own cost, so a short probe compares
+        # with a long part
+        rate = rows / max(seconds - self.call_seconds, 0.1 * seconds, 1e-9)
+        before, self.rate[threads] = self.rate.get(threads), rate
+        if threads != self.threads:  # a probe of one thread
+            self.probes += 1
+            if rate * self.GAIN > self.rate[self.threads]:
+                self.threads = threads
+                self.switches += 1
+        elif before is not None and rate < 0.5 * before:
+            # sharply slower than the part before on as many threads: look now, and
+            # often again
+            self.wait, self.interval, self.quiet = 0, 1, False
+        else:
+            self.wait -= 1
+        target = int(self.rate[self.threads] * self.part_seconds)
+        if not self.quiet:
+            target = min(2 * self.rows, target)
+        self.rows = max(self.batch_size, target // self.batch_size * self.batch_size)
+
+
+def adaptive_team(n_jobs, backend, batch_size, n_params=0):
+    """An AdaptiveTeam for a fit with ``n_jobs`` on ``backend``, or None: only default
+    threads (None) on more than one thread adapt (an explicit count is kept as asked),
+    and only on a backend whose results do not depend on its thread count (by its own
+    design, or with its work in a fixed number of blocks: ``work_blocks``). The numpy
+    backend's BLAS sums in an order that follows its threads, so it keeps its team."""
+    if n_jobs is not None or not hasattr(backend, "thread_limit") or not (
+            getattr(backend, "THREAD_INVARIANT", False) or hasattr(backend, "work_blocks")):
+        return None
+    full = default_threads()[0]
+    return AdaptiveTeam(full, backend, batch_size, n_params) if full > 1 else None

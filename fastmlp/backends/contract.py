@@ -77,13 +77,17 @@ KERNELS = {
         "until the next call)",
         ESTIMATOR),
     "train_epoch": Kernel(
-        "params, grads, m, v, layer_sizes, act, data, y, order, batch_size, alpha, opt, t",
+        "params, grads, m, v, layer_sizes, act, data, y, order, batch_size, alpha, opt, t, "
+        "loss=0.0",
         "params, grads, m (P,), v (P,) or size 0 for SGD, layer_sizes (L + 1,) int64, "
         "data from prepare_inputs, y a codes.Target of N rows (or (N,) int64 class "
         "indices), order (n,) int64 rows to visit; opt a codes.OptimizerStep",
         "one epoch of mini-batches in the given order (gather, forward, the output's loss "
         "(weighted mean) + alpha/2n ||W||^2, backward, update); returns (summed batch "
-        "losses, correct training predictions, new Adam step count t)", ESTIMATOR),
+        "losses added to ``loss``, correct training predictions, new Adam step count t); "
+        "an epoch split into calls on consecutive slices of one order, carrying t, the "
+        "schedule's position (opt.seen) and the loss, trains and sums as one call",
+        ESTIMATOR),
     "loss_and_grad": Kernel(
         "grads, params, layer_sizes, act, X, y, alpha",
         "grads, params (P,), X (N, I0) dense or a checked SciPy CSR, y a codes.Target (or "
@@ -104,6 +108,8 @@ CONSTANTS = {
     # whether predict_proba itself raises ValueError for NaN or infinity in X (then the
     # estimator skips its own pass over X)
     "CHECKS_FINITE_INPUT": bool,
+    # whether train_epoch gives the same bits at any thread count
+    "THREAD_INVARIANT": bool,
 }
 
 # optional helpers a backend may define beyond the kernels
@@ -112,6 +118,8 @@ EXTRAS = {
     "threading_layer": "the threading layer in use (numba)",
     "cache_location": "where compiled code is cached (numba)",
     "max_threads": "threads the backend's parallel regions use now",
+    "work_blocks": "context manager: train_epoch's work split into n blocks whatever the "
+                   "thread count, so its results do not depend on it (numba)",
 }
 
 

@@ -34,6 +34,8 @@ from .layout import padded_top
 from .sparse import SparseRows, from_scipy, sparse_rows
 
 NAME = "cython"
+# the fused epoch splits its work the same way at any thread count (see the extension)
+THREAD_INVARIANT = True
 # predict_proba raises ValueError for NaN or infinity in X (checked row by row as it
 # predicts); the estimator then skips its own pass over X
 CHECKS_FINITE_INPUT = True
@@ -146,7 +148,7 @@ class _Buffers:
 
 
 def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_size, alpha, opt,
-                t):
+                t, loss=0.0):
     """One epoch of mini-batch training in one call into the extension (no Python between
     mini-batches, nothing allocated per mini-batch). Same contract as the NumPy backend's;
     ``data`` is what ``prepare_inputs`` returned (a plain X is converted, at a cost)."""
@@ -161,7 +163,7 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
     with one_blas_thread():
         loss, hits, t = _k.train_epoch(params, grads, m, v, buf.network(), xy, order,
                                        int(batch_size), buf.arrays(), int(act), float(alpha),
-                                       opt, int(t))
+                                       opt, int(t), float(loss))
     return float(loss), int(hits), int(t)
 
 

@@ -36,6 +36,8 @@ from .layout import layer_views
 from .sparse import StoredRows, checked_csr
 
 NAME = "numpy"
+# BLAS splits its products by its thread count, and sums them in that order
+THREAD_INVARIANT = False
 CHECKS_FINITE_INPUT = False
 PREDICT_CHUNK = 4096
 
@@ -305,7 +307,7 @@ def prepare_inputs(X, dtype=None, scale=None, buffers=None):
 
 
 def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_size, alpha, opt,
-                t):
+                t, loss=0.0):
     """One epoch of mini-batch training over the rows of X in the given order.
 
     ``data`` is what ``prepare_inputs`` returned for the training data (X itself here);
@@ -328,7 +330,7 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
                                                  sparse_x)
     layers = layer_views(params, layer_sizes)
     grad_layers = layer_views(grads, layer_sizes)
-    loss_total = 0.0
+    loss_total = float(loss)
     correct_total = 0
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]

@@ -36,11 +36,15 @@ from .kernels import (
     softmax_xent_forward,
 )
 from .predict import predict_proba
+from .workspace import work_blocks
 
 # the cache is read when a kernel is first called, so this need only come before that
 _clear_stale_cache()
 
 NAME = "numba"
+# train_epoch's arithmetic follows its blocks of work, one a thread unless work_blocks
+# fixes their count
+THREAD_INVARIANT = False
 # predict_proba raises ValueError for NaN or infinity in X, checked in the same pass that
 # gathers each row's non-zero inputs; the estimator then skips its own pass over X
 CHECKS_FINITE_INPUT = True
@@ -48,7 +52,8 @@ CHECKS_FINITE_INPUT = True
 __all__ = ["NAME", "CHECKS_FINITE_INPUT", "linear_forward", "linear_backward",
            "activation_backward", "softmax_xent_forward", "softmax_xent_backward",
            "sgd_update", "adam_update", "prepare_inputs", "train_epoch", "loss_and_grad",
-           "predict_proba", "thread_limit", "threading_layer", "cache_location"]
+           "predict_proba", "thread_limit", "threading_layer", "cache_location",
+           "work_blocks", "THREAD_INVARIANT"]
 
 
 @contextmanager

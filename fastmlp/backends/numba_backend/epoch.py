@@ -467,12 +467,13 @@ _scheduled_lr = jit(scheduled_lr)
 
 @jit
 def _epoch(state, net, data, output, order, batch_size, bufs, act, alpha, opt, t, update,
-           n_blocks):
-    """Every mini-batch of ``order``; returns (summed losses, hits, Adam step count).
+           n_blocks, loss_start):
+    """Every mini-batch of ``order``; returns (``loss_start`` plus the summed losses, hits,
+    Adam step count).
     Without ``update``, one batch of all of ``order`` leaves its gradient in grads
     (loss_and_grad; one compiled entry point for both saves compiling the batch twice)."""
     n = order.shape[0]
-    loss = 0.0
+    loss = loss_start
     hits = 0
     dt = state[0].dtype.type
     for start in range(0, n, batch_size):
@@ -501,7 +502,7 @@ def _data(sparse_x, target):
 
 
 def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_size, alpha, opt,
-                t):
+                t, loss=0.0):
     """One epoch of mini-batch training in a single compiled call (see the module notes).
 
     Same contract and results as the NumPy backend's ``train_epoch``; ``data`` is what
@@ -520,7 +521,7 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
             loss, hits, t = _epoch(ws.state(), ws.net(), _data(data, target),
                                    int(target.output), order, int(batch_size),
                                    ws.buffers(), int(act), float(alpha), opt, int(t), True,
-                                   ws.n_blocks)
+                                   ws.n_blocks, float(loss))
     finally:
         # grads is scratch for the caller after an epoch (the contract promises nothing
         # of it): a large model's arrays go back through it
@@ -541,7 +542,7 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
         loss, _, _ = _epoch((p, ws.grads, p, p), ws.net(), _data(data, target),
                             int(target.output), np.arange(n, dtype=np.int64), max(n, 1),
                             ws.buffers(), int(act), float(alpha), _NO_STEP, 0, False,
-                            ws.n_blocks)
+                            ws.n_blocks, 0.0)
     ws.write_back(grads)
     return loss / loss_denominator(target, n)
 

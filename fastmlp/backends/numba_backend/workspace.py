@@ -5,12 +5,39 @@ that keeps each thread's blocks contiguous; they are converted back when the cal
 returns. Every buffer is allocated once per call, none per mini-batch.
 """
 
+from contextlib import contextmanager
+
 import numba
 import numpy as np
 
 from ..layout import padded_top
 from ._config import U, inline, jit
 from .inline import ublock
+
+# the number of blocks a fused epoch splits its work into, when set by work_blocks;
+# otherwise the thread count
+_WORK_BLOCKS = [None]
+
+
+def work_blocks_now() -> int:
+    """Blocks of work per parallel region of the fused epoch: the count work_blocks set,
+    else Numba's current thread count."""
+    return _WORK_BLOCKS[0] or max(1, numba.get_num_threads())
+
+
+@contextmanager
+def work_blocks(n):
+    """The fused epoch's work split into ``n`` blocks whatever the thread count while the
+    block runs (restored on exit). The blocks (and the work layout of the weights) fix
+    the arithmetic, so a fit whose thread count changes between calls of train_epoch
+    (the adaptive team, fastmlp.threads.AdaptiveTeam) gets the bits of a fit on ``n``
+    threads; fewer threads run several blocks each."""
+    previous = _WORK_BLOCKS[0]
+    _WORK_BLOCKS[0] = max(1, int(n))
+    try:
+        yield
+    finally:
+        _WORK_BLOCKS[0] = previous
 
 
 @inline
@@ -127,7 +154,7 @@ class Workspace:
         self.delta_buf = aligned_empty(total, dtype)
         self.row_loss = np.empty(rows, dtype=np.float64)
         self.row_hit = np.empty(rows, dtype=np.int64)
-        self.n_blocks = max(1, numba.get_num_threads())
+        self.n_blocks = work_blocks_now()
         self.pen_parts = np.empty(self.n_blocks, dtype=np.float64)
         # the top layer's W read from the plain layout, before it changes; aligned, so
         # that no cache line holds rows that two threads refresh
