@@ -99,10 +99,10 @@ FITTED = (
     Fitted("validation_scores_", Kind.CURVE, array="validation_scores", undo=True,
            nullable=True),
     Fitted("eval_scores_", Kind.CURVE, array="eval_scores", undo=True, optional=True),
-    # classifiers only
-    Fitted("train_scores_", Kind.CURVE, array="train_scores", undo=True, optional=True),
     Fitted("feature_names_in_", Kind.FEATURE_NAMES, array="feature_names", optional=True),
     Fitted("_random_state", Kind.RNG, array="rng_keys", meta="rng"),
+    # classifiers only; added to format 1 after its first files, which load without it
+    Fitted("train_scores_", Kind.CURVE, array="train_scores", undo=True, optional=True),
     Fitted("_optimizer.t", Kind.OPTIMIZER_SCALAR, meta="optimizer.t", undo=True, type=int),
     Fitted("_optimizer.learning_rate", Kind.OPTIMIZER_SCALAR, meta="optimizer.learning_rate",
            undo=True, type=float),

@@ -117,13 +117,15 @@ def test_every_kind_has_a_codec_and_every_location_one_entry():
 
 
 def test_model_file_format_version_1_is_unchanged(tmp_path):
-    """The arrays and metadata keys of format version 1, as files have always had them."""
+    """The arrays and metadata keys of format version 1, as files have always had them
+    (train_scores, optional, was added last; files without it load)."""
     path = tmp_path / "model.npz"
     _everything().save(path)
     with zipfile.ZipFile(path) as archive:
         assert archive.namelist() == [f"{name}.npy" for name in (
             "metadata", "params", "layer_sizes", "classes", "loss_curve", "opt_m", "opt_v",
-            "validation_scores", "eval_scores", "feature_names", "rng_keys")]
+            "validation_scores", "eval_scores", "feature_names", "rng_keys",
+            "train_scores")]
     with np.load(path, allow_pickle=False) as archive:
         metadata = json.loads(bytes(archive["metadata"]).decode("utf-8"))
     assert list(metadata) == ["format", "format_version", "fastmlp_version", "dtype",

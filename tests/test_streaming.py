@@ -271,3 +271,19 @@ def test_train_scores_follow_the_epochs(pixels):
     assert len(model.train_scores_) == 3
     assert not hasattr(FastMLPRegressor(max_iter=1).fit(X[:100], y[:100] * 1.0),
                        "train_scores_")
+
+
+def test_train_scores_are_saved_and_files_without_them_load(pixels, tmp_path):
+    (X, y), _ = pixels
+    model = FastMLP(hidden_layer_sizes=(8,), max_iter=2, random_state=0,
+                    input_scale=1 / 255).fit(X[:600], y[:600])
+    model.save(tmp_path / "m.npz")
+    assert FastMLP.load(tmp_path / "m.npz").train_scores_ == model.train_scores_
+    with np.load(tmp_path / "m.npz") as archive:  # as a file of an earlier version
+        arrays = {k: archive[k] for k in archive.files if k != "train_scores"}
+    np.savez(tmp_path / "old.npz", **arrays)
+    old = FastMLP.load(tmp_path / "old.npz")
+    assert not hasattr(old, "train_scores_")
+    np.testing.assert_array_equal(old.predict(X[:50]), model.predict(X[:50]))
+    old.partial_fit(X[:600], y[:600])
+    assert len(old.train_scores_) == 1 and len(old.loss_curve_) == 3
