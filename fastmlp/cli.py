@@ -150,7 +150,9 @@ def cmd_info(args) -> int:
     print(f"fastmlp {__version__}")
     print(f"python {platform.python_version()} on {platform.machine()}, {cpu_count()} CPUs")
     threads, why = default_threads()
-    print(f"default threads (n_jobs=None): {threads}, set by {why}")
+    print(f"default threads (n_jobs=None): {threads}, set by {why}"
+          + ("; fits on numba and cython may drop to one thread while other processes keep "
+             "a core busy" if threads > 1 else ""))
     import sklearn
     import threadpoolctl
 
