@@ -121,10 +121,11 @@ default "constant"
         preparing it whole: each epoch visits the blocks in a random order and the rows of
         each block in a random order of their own, and a background thread reads the next
         block while the current one trains. True streams any dense X, False none; "auto"
-        streams an X that is a memory-mapped file (``np.memmap``, ``np.load(...,
-        mmap_mode="r")``) of at least 1 GiB, so data larger than memory trains in a few
-        hundred MiB. Streaming changes the order rows are visited in (so the weights), not
-        what an epoch computes; sparse X is never streamed.
+        streams an X of at least 1 GiB that is a memory-mapped file (``np.memmap``,
+        ``np.load(..., mmap_mode="r")``) or of an integer dtype (uint8 pixels), so data
+        larger than memory trains in a few hundred MiB. Streaming changes the order rows
+        are visited in (so the weights), not what an epoch computes; sparse X is never
+        streamed.
     class_weight : None, "balanced" or dict, default None
         Weights of the classes: every row's weight (its ``sample_weight``, or 1) is
         multiplied by its class's. "balanced" gives class c the weight

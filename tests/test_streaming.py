@@ -106,7 +106,11 @@ def test_when_fit_streams(on_disk, monkeypatch):
     assert not _stream.streams(sp.csr_matrix(dense), True)
     assert _stream.on_disk(on_disk[10:20]) and not _stream.on_disk(dense)
     monkeypatch.setattr(_stream, "STREAM_AUTO_BYTES", on_disk.nbytes)
-    assert _stream.streams(on_disk, "auto") and not _stream.streams(np.array(on_disk), "auto")
+    assert _stream.streams(on_disk, "auto")
+    # integers in memory too (their compressed rows would be 1.6x their size); floats not
+    assert _stream.streams(np.array(on_disk), "auto")
+    assert not _stream.streams(np.array(on_disk, dtype=np.float32)[:, :196], "auto")
+    assert not _stream.streams(np.array(on_disk)[:-1], "auto")  # below the size
     # a whole number of batches a block, at least one
     assert _stream.block_rows_for(on_disk, 64) == (32 << 20) // (784 * 64) * 64
     assert _stream.block_rows_for(np.zeros((5, 1 << 20), np.float32), 64) == 64
