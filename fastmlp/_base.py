@@ -40,6 +40,7 @@ from .backends.codes import (
     SOFTMAX,
     Target,
     optimizer_step,
+    rows_of,
 )
 from .backends.layout import layer_views, n_params
 from .backends.sparse import CONVERT_ROWS, checked_csr, scaled_block
@@ -98,16 +99,6 @@ def checked_X(X):
     """A validated X as the backends take it: dense as it is, sparse as a CSR matrix in
     canonical form whose structure has been checked (backends.sparse.checked_csr)."""
     return checked_csr(X) if sp.issparse(X) else X
-
-
-def rows_of(target: Target, idx) -> Target:
-    """The Target of the rows ``idx`` (C-contiguous copies)."""
-    output, labels, values, weights = target
-
-    def take(a):
-        return np.ascontiguousarray(a[idx]) if a.shape[0] else a
-
-    return Target(output, take(labels), take(values), take(weights))
 
 
 def weights_or_none(target: Target):

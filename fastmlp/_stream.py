@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import scipy.sparse as sp
 
-from .backends.codes import Target
+from .backends.codes import rows_of
 
 # raw bytes of X in one streamed block: large enough that each block is one long
 # sequential read and the per-call setup of train_epoch is a small share of its work,
@@ -67,14 +67,6 @@ def block_rows_for(X, batch_size, stream_bytes=None) -> int:
     row_bytes = max(1, X.shape[1] * X.dtype.itemsize)
     budget = STREAM_BYTES if stream_bytes is None else stream_bytes
     return max(1, budget // (row_bytes * batch_size)) * batch_size
-
-
-def _take(target: Target, rows) -> Target:
-    def take(a):
-        return a[rows] if a.size else a
-
-    return Target(target.output, take(target.labels), take(target.values),
-                  take(target.weights))
 
 
 class InMemory:
@@ -135,4 +127,4 @@ class Streamed:
                 del raw
                 n = stop - start
                 order = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int64)
-                yield data, _take(self.target, slice(start, stop)), order
+                yield data, rows_of(self.target, slice(start, stop)), order

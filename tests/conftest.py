@@ -76,3 +76,12 @@ def mnist():
     from fastmlp import load_mnist
 
     return load_mnist()
+
+
+@pytest.fixture(scope="session")
+def raw_mnist():
+    """MNIST as stored: uint8 pixels, one row of 784 per image; ((X, y), (X_test, y_test))."""
+    from fastmlp import load_mnist
+
+    (X, y), (X_test, y_test) = load_mnist(raw=True)
+    return (X.reshape(len(X), -1), y), (X_test.reshape(len(X_test), -1), y_test)

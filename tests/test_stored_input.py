@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
-from fastmlp import FastMLP, FastMLPRegressor, load_mnist
+from fastmlp import FastMLP, FastMLPRegressor
 from fastmlp.backends import sparse
 
 
@@ -23,10 +23,9 @@ def _quiet():
 
 
 @pytest.fixture(scope="module")
-def pixels():
-    (X, y), (X_test, y_test) = load_mnist(raw=True)
-    return (X[:1500].reshape(1500, -1), y[:1500]), (X_test[:500].reshape(500, -1),
-                                                    y_test[:500])
+def pixels(raw_mnist):
+    (X, y), (X_test, y_test) = raw_mnist
+    return (X[:1_500], y[:1_500]), (X_test[:500], y_test[:500])
 
 
 def _same(a, b):

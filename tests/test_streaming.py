@@ -13,7 +13,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 
-from fastmlp import FastMLP, FastMLPRegressor, _base, _progress, _stream, load_mnist
+from fastmlp import FastMLP, FastMLPRegressor, _base, _progress, _stream
 from fastmlp.backends.codes import as_target
 
 
@@ -25,10 +25,9 @@ def _quiet():
 
 
 @pytest.fixture(scope="module")
-def pixels():
-    (X, y), (X_test, y_test) = load_mnist(raw=True)
-    return (X[:3000].reshape(3000, -1), y[:3000]), (X_test[:1000].reshape(1000, -1),
-                                                    y_test[:1000])
+def pixels(raw_mnist):
+    (X, y), (X_test, y_test) = raw_mnist
+    return (X[:3_000], y[:3_000]), (X_test[:1000], y_test[:1000])
 
 
 @pytest.fixture

@@ -109,6 +109,17 @@ def as_target(y, dtype) -> Target:
     return Target(SOFTMAX, y, empty.reshape(0, 1), empty)
 
 
+def rows_of(target: Target, idx) -> Target:
+    """The Target of the rows ``idx`` (an index array or a slice), as C-contiguous
+    arrays (copies where indexing does not give them)."""
+    output, labels, values, weights = target
+
+    def take(a):
+        return np.ascontiguousarray(a[idx]) if a.shape[0] else a
+
+    return Target(output, take(labels), take(values), take(weights))
+
+
 def loss_denominator(target, n_rows) -> float:
     """What a Target's summed loss over n_rows rows is divided by to make the mean the
     kernels minimise: the row count, or the sum of the weights (1 if they sum to 0)."""
