@@ -29,7 +29,17 @@ from . import _progress
 from ._params import input_scale as _checked_scale
 from ._params import validate_params
 from ._state import own_trained_arrays, pickle_state, restore_snapshot, take_snapshot
-from ._stream import InMemory, Streamed, block_rows_for, streams
+from ._stream import (
+    BLOCKS,
+    GATHERED,
+    WHOLE,
+    Gathered,
+    InMemory,
+    Streamed,
+    block_rows_for,
+    how_read,
+    part_rows_for,
+)
 from .backends import get_backend
 from .backends.codes import (
     ACTIVATIONS,
@@ -113,7 +123,7 @@ class _Epochs:
     backend: ModuleType
     activation: int  # code, see fastmlp/backends/codes.py
     solver: int  # code
-    source: object  # where the rows come from: _stream.InMemory or _stream.Streamed
+    source: object  # where the rows come from: _stream.InMemory, Gathered or Streamed
     target: Target  # what the outputs are fitted to, with the row weights
     n_samples: int
     total_weight: float  # what an epoch's loss sum is divided by: rows, or their weights
@@ -340,14 +350,15 @@ class BaseMLP(BaseEstimator):
         """What every epoch of this call needs: the validation split (early stopping, fit
         only), the evaluation set, the batch size and the backend's form of X."""
         early_stopping = self.early_stopping and not incremental
-        streamed = streams(X, p["stream"])
+        read = how_read(X, p["stream"])
         validation, train_rows = None, None
         if early_stopping:
-            if streamed:
-                # the training rows stay on disk, read in ascending order; the held-out
-                # rows are read into memory
+            if read != WHOLE:
+                # the training rows stay where X is (on disk: read in ascending order);
+                # the held-out rows are copied
                 train_rows, val = self._split_rows(X, target)
-                train_rows = np.sort(train_rows)
+                if read == BLOCKS:
+                    train_rows = np.sort(train_rows)
                 validation = (np.ascontiguousarray(X[val]), rows_of(target, val))
                 target = rows_of(target, train_rows)
             else:
@@ -376,9 +387,12 @@ class BaseMLP(BaseEstimator):
         total_weight = (float(np.sum(target.weights, dtype=np.float64)) if target.weights.size
                         else n_samples)
         backend = p["backend"]
-        if streamed:
+        if read == BLOCKS:
             source = Streamed(X, target, backend, p["dtype"], p["input_scale"],
                               block_rows_for(X, batch_size), rows=train_rows)
+        elif read == GATHERED:
+            source = Gathered(X, target, backend, p["dtype"], p["input_scale"],
+                              part_rows_for(X, batch_size), rows=train_rows)
         else:
             source = InMemory(backend.prepare_inputs(X, p["dtype"], p["input_scale"]),
                               target, n_samples)

@@ -10,6 +10,12 @@ whole order (a slice holds whole batches), so splitting an epoch changes no resu
 - ``InMemory``: X prepared once for the whole fit (``backend.prepare_inputs``); an epoch
   visits every row in one random permutation, one part (which the estimator may split
   further, for a progress bar or the adaptive thread team).
+- ``Gathered``: X held as it is stored (integer pixels, in memory or in a small memory
+  map) and prepared a part at a time: an epoch draws the permutation ``InMemory`` would,
+  and each part gathers the next rows of it, in that order, and prepares them. The
+  batches hold the same rows in the same order as ``InMemory``'s, so the model is the
+  same bit for bit, while only a part's compressed rows are ever held (a uint8 X
+  prepared whole takes 1.6 times its size again).
 - ``Streamed``: X left where it is stored (a memory map of a file) and read in blocks of
   contiguous rows. An epoch visits the blocks in a random order and the rows of each
   block in a random order of their own (a shuffle by block order plus within-block
@@ -35,19 +41,29 @@ from .backends.codes import rows_of
 STREAM_BYTES = 32 << 20
 
 
-# "auto" streams a memory-mapped or integer X of at least this many bytes
+# "auto" streams a memory-mapped X of at least this many bytes in blocks
 STREAM_AUTO_BYTES = 1 << 30
 
+# how fit reads a training X (see how_read)
+WHOLE, GATHERED, BLOCKS = "whole", "gathered", "blocks"
 
-def streams(X, stream) -> bool:
-    """Whether fit streams X: the ``stream`` parameter ("auto", True, False) applied to
-    a dense X. "auto" streams an X of STREAM_AUTO_BYTES or more that is a memory-mapped
-    file, or integers (uint8 pixels): prepared whole, such an X would take 1.6 times its
-    own size again in compressed rows (a float32 X takes 0.4 times)."""
+
+def how_read(X, stream) -> str:
+    """How fit reads X, by the ``stream`` parameter ("auto", True, False):
+
+    - BLOCKS (``Streamed``): a dense X with ``stream=True``, and with "auto" a memory
+      map of STREAM_AUTO_BYTES or more, read from the file in blocks of contiguous rows;
+    - GATHERED (``Gathered``): with "auto", any other dense X of an integer dtype (uint8
+      pixels, whose compressed rows would take 1.6 times X's size again), prepared a
+      part at a time in the order of the whole-X fit;
+    - WHOLE (``InMemory``): everything else (sparse X, float X, ``stream=False``),
+      prepared once (a float32 X's compressed rows take 0.4 times its size).
+    """
     if sp.issparse(X) or stream is False:
-        return False
-    return stream is True or (X.nbytes >= STREAM_AUTO_BYTES
-                              and (on_disk(X) or X.dtype.kind in "iu"))
+        return WHOLE
+    if stream is True or (X.nbytes >= STREAM_AUTO_BYTES and on_disk(X)):
+        return BLOCKS
+    return GATHERED if X.dtype.kind in "iu" else WHOLE
 
 
 def on_disk(X) -> bool:
@@ -69,6 +85,18 @@ def block_rows_for(X, batch_size, stream_bytes=None) -> int:
     return max(1, budget // (row_bytes * batch_size)) * batch_size
 
 
+# a gathered part is at most this share of X (and at most STREAM_BYTES of it), so that
+# the parts in flight (two gathered, one compressed) stay well under the input's size
+# however few its rows
+GATHER_SHARE = 8
+
+
+def part_rows_for(X, batch_size) -> int:
+    """Rows per part of a gathered X: about STREAM_BYTES of X or 1/GATHER_SHARE of it,
+    the smaller, a whole number of batches, at least one."""
+    return block_rows_for(X, batch_size, min(STREAM_BYTES, X.nbytes // GATHER_SHARE))
+
+
 class InMemory:
     """X prepared once; an epoch is one shuffled pass, in parts of ``part_rows`` rows
     (None: one part)."""
@@ -82,6 +110,52 @@ class InMemory:
         order = (rng.permutation(self.n_samples) if shuffle
                  else np.arange(self.n_samples)).astype(np.int64)
         yield self.data, self.target, order
+
+
+class Gathered:
+    """X (N, I0) kept as it is stored, prepared ``part_rows`` rows at a time in the
+    order of the epoch: the rows of one permutation of all rows (drawn as InMemory
+    draws it), gathered from X part by part, in that order, and prepared with
+    ``backend.prepare_inputs(rows, dtype, scale)``; each part is then visited in the
+    order it was gathered in. ``rows``: the rows of X that train, in the order of the
+    training split (None: all), when some are held out for early stopping: the order
+    InMemory's copy of them would have. A background thread gathers the next part while
+    the current one trains."""
+
+    streamed = True
+
+    def __init__(self, X, target, backend, dtype, scale, part_rows, rows=None):
+        self.X, self.target, self.backend = X, target, backend
+        self.dtype, self.scale, self.part_rows, self.rows = dtype, scale, part_rows, rows
+        self.n_samples = X.shape[0] if rows is None else rows.shape[0]
+
+    def _gather(self, picked):
+        """X's rows ``picked`` (positions among the training rows), in that order."""
+        rows = picked if self.rows is None else self.rows[picked]
+        if isinstance(self.X, np.ndarray) and not on_disk(self.X):
+            return np.take(self.X, rows, axis=0)
+        # from a file, in ascending order (one forward pass), then put in order
+        ascending = np.argsort(rows, kind="stable")
+        out = np.empty((rows.shape[0], self.X.shape[1]), dtype=self.X.dtype)
+        out[ascending] = self.X[rows[ascending]]
+        return out
+
+    def parts(self, rng, shuffle):
+        order = (rng.permutation(self.n_samples) if shuffle
+                 else np.arange(self.n_samples)).astype(np.int64)
+        spans = [(s, min(s + self.part_rows, self.n_samples))
+                 for s in range(0, self.n_samples, self.part_rows)]
+        buffers = {}  # each part is compressed into the memory of the one before
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastmlp-read") as pool:
+            ahead = pool.submit(self._gather, order[spans[0][0]:spans[0][1]])
+            for i, (start, stop) in enumerate(spans):
+                raw = ahead.result()
+                if i + 1 < len(spans):
+                    ahead = pool.submit(self._gather, order[spans[i + 1][0]:spans[i + 1][1]])
+                data = self.backend.prepare_inputs(raw, self.dtype, self.scale, buffers)
+                del raw
+                yield (data, rows_of(self.target, order[start:stop]),
+                       np.arange(stop - start, dtype=np.int64))
 
 
 class Streamed:

@@ -117,15 +117,17 @@ default "constant"
         meaning (a uint8 255 is 255.0 times ``input_scale``). Prediction applies the same
         factor.
     stream : "auto", bool, default "auto"
-        Whether ``fit`` and ``partial_fit`` read a dense X in blocks of rows instead of
-        preparing it whole: each epoch visits the blocks in a random order and the rows of
-        each block in a random order of their own, and a background thread reads the next
-        block while the current one trains. True streams any dense X, False none; "auto"
-        streams an X of at least 1 GiB that is a memory-mapped file (``np.memmap``,
-        ``np.load(..., mmap_mode="r")``) or of an integer dtype (uint8 pixels), so data
-        larger than memory trains in a few hundred MiB. Streaming changes the order rows
-        are visited in (so the weights), not what an epoch computes; sparse X is never
-        streamed.
+        How ``fit`` and ``partial_fit`` read a dense X. True streams it in blocks of rows:
+        each epoch visits the blocks in a random order and the rows of each block in a
+        random order of their own, and a background thread reads the next block while
+        the current one trains. "auto" streams a memory-mapped file (``np.memmap``,
+        ``np.load(..., mmap_mode="r")``) of at least 1 GiB, so data larger than memory
+        trains in a few hundred MiB; any other integer X (uint8 pixels, in memory or a
+        smaller map) it prepares a part of about 32 MiB at a time, in the order of the
+        whole-X fit, so the model is the one a fit of X prepared whole gives, bit for
+        bit, without its compressed rows (1.6 times a uint8 X's size). False prepares
+        every X whole. Streaming in blocks changes the order rows are visited in (so the
+        weights), not what an epoch computes; sparse X is always prepared whole.
     class_weight : None, "balanced" or dict, default None
         Weights of the classes: every row's weight (its ``sample_weight``, or 1) is
         multiplied by its class's. "balanced" gives class c the weight
