@@ -56,7 +56,7 @@ from .backends.layout import layer_views, n_params
 from .backends.sparse import CONVERT_ROWS, checked_csr, scaled_block
 from .network import init_params, layer_sizes_for, summary_table
 from .optim import OptimizerState
-from .threads import adaptive_team, serial_blas_between, thread_limit
+from .threads import adaptive_team, epoch_threads, serial_blas_between, thread_limit
 
 AUTO_BATCH_SIZE = 64
 # how often a progress bar is updated during an in-memory epoch (a streamed epoch
@@ -477,7 +477,7 @@ class BaseMLP(BaseEstimator):
         """The epoch loop. An epoch that diverges or is interrupted (Ctrl-C) is undone and
         ends training. Returns the best parameters seen under early stopping, or None."""
         best_params = None
-        with thread_limit(self.n_jobs, run.backend), \
+        with thread_limit(epoch_threads(self.n_jobs, run.backend), run.backend), \
                 (run.team.blocks() if run.team is not None else nullcontext()):
             for _ in range(run.count):
                 snapshot = take_snapshot(self)

@@ -152,7 +152,8 @@ def cmd_info(args) -> int:
     threads, why = default_threads()
     print(f"default threads (n_jobs=None): {threads}, set by {why}"
           + ("; fits on numba and cython may drop to one thread while other processes keep "
-             "a core busy" if threads > 1 else ""))
+             "a core busy, and the numpy backend's epochs run on one (its results follow "
+             "its thread count)" if threads > 1 else ""))
     import sklearn
     import threadpoolctl
 

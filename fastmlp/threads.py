@@ -320,14 +320,34 @@ class AdaptiveTeam:
         self.rows = max(self.batch_size, target // self.batch_size * self.batch_size)
 
 
+def thread_invariant(backend) -> bool:
+    """Whether ``backend``'s training gives the same bits at any thread count: by its own
+    design (THREAD_INVARIANT), or with its work in a fixed number of blocks
+    (``work_blocks``). The numpy backend's BLAS sums in an order that follows its
+    threads."""
+    return bool(getattr(backend, "THREAD_INVARIANT", False) or hasattr(backend, "work_blocks"))
+
+
+def epoch_threads(n_jobs, backend):
+    """The ``n_jobs`` a fit's mini-batch epochs run with: as given, except that with the
+    default (None) a backend whose results follow its thread count (thread_invariant)
+    trains on one thread. So a default fit on the numpy backend gives the same model on
+    any machine and under any load, and two of them side by side do not wait on each
+    other's threads (on 2 cores its BLAS team took 3.9 times as long as one thread each).
+    Alone, its second thread bought 1-14 % (docs/performance.md)."""
+    if n_jobs is None and not thread_invariant(backend):
+        return 1
+    return n_jobs
+
+
 def adaptive_team(n_jobs, backend, batch_size, n_params=0):
     """An AdaptiveTeam for a fit with ``n_jobs`` on ``backend``, or None: only default
     threads (None) on more than one thread adapt (an explicit count is kept as asked),
-    and only on a backend whose results do not depend on its thread count (by its own
-    design, or with its work in a fixed number of blocks: ``work_blocks``). The numpy
-    backend's BLAS sums in an order that follows its threads, so it keeps its team."""
-    if n_jobs is not None or not hasattr(backend, "thread_limit") or not (
-            getattr(backend, "THREAD_INVARIANT", False) or hasattr(backend, "work_blocks")):
+    and only on a backend whose results do not depend on its thread count
+    (thread_invariant; the numpy backend trains on one thread by default instead:
+    epoch_threads)."""
+    if n_jobs is not None or not hasattr(backend, "thread_limit") or not thread_invariant(
+            backend):
         return None
     full = default_threads()[0]
     return AdaptiveTeam(full, backend, batch_size, n_params) if full > 1 else None

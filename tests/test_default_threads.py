@@ -114,6 +114,31 @@ def test_a_threadpoolctl_limit_on_openmp_sets_the_default(monkeypatch, compiled_
     assert threads.default_threads() == before
 
 
+@several_cpus
+def test_default_numpy_epochs_run_on_one_thread_and_give_its_bits(monkeypatch, raw_mnist):
+    # BLAS sums in an order that follows its threads, so the numpy backend's default
+    # epochs take one thread: its bits then follow neither the machine nor its load
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert threads.default_threads()[0] >= 2
+    assert _threads_in_fit(monkeypatch, "numpy") == 1
+    assert _threads_in_fit(monkeypatch, "numpy", n_jobs=2) == 2  # as asked
+    assert _threads_in_fit(monkeypatch, "numba") >= 2  # thread-invariant: the full team
+    assert threads.epoch_threads(None, get_backend("numpy")) == 1
+    assert threads.epoch_threads(2, get_backend("numpy")) == 2
+    assert threads.epoch_threads(None, get_backend("numba")) is None
+    monkeypatch.undo()
+    (X, y), _ = raw_mnist
+    kw = dict(hidden_layer_sizes=(256, 256), batch_size=128, max_iter=1, random_state=0,
+              backend="numpy", input_scale=1 / 255)
+    fits = {}
+    for n_jobs in (None, 1, 2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fits[n_jobs] = FastMLP(**kw, n_jobs=n_jobs).fit(X[:3000], y[:3000])._params
+    np.testing.assert_array_equal(fits[None], fits[1])
+    np.testing.assert_allclose(fits[2], fits[1], atol=1e-5)
+
+
 def test_a_dask_worker_sets_the_default(monkeypatch):
     fake = types.ModuleType("distributed")
     worker = types.SimpleNamespace(state=types.SimpleNamespace(nthreads=1))
