@@ -232,7 +232,7 @@ def epoch_ratio(args, repeats=3):
                 "in memory": _stream.InMemory(
                     backend.prepare_inputs(in_memory_X, np.float32, 1 / 255), target, n),
                 "streamed": _stream.Streamed(X, target, backend, np.float32, 1 / 255,
-                                             _stream.block_rows_for(X, 64))}
+                                             _stream.part_rows_for(X, 64))}
             times = {k: [] for k in sources}
             with thread_limit(args.threads, backend):
                 for _ in range(repeats):

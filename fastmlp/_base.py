@@ -36,7 +36,6 @@ from ._stream import (
     Gathered,
     InMemory,
     Streamed,
-    block_rows_for,
     how_read,
     part_rows_for,
 )
@@ -389,7 +388,7 @@ class BaseMLP(BaseEstimator):
         backend = p["backend"]
         if read == BLOCKS:
             source = Streamed(X, target, backend, p["dtype"], p["input_scale"],
-                              block_rows_for(X, batch_size), rows=train_rows)
+                              part_rows_for(X, batch_size), rows=train_rows)
         elif read == GATHERED:
             source = Gathered(X, target, backend, p["dtype"], p["input_scale"],
                               part_rows_for(X, batch_size), rows=train_rows)

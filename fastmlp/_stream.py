@@ -85,16 +85,17 @@ def block_rows_for(X, batch_size, stream_bytes=None) -> int:
     return max(1, budget // (row_bytes * batch_size)) * batch_size
 
 
-# a gathered part is at most this share of X (and at most STREAM_BYTES of it), so that
-# the parts in flight (two gathered, one compressed) stay well under the input's size
-# however few its rows
-GATHER_SHARE = 8
+# a part (gathered or streamed) is at most this share of X (and at most STREAM_BYTES of
+# it), so that the parts in flight (two read, one compressed) stay well under the
+# input's size however few its rows
+PART_SHARE = 8
 
 
 def part_rows_for(X, batch_size) -> int:
-    """Rows per part of a gathered X: about STREAM_BYTES of X or 1/GATHER_SHARE of it,
-    the smaller, a whole number of batches, at least one."""
-    return block_rows_for(X, batch_size, min(STREAM_BYTES, X.nbytes // GATHER_SHARE))
+    """Rows per part of a fit that reads X a part at a time (Gathered, Streamed): about
+    STREAM_BYTES of X or 1/PART_SHARE of it, the smaller, a whole number of batches, at
+    least one."""
+    return block_rows_for(X, batch_size, min(STREAM_BYTES, X.nbytes // PART_SHARE))
 
 
 class InMemory:

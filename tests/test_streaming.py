@@ -215,8 +215,9 @@ def test_a_streamed_fit_learns_as_an_in_memory_one(pixels, on_disk, small_blocks
     np.testing.assert_array_equal(_params(streamed),
                                   _params(FastMLP(**kw, stream=True).fit(X, y)))
     np.testing.assert_array_equal(_params(again), _params(in_memory))
+    # over seeds 0-5 (numpy backend): streamed 0.876-0.898, in memory 0.880-0.897
     a, b = streamed.score(X_test, y_test), in_memory.score(X_test, y_test)
-    assert a > 0.88 and abs(a - b) < 0.025, (a, b)
+    assert a > 0.86 and abs(a - b) < 0.025, (a, b)
     assert streamed.n_iter_ == 4 and streamed.t_ == 4 * 3000
     assert streamed.loss_curve_[-1] < streamed.loss_curve_[0]
 
