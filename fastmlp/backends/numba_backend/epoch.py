@@ -48,12 +48,14 @@ from ..codes import (
 from ._config import U, jit, pjit
 from .blas import NO_TRANS, TRANS, gemm
 from .inline import (
+    PREFETCH_AHEAD,
     act_derivative_f,
     activate_f,
     axpy_f,
     column_sums_f,
     flush_f,
     output_row_f,
+    prefetch_row_f,
     scale_f,
     scatter_rows_f,
     sum_rows_f,
@@ -95,7 +97,12 @@ def hidden_forward(params, net, data, rows, act_buf, act, n_blocks):
             o_base, width, c0, c1 = segment(a_offs[layer], b_rows, n_o, n_blocks, k, True)
             if layer == 0:
                 acc = panel(act_buf)
+                for r in range(min(n, PREFETCH_AHEAD)):
+                    prefetch_row_f(indices, values, indptr[rows[r]], indptr[rows[r] + 1])
                 for r in range(n):
+                    if r + PREFETCH_AHEAD < n:
+                        ahead = rows[r + PREFETCH_AHEAD]
+                        prefetch_row_f(indices, values, indptr[ahead], indptr[ahead + 1])
                     # bias plus the rows of this block of W picked by the row's non-zero
                     # inputs
                     o = o_base + U(r) * width

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..codes import ADAM, EXP, FLUSH_BELOW, LOGISTIC, RELU, SOFTMAX, TANH
 from ._config import ALIGN, U, inline, jit
-from .intrinsics import panel, panel_width
+from .intrinsics import panel, panel_width, prefetch
 
 
 @inline
@@ -75,6 +75,27 @@ def sum_rows_f(out, oo, scale, init, io, vals, vo, by_idx, idx, q0, q1, src, s_b
             j = U(idx[q])
             axpy_f(out, oo + p0, vals[vo + j] if by_idx else vals[q], src,
                     s_base + j * s_stride + p0, rest)
+
+
+# rows of a batch prefetched ahead of the row being summed (see prefetch_row_f)
+PREFETCH_AHEAD = 4
+
+
+@inline
+def prefetch_row_f(indices, values, q0, q1):
+    """Ask for the cache lines of a compressed row (its column indices and values at
+    [q0, q1)) before it is read: the rows of a shuffled batch lie anywhere in X's
+    compressed form, and the first lines of each missed every cache (docs/performance.md).
+    """
+    q = U(q0)
+    end = U(q1)
+    while q < end:
+        prefetch(indices, q)
+        prefetch(values, q)
+        q += U(16)
+    if end > U(q0):
+        prefetch(indices, end - U(1))
+        prefetch(values, end - U(1))
 
 
 @inline

@@ -251,3 +251,34 @@ else:
             return context.get_dummy_value()
 
         return types.void(types.uint64), codegen
+
+
+# Software prefetch (LLVM's llvm.prefetch: a read, kept in all cache levels): the fused
+# epoch visits the rows of X's compressed form in a random order, and the first cache
+# line of each row missed every cache; asking for a row a few rows ahead lets those
+# misses overlap the arithmetic of the rows before it. A prefetch changes no value. With
+# the JIT off it does nothing.
+if numba.config.DISABLE_JIT:
+
+    def prefetch(arr, offset):
+        pass
+
+else:
+
+    @intrinsic
+    def prefetch(typingctx, arr, offset):
+        # a hint that arr[offset] will be read soon; no bounds are checked (a prefetch of
+        # any address is harmless), and nothing is returned
+        def codegen(context, builder, signature, args):
+            data = context.make_array(signature.args[0])(context, builder, args[0]).data
+            address = builder.bitcast(builder.gep(data, [args[1]]), cgutils.voidptr_t)
+            i32 = ir.IntType(32)
+            fn = cgutils.get_or_insert_function(
+                builder.module,
+                ir.FunctionType(ir.VoidType(), [cgutils.voidptr_t, i32, i32, i32]),
+                "llvm.prefetch.p0")
+            builder.call(fn, [address, ir.Constant(i32, 0), ir.Constant(i32, 3),
+                              ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return types.void(arr, types.uint64), codegen
