@@ -330,11 +330,11 @@ def thread_invariant(backend) -> bool:
 
 def epoch_threads(n_jobs, backend):
     """The ``n_jobs`` a fit's mini-batch epochs run with: as given, except that with the
-    default (None) a backend whose results follow its thread count (thread_invariant)
-    trains on one thread. So a default fit on the numpy backend gives the same model on
-    any machine and under any load, and two of them side by side do not wait on each
-    other's threads (on 2 cores its BLAS team took 3.9 times as long as one thread each).
-    Alone, its second thread bought 1-14 % (docs/performance.md)."""
+    default (None) a backend whose results follow its thread count (not
+    thread_invariant) trains on one thread. So a default fit on the numpy backend gives
+    the same model on any machine and under any load, and two of them side by side do
+    not wait on each other's threads (on 2 cores its BLAS team took 3.9 times as long as
+    one thread each). Alone, its second thread bought 1-14 % (docs/performance.md)."""
     if n_jobs is None and not thread_invariant(backend):
         return 1
     return n_jobs
