@@ -67,7 +67,6 @@ from .inputs import as_sparse_rows, prepare_inputs
 from .intrinsics import (
     flush_subnormals,
     panel,
-    panel_width,
     restore_fp_mode,
     sum_rows_vector,
     vector_width,
@@ -97,31 +96,21 @@ def hidden_forward(params, net, data, rows, act_buf, act, n_blocks):
             mode = flush_subnormals()
             o_base, width, c0, c1 = segment(a_offs[layer], b_rows, n_o, n_blocks, k, True)
             if layer == 0:
-                # bias plus the rows of this block of W picked by each row's non-zero
-                # inputs, one panel of columns at a time for all the batch's rows, so
-                # that the panel's columns of W stay in this core's cache while the rows
-                # pass (a wide block's W does not fit in it); each output is summed in
-                # the same order as row by row
                 acc = panel(act_buf)
-                n_panel = panel_width(act_buf)
                 for r in range(min(n, PREFETCH_AHEAD)):
                     prefetch_row_f(indices, values, indptr[rows[r]], indptr[rows[r] + 1])
-                p0 = U(0)
-                while p0 < width:
-                    p_width = min(n_panel, width - p0)
-                    for r in range(n):
-                        if p0 == U(0) and r + PREFETCH_AHEAD < n:
-                            ahead = rows[r + PREFETCH_AHEAD]
-                            prefetch_row_f(indices, values, indptr[ahead],
-                                           indptr[ahead + 1])
-                        row = rows[r]
-                        sum_rows_f(act_buf, o_base + U(r) * width + p0, one, params,
-                                   b_off + c0 + p0, values, U(0), False, indices, indptr[row],
-                                   indptr[row + 1], params, n_in0 * c0 + p0, width, p_width,
-                                   acc)
-                    p0 += n_panel
                 for r in range(n):
-                    activate_f(act_buf, o_base + U(r) * width, width, act)
+                    if r + PREFETCH_AHEAD < n:
+                        ahead = rows[r + PREFETCH_AHEAD]
+                        prefetch_row_f(indices, values, indptr[ahead], indptr[ahead + 1])
+                    # bias plus the rows of this block of W picked by the row's non-zero
+                    # inputs
+                    o = o_base + U(r) * width
+                    row = rows[r]
+                    sum_rows_f(act_buf, o, one, params, b_off + c0, values, U(0), False,
+                               indices, indptr[row], indptr[row + 1], params, n_in0 * c0,
+                               width, width, acc)
+                    activate_f(act_buf, o, width, act)
             else:
                 _dense_forward_block(act_buf, o_base, width, c0, params, w_off, b_off,
                                      a_offs[layer - 1], b_rows, n_i, n_o, n, act, n_blocks)
@@ -265,20 +254,11 @@ def _first_layer_block(state, n_in, n_out, d_buf, d_base, d_stride, data, rows, 
     width = c1 - c0
     w_base = n_in * c0
     n_rows = rows.shape[0]
-    # one panel of columns at a time for all the batch's rows, so that the panel's
-    # columns of the gradient stay in this core's cache (as in hidden_forward); each
-    # gradient is summed in the same order as row by row
     acc = panel(grads)
-    n_panel = panel_width(grads)
-    p0 = U(0)
-    while p0 < width:
-        p_width = min(n_panel, width - p0)
-        for r in range(n_rows):
-            row = rows[r]
-            scatter_rows_f(grads, w_base + p0, width, values, indices, indptr[row],
-                           indptr[row + 1], d_buf, d_base + U(r) * d_stride + p0, p_width,
-                           acc)
-        p0 += n_panel
+    for r in range(n_rows):
+        row = rows[r]
+        scatter_rows_f(grads, w_base, width, values, indices, indptr[row], indptr[row + 1],
+                       d_buf, d_base + U(r) * d_stride, width, acc)
     b_off = n_in * n_out
     column_sums_f(grads, b_off + c0, d_buf, d_base, d_stride, n_rows, width)
     if update and opt.lazy:

@@ -19,6 +19,7 @@ from .blas import NO_TRANS, gemm
 from .inline import (
     activate_f,
     axpy_f,
+    nonzero_places_f,
     output_f,
     sum_rows_f,
     ublock,
@@ -40,15 +41,14 @@ PREDICT_BLOCK = 128
 
 
 @inline
-def _row_inputs(nz_idx, base, X, r, n_in0, indptr, indices, csr):
+def _row_inputs(nz_idx, X, r, n_in0, indptr, indices, csr):
     """Where row r's non-zero inputs are, as (idx, vo, q0, q1, finite): its inputs are
     X[vo + idx[q]] for q in [q0, q1) when X is dense (idx = nz_idx, the places found
-    here, written from nz_idx[base]), X[q] in the columns idx[q] when X holds the values
-    of compressed sparse rows (``csr``). ``finite``: whether the row holds no NaN or
-    infinity; NaN and infinity are non-zero, so checking the non-zero values checks the
-    row (v - v is 0 exactly for finite v). For a dense row the values are read from X
-    through the places found, while the row is in cache (storing them as well was
-    slower)."""
+    here), X[q] in the columns idx[q] when X holds the values of compressed sparse rows
+    (``csr``). ``finite``: whether the row holds no NaN or infinity; NaN and infinity are
+    non-zero, so checking the non-zero values checks the row (v - v is 0 exactly for
+    finite v). For a dense row the values are read from X through the places found, while
+    the row is in cache (storing them as well was slower)."""
     zero = X.dtype.type(0)
     if csr:
         q0 = U(indptr[r])
@@ -61,51 +61,34 @@ def _row_inputs(nz_idx, base, X, r, n_in0, indptr, indices, csr):
             finite &= xv - xv == zero
     else:
         vo = r * n_in0
-        q0 = U(base)
-        # the places of the non-zeros, without a branch (see inline.nonzero_places_f)
-        q1 = q0
-        for j in range(n_in0):
-            nz_idx[q1] = j
-            q1 += U(1) if X[vo + j] != zero else U(0)
+        q0 = U(0)
+        q1 = nonzero_places_f(nz_idx, X, vo, n_in0)
         idx = nz_idx
         finite = True
-        for t in range(q0, q1):
+        for t in range(q1):
             xv = X[vo + U(nz_idx[t])]
             finite &= xv - xv == zero
     return idx, vo, q0, q1, finite
 
 
 @inline
-def _first_layer_rows_f(cur, n_o, X, row_vo, idx, row_q0, row_q1, finite_rows, n, csr,
-                        params, n_i, act, wide, acc):
-    """cur[q * n_o : (q + 1) * n_o] = act(b + x_q @ W) for the first layer, for the n rows
-    of a block whose non-zero inputs are at (row_vo[q], idx, row_q0[q], row_q1[q]) (see
-    _row_inputs; rows not finite_rows[q] are left alone): whole panels of columns in
-    vector registers, one panel for all the rows before the next, so that the panel's
-    columns of W stay in this core's cache while the rows pass (a wide layer's W does not
-    fit in it); then each row's bias, its last columns through the register panel, and
-    the activation. Each output is summed as a row at a time would sum it."""
-    one = params.dtype.type(1)
+def _first_layer_f(nxt, no, X, vo, idx, q0, q1, csr, params, n_i, n_o, act, wide, acc):
+    """nxt[no : no + n_o] = act(b + x @ W) for the first layer from the row's non-zero
+    inputs (see _row_inputs): whole panels in vector registers, then the bias; the last
+    columns (bias included) through the register panel."""
     p0 = U(0)
     while p0 + wide <= n_o:
-        for q in range(n):
-            if finite_rows[q]:
-                if csr:
-                    sum_rows_wide_csr(cur, q * n_o + p0, params, p0, n_o, X, row_vo[q], idx,
-                                      row_q0[q], row_q1[q])
-                else:
-                    sum_rows_wide(cur, q * n_o + p0, params, p0, n_o, X, row_vo[q], idx,
-                                  row_q0[q], row_q1[q])
+        if csr:
+            sum_rows_wide_csr(nxt, no + p0, params, p0, n_o, X, vo, idx, q0, q1)
+        else:
+            sum_rows_wide(nxt, no + p0, params, p0, n_o, X, vo, idx, q0, q1)
         p0 += wide
-    for q in range(n):
-        if finite_rows[q]:
-            no = q * n_o
-            for c in range(p0):
-                cur[no + c] += params[n_i * n_o + c]
-            if p0 < n_o:
-                sum_rows_f(cur, no + p0, one, params, n_i * n_o + p0, X, row_vo[q], not csr,
-                           idx, row_q0[q], row_q1[q], params, p0, n_o, n_o - p0, acc)
-            activate_f(cur, no, n_o, act)
+    for c in range(p0):
+        nxt[no + c] += params[n_i * n_o + c]
+    if p0 < n_o:
+        sum_rows_f(nxt, no + p0, params.dtype.type(1), params, n_i * n_o + p0, X, vo,
+                   not csr, idx, q0, q1, params, p0, n_o, n_o - p0, acc)
+    activate_f(nxt, no, n_o, act)
 
 
 @inline
@@ -130,47 +113,56 @@ def _predict_rows(out, X, indptr, indices, csr, params, top_w, usizes, p_offs, a
     # Returns how many rows hold NaN or infinity (their outputs are left unwritten).
     n_layers = usizes.shape[0] - 1
     top = n_layers - 1
-    if top >= 1:
+    if top >= 2:
         return _predict_blocks(out, X, indptr, indices, csr, params, top_w, usizes, p_offs,
                                act, width, r0, r1, output)
-    # no hidden layer: the output layer reads each row's non-zero inputs
     n_k = usizes[n_layers]
     n_in0 = usizes[0]
+    n_i = usizes[top]
+    cur = np.empty(width, dtype=out.dtype)
     nz_idx = np.empty(U(0) if csr else n_in0, dtype=np.int32)
     nz_val = np.empty(U(0) if csr else n_in0, dtype=out.dtype)
-    k_pad = U(top_w.shape[0]) // n_in0
+    k_pad = U(top_w.shape[0]) // n_i
     logits = np.empty(k_pad, dtype=out.dtype)
     lanes = vector_width(out)
-    b_off = n_in0 * n_k
+    wide = wide_width(out)
+    acc = panel(out)
+    b_off = p_offs[top] + n_i * n_k
     n_bad = 0
     for r in range(r0, r1):
-        idx, vo, q0, q1, finite = _row_inputs(nz_idx, U(0), X, r, n_in0, indptr, indices,
-                                              csr)
+        idx, vo, q0, q1, finite = _row_inputs(nz_idx, X, r, n_in0, indptr, indices, csr)
         if not finite:
             n_bad += 1
             continue
         o = r * n_k
-        if csr:
-            for c0 in range(U(0), k_pad, lanes):
-                sum_rows_vector(logits, c0, top_w, c0, k_pad, X, U(0), idx, q0, q1)
+        if top == 1:
+            _first_layer_f(cur, U(0), X, vo, idx, q0, q1, csr, params, n_in0, usizes[1], act,
+                           wide, acc)
+            _output_layer_f(out, o, cur, U(0), n_i, n_k, params, b_off, top_w, k_pad, lanes,
+                            logits, output)
         else:
-            for t in range(q1):
-                nz_val[t] = X[vo + U(nz_idx[t])]
-            for c0 in range(U(0), k_pad, lanes):
-                sum_rows_vector(logits, c0, top_w, c0, k_pad, nz_val, U(0), idx, q0, q1)
-        for c in range(n_k):
-            out[o + c] = params[b_off + c] + logits[c]
-        output_f(out, o, n_k, output)
+            # no hidden layer: the output layer reads the row's non-zero inputs
+            if csr:
+                for c0 in range(U(0), k_pad, lanes):
+                    sum_rows_vector(logits, c0, top_w, c0, k_pad, X, U(0), idx, q0, q1)
+            else:
+                for t in range(q1):
+                    nz_val[t] = X[vo + U(nz_idx[t])]
+                for c0 in range(U(0), k_pad, lanes):
+                    sum_rows_vector(logits, c0, top_w, c0, k_pad, nz_val, U(0), idx, q0, q1)
+            for c in range(n_k):
+                out[o + c] = params[b_off + c] + logits[c]
+            output_f(out, o, n_k, output)
     return n_bad
 
 
 @jit
 def _predict_blocks(out, X, indptr, indices, csr, params, top_w, usizes, p_offs, act, width,
                     r0, r1, output):
-    """_predict_rows with hidden layers, in blocks of PREDICT_BLOCK rows: the block's
-    rows through the first layer (sparse) a panel of its columns at a time
-    (_first_layer_rows_f), through the dense hidden layers above it as matrix products
-    (BLAS), then one by one through the output layer."""
+    """_predict_rows for two hidden layers or more: the rows go through the first layer
+    one by one (sparse), then in blocks of PREDICT_BLOCK rows through the dense hidden
+    layers above it as matrix products (BLAS), then one by one through the output
+    layer."""
     n_layers = usizes.shape[0] - 1
     top = n_layers - 1
     n_k = usizes[n_layers]
@@ -180,12 +172,7 @@ def _predict_blocks(out, X, indptr, indices, csr, params, top_w, usizes, p_offs,
     cur = np.empty(blk * U(width), dtype=out.dtype)
     nxt = np.empty(blk * U(width), dtype=out.dtype)
     finite_rows = np.empty(blk, dtype=np.bool_)
-    # each row's non-zero inputs (see _row_inputs): a dense row's places from q * n_in0
-    nz_idx = np.empty(U(0) if csr else blk * n_in0, dtype=np.int32)
-    row_vo = np.empty(blk, dtype=np.uint64)
-    row_q0 = np.empty(blk, dtype=np.uint64)
-    row_q1 = np.empty(blk, dtype=np.uint64)
-    idx = indices if csr else nz_idx
+    nz_idx = np.empty(U(0) if csr else n_in0, dtype=np.int32)
     k_pad = U(top_w.shape[0]) // n_i
     logits = np.empty(k_pad, dtype=out.dtype)
     lanes = vector_width(out)
@@ -194,20 +181,20 @@ def _predict_blocks(out, X, indptr, indices, csr, params, top_w, usizes, p_offs,
     zero = out.dtype.type(0)
     one = out.dtype.type(1)
     n_bad = 0
-    n_1 = usizes[1]
     for b0 in range(r0, r1, blk):
         n = min(blk, r1 - b0)
+        n_1 = usizes[1]
         for q in range(n):
-            _, vo, q0, q1, finite = _row_inputs(nz_idx, q * n_in0, X, b0 + q, n_in0, indptr,
-                                                indices, csr)
+            idx, vo, q0, q1, finite = _row_inputs(nz_idx, X, b0 + q, n_in0, indptr, indices,
+                                                  csr)
             finite_rows[q] = finite
-            row_vo[q], row_q0[q], row_q1[q] = vo, q0, q1
-            if not finite:
+            if finite:
+                _first_layer_f(cur, q * n_1, X, vo, idx, q0, q1, csr, params, n_in0, n_1,
+                               act, wide, acc)
+            else:
                 n_bad += 1
                 for c in range(n_1):
                     cur[q * n_1 + c] = zero
-        _first_layer_rows_f(cur, n_1, X, row_vo, idx, row_q0, row_q1, finite_rows, n, csr,
-                            params, n_in0, act, wide, acc)
         for layer in range(1, top):
             # H' (n, O) = H (n, I) W (I, O), row-major; BLAS sees H'^T = W^T H^T
             li = usizes[layer]
