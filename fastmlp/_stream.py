@@ -98,11 +98,25 @@ def part_rows_for(X, batch_size) -> int:
     return block_rows_for(X, batch_size, min(STREAM_BYTES, X.nbytes // PART_SHARE))
 
 
-class InMemory:
-    """X prepared once; an epoch is one shuffled pass, in parts of ``part_rows`` rows
-    (None: one part)."""
+def _read_ahead(source, read, keys):
+    """(key, source.backend's form of read(key)) for each key in turn: each read runs on
+    a background thread while the part before trains, and is prepared on the calling
+    thread (so the kernels' thread teams never run two at once) into the memory of the
+    part before (``buffers``), the raw rows dropped before the part is yielded."""
+    buffers = {}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastmlp-read") as pool:
+        ahead = pool.submit(read, keys[0])
+        for i, key in enumerate(keys):
+            raw = ahead.result()
+            if i + 1 < len(keys):
+                ahead = pool.submit(read, keys[i + 1])
+            data = source.backend.prepare_inputs(raw, source.dtype, source.scale, buffers)
+            del raw
+            yield key, data
 
-    streamed = False
+
+class InMemory:
+    """X prepared once; an epoch is one shuffled pass, as one part."""
 
     def __init__(self, data, target, n_samples):
         self.data, self.target, self.n_samples = data, target, n_samples
@@ -122,8 +136,6 @@ class Gathered:
     training split (None: all), when some are held out for early stopping: the order
     InMemory's copy of them would have. A background thread gathers the next part while
     the current one trains."""
-
-    streamed = True
 
     def __init__(self, X, target, backend, dtype, scale, part_rows, rows=None):
         self.X, self.target, self.backend = X, target, backend
@@ -146,25 +158,19 @@ class Gathered:
                  else np.arange(self.n_samples)).astype(np.int64)
         spans = [(s, min(s + self.part_rows, self.n_samples))
                  for s in range(0, self.n_samples, self.part_rows)]
-        buffers = {}  # each part is compressed into the memory of the one before
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastmlp-read") as pool:
-            ahead = pool.submit(self._gather, order[spans[0][0]:spans[0][1]])
-            for i, (start, stop) in enumerate(spans):
-                raw = ahead.result()
-                if i + 1 < len(spans):
-                    ahead = pool.submit(self._gather, order[spans[i + 1][0]:spans[i + 1][1]])
-                data = self.backend.prepare_inputs(raw, self.dtype, self.scale, buffers)
-                del raw
-                yield (data, rows_of(self.target, order[start:stop]),
-                       np.arange(stop - start, dtype=np.int64))
+
+        def read(span):
+            return self._gather(order[span[0]:span[1]])
+
+        for (start, stop), data in _read_ahead(self, read, spans):
+            yield (data, rows_of(self.target, order[start:stop]),
+                   np.arange(stop - start, dtype=np.int64))
 
 
 class Streamed:
     """X (N, I0) on disk, read ``block_rows`` rows at a time and prepared block by block
     with ``backend.prepare_inputs(block, dtype, scale)``. ``rows``: the rows of X that
     train, ascending (None: all), when some are held out for early stopping."""
-
-    streamed = True
 
     def __init__(self, X, target, backend, dtype, scale, block_rows, rows=None):
         self.X, self.target, self.backend = X, target, backend
@@ -190,16 +196,8 @@ class Streamed:
         """The epoch's parts, one a block: block order drawn first, then each block's row
         order as it comes."""
         blocks = rng.permutation(self.n_blocks) if shuffle else np.arange(self.n_blocks)
-        buffers = {}  # each block is compressed into the memory of the one before
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastmlp-read") as pool:
-            ahead = pool.submit(self._read, blocks[0])
-            for i, k in enumerate(blocks):
-                raw = ahead.result()
-                if i + 1 < len(blocks):
-                    ahead = pool.submit(self._read, blocks[i + 1])
-                start, stop = self._span(k)
-                data = self.backend.prepare_inputs(raw, self.dtype, self.scale, buffers)
-                del raw
-                n = stop - start
-                order = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int64)
-                yield data, rows_of(self.target, slice(start, stop)), order
+        for k, data in _read_ahead(self, self._read, blocks):
+            start, stop = self._span(k)
+            n = stop - start
+            order = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int64)
+            yield data, rows_of(self.target, slice(start, stop)), order

@@ -55,16 +55,23 @@ class _Identity:
         return X
 
 
+def _spy(monkeypatch, cls, name):
+    """Record each call of the method cls.name(self, arg) as (whether it ran on the main
+    thread, arg)."""
+    calls = []
+    real = getattr(cls, name)
+
+    def spy(self, arg):
+        calls.append((threading.current_thread() is threading.main_thread(), arg))
+        return real(self, arg)
+
+    monkeypatch.setattr(cls, name, spy)
+    return calls
+
+
 def test_parts_are_blocks_in_random_order_read_off_the_calling_thread(monkeypatch):
     X = np.arange(1000, dtype=np.float32).reshape(100, 10)  # row r holds 10 r .. 10 r + 9
-    readers = []
-    read = _stream.Streamed._read
-
-    def spy(self, k):
-        readers.append(threading.current_thread() is threading.main_thread())
-        return read(self, k)
-
-    monkeypatch.setattr(_stream.Streamed, "_read", spy)
+    reads = _spy(monkeypatch, _stream.Streamed, "_read")
     target = as_target(np.arange(100, dtype=np.int64), np.float32)
     source = _stream.Streamed(X, target, _Identity, np.float32, None, block_rows=16)
     assert source.n_blocks == 7
@@ -79,6 +86,7 @@ def test_parts_are_blocks_in_random_order_read_off_the_calling_thread(monkeypatc
         seen.extend(rows[order].tolist())
     assert sorted(seen) == list(range(100))  # every row once
     assert sorted(starts) == list(range(0, 100, 16)) and starts != sorted(starts)
+    readers = [main for main, _ in reads]
     assert readers and not any(readers)  # every block read on the background thread
     in_order = [order.tolist() for _, _, order in
                 source.parts(np.random.RandomState(0), shuffle=False)]
@@ -126,14 +134,7 @@ def test_gathered_parts_follow_the_permutation_of_the_whole(monkeypatch, tmp_pat
     if where == "file":
         np.save(tmp_path / "x.npy", X)
         X = np.load(tmp_path / "x.npy", mmap_mode="r")
-    gatherers = []
-    gather = _stream.Gathered._gather
-
-    def spy(self, picked):
-        gatherers.append(threading.current_thread() is threading.main_thread())
-        return gather(self, picked)
-
-    monkeypatch.setattr(_stream.Gathered, "_gather", spy)
+    calls = _spy(monkeypatch, _stream.Gathered, "_gather")
     labels = np.arange(100, dtype=np.int64) % 7
     target = as_target(labels, np.float32)
     for rows in (None, np.array([90, 3, 55, 8, 21, 13, 34, 5, 89, 0, 1])):
@@ -157,6 +158,7 @@ def test_gathered_parts_follow_the_permutation_of_the_whole(monkeypatch, tmp_pat
                     source.parts(np.random.RandomState(0), False)]
         assert np.concatenate(in_order).tolist() == (list(range(100)) if rows is None
                                                      else rows.tolist())
+    gatherers = [main for main, _ in calls]
     assert gatherers.count(True) <= 4 and gatherers.count(False) >= 10  # ahead, mostly
 
 
@@ -180,15 +182,9 @@ def test_integer_X_prepared_a_part_at_a_time_trains_as_prepared_whole(
     elif kind == "file":
         X = on_disk
     whole = estimator(**kw, stream=False).fit(X, y, **fit_kw)
-    prepared = []
-    original = _stream.Gathered._gather
-
-    def spy(self, picked):
-        prepared.append(picked.shape[0])
-        return original(self, picked)
-
-    monkeypatch.setattr(_stream.Gathered, "_gather", spy)
+    calls = _spy(monkeypatch, _stream.Gathered, "_gather")
     parts = estimator(**kw).fit(X, y, **fit_kw)
+    prepared = [picked.shape[0] for _, picked in calls]
     # 3,000 rows (2,700 with a validation set held out) in parts of 5 batches of 64 (an
     # eighth of X at most)
     n = 2700 if kind == "early_stopping" else 3000
