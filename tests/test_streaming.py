@@ -293,6 +293,17 @@ def test_a_fit_of_uint8_X_stays_within_a_fraction_of_the_input(pixels, tmp_path,
             assert peak > 1.5 * X.nbytes, peak / X.nbytes  # what a part at a time avoids
 
 
+def test_streamed_blocks_are_at_most_an_eighth_of_X(pixels, on_disk, monkeypatch):
+    # 3,000 rows of 784 uint8 (2.35 MB), far under STREAM_BYTES: blocks of 5 batches of
+    # 64, not one block holding all of X
+    y = pixels[0][1]
+    assert _stream.part_rows_for(on_disk, 64) == 320
+    reads = _spy(monkeypatch, _stream.Streamed, "_read")
+    FastMLP(hidden_layer_sizes=(8,), max_iter=1, random_state=0, input_scale=1 / 255,
+            stream=True, backend="numpy").fit(on_disk, y)
+    assert len(reads) == 10  # ceil(3000 / 320)
+
+
 def test_bad_stream_is_refused(pixels):
     (X, y), _ = pixels
     for bad in ("yes", 1, None):
