@@ -1,7 +1,7 @@
 """Where an MNIST epoch goes on the numba backend, and how close its products come to
 the machine's fp32 GEMM rate.
 
-    python benchmarks/profile_epoch.py [--batch 64] [--threads N]
+    python benchmarks/profile_epoch.py [--sizes 784,128,10] [--batch 64] [--threads N]
 
 Times each stage function of the fused mini-batch (fastmlp/backends/numba_backend/
 epoch.py: hidden layers forward; output layer with softmax, loss and its gradient;
@@ -26,6 +26,7 @@ from fastmlp.backends.layout import n_params
 from fastmlp.backends.numba_backend import epoch
 from fastmlp.backends.numba_backend.workspace import Workspace
 from fastmlp.compare import gemm_gflops
+from fastmlp.threads import one_blas_thread
 
 
 @numba.njit
@@ -41,6 +42,8 @@ def _timed(fn, *args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="784,128,10",
+                        help="layer sizes, comma-separated (MNIST input: 784 first)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=numba.get_num_threads())
     parser.add_argument("--batches", type=int, default=400)
@@ -48,7 +51,9 @@ def main():
     numba.set_num_threads(args.threads)
 
     (X, y), _ = load_mnist()
-    sizes = np.array([784, 128, 10], dtype=np.int64)
+    sizes = np.array([int(s) for s in args.sizes.split(",")], dtype=np.int64)
+    if sizes[0] != X.shape[1] or sizes.shape[0] < 3:
+        parser.error(f"--sizes: MNIST has {X.shape[1]} inputs and one hidden layer at least")
     params = (np.random.default_rng(0).standard_normal(n_params(sizes)) * 0.05).astype(np.float32)
     m, v = np.zeros_like(params), np.zeros_like(params)
     prepared = nb.prepare_inputs(X)
@@ -60,11 +65,11 @@ def main():
     order = np.random.default_rng(1).permutation(X.shape[0]).astype(np.int64)
     n_batches = min(args.batches, X.shape[0] // args.batch)
     stages = {
-        "hidden layer forward (784x128, sparse input)": lambda rows: epoch.hidden_forward(
+        "hidden layers forward": lambda rows: epoch.hidden_forward(
             state[0], net, data, rows, bufs[0], RELU, ws.n_blocks),
         "output layer + softmax cross-entropy": lambda rows: epoch.output_loss(
             state[0], net, data, SOFTMAX, rows, bufs, 1.0 / rows.shape[0], ws.n_blocks),
-        "backward + Adam update (both layers)": lambda rows: epoch.backward_update(
+        "backward + Adam update (every layer)": lambda rows: epoch.backward_update(
             state, net, data, rows, bufs, RELU, 1e-4, float(rows.shape[0]), opt, True,
             ws.n_blocks),
         "call overhead": lambda rows: _nothing(state, net, data, rows, bufs, RELU, 1e-4, opt,
@@ -73,23 +78,30 @@ def main():
     # the stages run back to back on each batch, in the epoch's order, so that the
     # machine's noise hits them alike; medians over all batches
     times = {name: [] for name in stages}
-    for stage in stages.values():
-        stage(order[: args.batch])
-    for i in range(n_batches):
-        rows = order[i * args.batch:(i + 1) * args.batch]
-        for name, stage in stages.items():
-            times[name].append(_timed(stage, rows))
+    # as in the fused epoch, BLAS (the dense layers' products) on the calling thread
+    with one_blas_thread():
+        for stage in stages.values():
+            stage(order[: args.batch])
+        for i in range(n_batches):
+            rows = order[i * args.batch:(i + 1) * args.batch]
+            for name, stage in stages.items():
+                times[name].append(_timed(stage, rows))
     overhead = float(np.median(times.pop("call overhead")))
     stage_times = {name: max(float(np.median(t)) - overhead, 0.0) for name, t in times.items()}
     total = sum(stage_times.values())
     n = args.batch
+    # dense-equivalent products: forward, then the weight gradients of every layer and
+    # the input gradients of every layer but the first
+    pairs = list(zip(sizes[:-1].tolist(), sizes[1:].tolist()))
     flops = {
-        "hidden layer forward (784x128, sparse input)": 2 * n * 784 * 128,
-        "output layer + softmax cross-entropy": 2 * n * 128 * 10,
-        "backward + Adam update (both layers)": 2 * n * (784 * 128 + 2 * 128 * 10),
+        "hidden layers forward": sum(2 * n * i * o for i, o in pairs[:-1]),
+        "output layer + softmax cross-entropy": 2 * n * pairs[-1][0] * pairs[-1][1],
+        "backward + Adam update (every layer)": 2 * n * (sum(i * o for i, o in pairs)
+                                                         + sum(i * o for i, o in pairs[1:])),
     }
     gemm = gemm_gflops()
-    print(f"numba backend, {args.threads} threads ({nb.threading_layer()}), batch {n}, "
+    print(f"numba backend, {'-'.join(map(str, sizes))}, {args.threads} threads "
+          f"({nb.threading_layer()}), batch {n}, "
           f"median of {n_batches} MNIST batches; NumPy fp32 GEMM 2048^3: {gemm:.0f} GFLOP/s; "
           f"call overhead {overhead * 1e6:.1f} us (subtracted)")
     print(f"{'stage':48s} {'us':>7s} {'share':>6s} {'GFLOP/s':>8s} {'of GEMM':>8s}")
