@@ -58,8 +58,8 @@ def main():
     m, v = np.zeros_like(params), np.zeros_like(params)
     prepared = nb.prepare_inputs(X)
     data = epoch._data(prepared, as_target(y.astype(np.int64), np.float32))
-    ws = Workspace(sizes, args.batch, params, m, v)
-    state, net, bufs = ws.state(), ws.net(), ws.buffers()
+    ws = Workspace(sizes, args.batch, params, m, v, x=prepared)
+    state, net, bufs, cols = ws.state(), ws.net(), ws.buffers(), ws.columns()
     f = np.float32
     opt = OptimizerStep(ADAM, f(2e-3), f(0.9), True, f(0.9), f(0.999), f(1e-8), f(2e-3))
     order = np.random.default_rng(1).permutation(X.shape[0]).astype(np.int64)
@@ -68,10 +68,10 @@ def main():
         "hidden layers forward": lambda rows: epoch.hidden_forward(
             state[0], net, data, rows, bufs[0], RELU, ws.n_blocks),
         "output layer + softmax cross-entropy": lambda rows: epoch.output_loss(
-            state[0], net, data, SOFTMAX, rows, bufs, 1.0 / rows.shape[0], ws.n_blocks),
+            state[0], net, data, SOFTMAX, rows, bufs, 1.0 / rows.shape[0], ws.n_blocks, cols),
         "backward + Adam update (every layer)": lambda rows: epoch.backward_update(
             state, net, data, rows, bufs, RELU, 1e-4, float(rows.shape[0]), opt, True,
-            ws.n_blocks),
+            ws.n_blocks, cols),
         "call overhead": lambda rows: _nothing(state, net, data, rows, bufs, RELU, 1e-4, opt,
                                                True, ws.n_blocks),
     }

@@ -45,7 +45,7 @@ from ..codes import (
     loss_denominator,
     scheduled_lr,
 )
-from ._config import U, jit, pjit
+from ._config import U, inline, jit, pjit
 from .blas import NO_TRANS, TRANS, gemm
 from .inline import (
     PREFETCH_AHEAD,
@@ -54,6 +54,7 @@ from .inline import (
     axpy_f,
     column_sums_f,
     flush_f,
+    lane_sum_f,
     output_row_f,
     prefetch_row_f,
     scale_f,
@@ -67,6 +68,7 @@ from .inputs import as_sparse_rows, prepare_inputs
 from .intrinsics import (
     flush_subnormals,
     panel,
+    panel_width,
     restore_fp_mode,
     sum_rows_vector,
     vector_width,
@@ -143,10 +145,12 @@ def _dense_forward_block(act_buf, o_base, width, c0, params, w_off, b_off, i_off
 
 
 @pjit
-def output_loss(params, net, data, output, rows, bufs, inv, n_blocks):
+def output_loss(params, net, data, output, rows, bufs, inv, n_blocks, cols):
     """Logits, the output function ``output``, each row's (weighted) loss and hit, and the
     gradient of the batch's mean loss with respect to the logits (into delta_buf), split
-    by rows; ``inv`` is 1 / (the rows, or the sum of their weights)."""
+    by rows; ``inv`` is 1 / (the rows, or the sum of their weights). With the column
+    buffers ``cols`` in use, each thread also groups its rows' non-zero inputs by column
+    for backward_update (_group_by_column)."""
     usizes, p_offs, a_offs, b_rows = net
     indptr, indices, values, labels, t_values, weights = data
     act_buf, delta_buf, row_loss, row_hit, _, top_w = bufs
@@ -164,6 +168,8 @@ def output_loss(params, net, data, output, rows, bufs, inv, n_blocks):
     for k in prange(n_blocks):
         mode = flush_subnormals()
         r0, r1 = ublock(U(n), n_blocks, k)
+        if cols[0].shape[0] > 0:
+            _group_by_column(cols, k, n_in0, data, rows, r0, r1)
         part = panel(act_buf)
         for r in range(r0, r1):
             o = a_offs[top] + r * n_k
@@ -196,6 +202,36 @@ def output_loss(params, net, data, output, rows, bufs, inv, n_blocks):
             row_loss[r] = loss_r * weights[row] if weighted else loss_r
             row_hit[r] = 1 if hit else 0
         restore_fp_mode(mode)
+
+
+@jit
+def _group_by_column(cols, k, n_in, data, rows, r0, r1):
+    """Part k of the column buffers (workspace.column_buffers): the non-zero inputs of
+    the batch's rows r0:r1 grouped by input column, each column's in the order of the
+    rows, by a counting sort."""
+    col_ptr, col_rows, col_vals = cols
+    indptr, indices, values = data[0], data[1], data[2]
+    base = U(k) * (n_in + U(2))
+    n_parts = U(col_ptr.shape[0]) // (n_in + U(2))
+    e0 = U(k) * (U(col_rows.shape[0]) // n_parts)
+    for i in range(n_in + U(2)):
+        col_ptr[base + i] = 0
+    # column i's count at i + 2, then the counts summed, so that col_ptr[i + 1] is where
+    # column i starts; each entry placed moves it on, to where column i ends
+    for r in range(r0, r1):
+        row = rows[r]
+        for q in range(indptr[row], indptr[row + 1]):
+            col_ptr[base + U(indices[q]) + U(2)] += 1
+    for i in range(U(2), n_in + U(2)):
+        col_ptr[base + i] += col_ptr[base + i - U(1)]
+    for r in range(r0, r1):
+        row = rows[r]
+        for q in range(indptr[row], indptr[row + 1]):
+            at = base + U(indices[q]) + U(1)
+            e = e0 + U(col_ptr[at])
+            col_ptr[at] += 1
+            col_rows[e] = r
+            col_vals[e] = values[q]
 
 
 # --------------------------------------------------------------------------- stage 3
@@ -243,9 +279,11 @@ def _l2_step_f(params, grads, m, v, s, n, alpha_n, update, opt):
 
 @jit
 def _first_layer_block(state, n_in, n_out, d_buf, d_base, d_stride, data, rows, c0, c1,
-                       alpha_n, opt, update):
+                       alpha_n, opt, update, cols):
     """Gradient and update of the first layer's columns c0:c1, driven by the non-zero
-    inputs. Returns the block's sum of squared weights before the update."""
+    inputs: by columns (_columns_step) when the column buffers ``cols`` are in use and the
+    step is taken, else by rows. Returns the block's sum of squared weights before the
+    update."""
     # W block (n_in, c1 - c0) at params[n_in * c0], its gradient at the same place in
     # grads, all zero on entry (see _step_rows_f); b (n_out,) after all of W; the gradient
     # of row r's pre-activations c0:c1 is d_buf[d_base + r * d_stride ...]
@@ -254,13 +292,18 @@ def _first_layer_block(state, n_in, n_out, d_buf, d_base, d_stride, data, rows, 
     width = c1 - c0
     w_base = n_in * c0
     n_rows = rows.shape[0]
+    b_off = n_in * n_out
+    column_sums_f(grads, b_off + c0, d_buf, d_base, d_stride, n_rows, width)
+    if update and not opt.lazy and cols[0].shape[0] > 0:
+        pen = _columns_step(params, m, v, w_base, width, n_in, d_buf, d_base, d_stride, cols,
+                            alpha_n, opt)
+        update_f(params, grads, m, v, b_off + c0, width, opt)
+        return pen
     acc = panel(grads)
     for r in range(n_rows):
         row = rows[r]
         scatter_rows_f(grads, w_base, width, values, indices, indptr[row], indptr[row + 1],
                        d_buf, d_base + U(r) * d_stride, width, acc)
-    b_off = n_in * n_out
-    column_sums_f(grads, b_off + c0, d_buf, d_base, d_stride, n_rows, width)
     if update and opt.lazy:
         pen = _lazy_step_rows_f(params, grads, m, v, w_base, width, n_in, alpha_n, opt,
                                 indptr, indices, values, rows)
@@ -269,6 +312,73 @@ def _first_layer_block(state, n_in, n_out, d_buf, d_base, d_stride, data, rows, 
     if update:
         update_f(params, grads, m, v, b_off + c0, width, opt)
     return pen
+
+
+@jit
+def _columns_step(params, m, v, w_base, width, n_in, d_buf, d_base, d_stride, cols, alpha_n,
+                  opt):
+    """The first layer's gradient by columns, and the step with it: each row of this
+    block of W (an input column) gets its gradient summed in a panel of registers from
+    the batch's entries of that column (workspace.column_buffers), in the order of the
+    rows, and takes the step at once, so the gradient is never stored. The same sums in
+    the same order as scattering it by rows (scatter_rows_f), and the same step as
+    _step_rows_f, so the same bits; but each gradient row is summed in registers instead
+    of loaded and stored once per entry, and the step reads three arrays instead of four.
+    ``width`` is a whole number of panels. Returns the block's sum of squared weights
+    before the step (0 without an L2 term), summed on the way in the lanes and order of
+    sumsq_f, so the same bits as that separate pass over the block."""
+    col_ptr, col_rows, col_vals = cols
+    n_parts = U(col_ptr.shape[0]) // (n_in + U(2))
+    cap = U(col_rows.shape[0]) // n_parts
+    P = panel_width(params)
+    acc = panel(params)
+    squares = panel(params)
+    zero = params.dtype.type(0)
+    penalised = alpha_n != zero
+    for c in range(P):
+        squares[c] = zero
+    for i in range(n_in):
+        for p0 in range(U(0), width, P):
+            for c in range(P):
+                acc[c] = zero
+            for k in range(n_parts):
+                at = k * (n_in + U(2)) + U(i)
+                for e in range(k * cap + U(col_ptr[at]), k * cap + U(col_ptr[at + U(1)])):
+                    a = col_vals[e]
+                    so = d_base + U(col_rows[e]) * d_stride + p0
+                    for c in range(P):
+                        acc[c] += a * d_buf[so + c]
+            wo = w_base + U(i) * width + p0
+            if penalised:
+                for c in range(P):
+                    squares[c] += params[wo + c] * params[wo + c]
+            _panel_step_f(params, m, v, wo, acc, P, alpha_n, opt)
+    return float(lane_sum_f(squares, P)) if penalised else 0.0
+
+
+@inline
+def _panel_step_f(params, m, v, wo, g_sum, P, alpha_n, opt):
+    """The step of _l2_step_f on params[wo : wo + P], the gradient sums in g_sum."""
+    one = params.dtype.type(1)
+    if opt.solver == ADAM:
+        tiny = params.dtype.type(FLUSH_BELOW)
+        for c in range(P):
+            q = wo + c
+            w = params[q]
+            g = g_sum[c] + alpha_n * w
+            mq = flush_f(opt.beta1 * m[q] + (one - opt.beta1) * g, tiny)
+            vq = flush_f(opt.beta2 * v[q] + (one - opt.beta2) * g * g, tiny)
+            m[q] = mq
+            v[q] = vq
+            params[q] = w - opt.lr_t * mq / (np.sqrt(vq) + opt.eps)
+    else:
+        for c in range(P):
+            q = wo + c
+            w = params[q]
+            g = g_sum[c] + alpha_n * w
+            vel = opt.momentum * m[q] - opt.lr * g
+            m[q] = vel
+            params[q] = w + (opt.momentum * vel - opt.lr * g if opt.nesterov else vel)
 
 
 @jit
@@ -356,7 +466,8 @@ def _dense_gradients(grads, params, delta_buf, act_buf, wt_base, i_base, wi, n, 
 
 
 @pjit
-def backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update, n_blocks):
+def backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update, n_blocks,
+                    cols):
     """Backward through every layer and, if ``update``, the optimizer step, top down; the
     blocks' sums of squared weights (for the L2 term of the loss) go to pen_parts. The L2
     term's gradient is alpha / denom * W (denom: the rows, or the sum of their weights;
@@ -411,17 +522,17 @@ def backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update
                 update_f(params, grads, m, v, b_off + c0, c1 - c0, opt)
             if layer == 1:
                 pen += _first_layer_block(state, n_in0, n_i, delta_buf, i_base, wi, data,
-                                          rows, i0, i1, alpha_n, opt, update)
+                                          rows, i0, i1, alpha_n, opt, update, cols)
             pen_parts[k] += pen
             restore_fp_mode(mode)
     if top == 0:
         _only_layer_update(state, net, data, rows, delta_buf, pen_parts, alpha_n, opt, update,
-                           n_blocks)
+                           n_blocks, cols)
 
 
 @pjit
 def _only_layer_update(state, net, data, rows, delta_buf, pen_parts, alpha_n, opt, update,
-                       n_blocks):
+                       n_blocks, cols):
     """Without hidden layers: the gradient and update of the only weight layer, split by
     output columns."""
     usizes, _, a_offs, _ = net
@@ -431,7 +542,7 @@ def _only_layer_update(state, net, data, rows, delta_buf, pen_parts, alpha_n, op
         mode = flush_subnormals()
         c0, c1 = ublock(n_k, n_blocks, k)
         pen_parts[k] += _first_layer_block(state, n_in0, n_k, delta_buf, a_offs[0] + c0, n_k,
-                                           data, rows, c0, c1, alpha_n, opt, update)
+                                           data, rows, c0, c1, alpha_n, opt, update, cols)
         restore_fp_mode(mode)
 
 
@@ -439,7 +550,7 @@ def _only_layer_update(state, net, data, rows, delta_buf, pen_parts, alpha_n, op
 
 
 @jit
-def _batch(state, net, data, output, rows, bufs, act, alpha, opt, update, n_blocks):
+def _batch(state, net, data, output, rows, bufs, act, alpha, opt, update, n_blocks, cols):
     """Forward, loss, backward and (if update) optimizer step for the rows ``rows`` of X.
     Returns (sum of the (weighted) row losses + alpha/2 ||W||^2, number of correct
     predictions)."""
@@ -452,8 +563,9 @@ def _batch(state, net, data, output, rows, bufs, act, alpha, opt, update, n_bloc
             denom += weights[rows[r]]
     hidden_forward(state[0], net, data, rows, bufs[0], act, n_blocks)
     output_loss(state[0], net, data, output, rows, bufs, 1.0 / denom if denom > 0.0 else 0.0,
-                n_blocks)
-    backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update, n_blocks)
+                n_blocks, cols)
+    backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update, n_blocks,
+                    cols)
     _, _, row_loss, row_hit, pen_parts, _ = bufs
     loss = 0.0
     hits = 0
@@ -474,7 +586,7 @@ _scheduled_lr = jit(scheduled_lr)
 
 @jit
 def _epoch(state, net, data, output, order, batch_size, bufs, act, alpha, opt, t, update,
-           n_blocks, loss_start):
+           n_blocks, loss_start, cols):
     """Every mini-batch of ``order``; returns (``loss_start`` plus the summed losses, hits,
     Adam step count).
     Without ``update``, one batch of all of ``order`` leaves its gradient in grads
@@ -494,7 +606,7 @@ def _epoch(state, net, data, output, order, batch_size, bufs, act, alpha, opt, t
                              dt(opt.beta1), dt(opt.beta2), dt(opt.eps), dt(lr_t), opt.schedule,
                              opt.seen, opt.horizon, opt.lazy)
         batch_loss, batch_hits = _batch(state, net, data, output, order[start:stop], bufs, act,
-                                        alpha, step, update, n_blocks)
+                                        alpha, step, update, n_blocks, cols)
         loss += batch_loss
         hits += batch_hits
     return loss, hits, t
@@ -517,7 +629,9 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
     """
     data = as_sparse_rows(data)
     target = check_epoch_inputs(layer_sizes, params, grads, m, v, data, y, order)
-    ws = Workspace(layer_sizes, min(int(batch_size), order.shape[0]), params, m, v, grads)
+    # the lazy step sums the first layer's gradient by rows
+    ws = Workspace(layer_sizes, min(int(batch_size), order.shape[0]), params, m, v, grads,
+                   None if opt.lazy else data)
     opt = opt._replace(solver=int(opt.solver), lr=float(opt.lr), momentum=float(opt.momentum),
                        nesterov=bool(opt.nesterov), beta1=float(opt.beta1),
                        beta2=float(opt.beta2), eps=float(opt.eps), lr_t=float(opt.lr_t),
@@ -528,7 +642,7 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
             loss, hits, t = _epoch(ws.state(), ws.net(), _data(data, target),
                                    int(target.output), order, int(batch_size),
                                    ws.buffers(), int(act), float(alpha), opt, int(t), True,
-                                   ws.n_blocks, float(loss))
+                                   ws.n_blocks, float(loss), ws.columns())
     finally:
         # grads is scratch for the caller after an epoch (the contract promises nothing
         # of it): a large model's arrays go back through it
@@ -549,7 +663,7 @@ def loss_and_grad(grads, params, layer_sizes, act, X, y, alpha):
         loss, _, _ = _epoch((p, ws.grads, p, p), ws.net(), _data(data, target),
                             int(target.output), np.arange(n, dtype=np.int64), max(n, 1),
                             ws.buffers(), int(act), float(alpha), _NO_STEP, 0, False,
-                            ws.n_blocks, 0.0)
+                            ws.n_blocks, 0.0, ws.columns())
     ws.write_back(grads)
     return loss / loss_denominator(target, n)
 

@@ -143,6 +143,12 @@ def dot_f(x, xo, y, yo, n):
             acc[c] += x[xo + j + c] * y[yo + j + c]
     for c in range(n - n_p):
         acc[c] += x[xo + n_p + c] * y[yo + n_p + c]
+    return lane_sum_f(acc, P)
+
+
+@inline
+def lane_sum_f(acc, P):
+    # the P partial sums of a panel added pairwise, in a fixed order (acc is overwritten)
     half = P // U(2)
     while half > U(0):
         for c in range(half):

@@ -13,6 +13,7 @@ import numpy as np
 from ..layout import padded_top
 from ._config import U, inline, jit
 from .inline import ublock
+from .intrinsics import PANEL_LANES
 
 # the number of blocks a fused epoch splits its work into, when set by work_blocks;
 # otherwise the thread count
@@ -124,6 +125,45 @@ def aligned_empty(n, dtype, align=64):
     return raw[start : start + n * dtype.itemsize].view(dtype)
 
 
+# A thread's block of the first layer at least this wide sums its gradient by columns
+# (epoch._columns_step); narrower blocks scatter it by rows. Measured in
+# docs/performance.md.
+COLUMNS_MIN_WIDTH = 128
+
+
+def _block_widths(n_o, n_blocks):
+    return [int(c1 - c0) for c0, c1 in (ublock(U(n_o), n_blocks, k) for k in range(n_blocks))]
+
+
+def column_buffers(sizes, rows, n_blocks, x, dtype):
+    """The buffers of the first layer's gradient by columns (epoch._columns_step), or
+    empty ones when it is summed by rows: (col_ptr, col_rows, col_vals), one part per
+    block of rows of a batch (ublock), each the part's non-zero inputs grouped by input
+    column, as compressed sparse columns. Part k's column i holds entries
+    col_ptr[k * (I0 + 2) + i] to col_ptr[k * (I0 + 2) + i + 1] of its stretch of
+    col_rows (the rows in the batch) and col_vals, which starts at k * (its capacity).
+
+    Used when there are hidden layers and x (SparseRows) is given, every thread's block of
+    the first layer is a whole number of panels and at least COLUMNS_MIN_WIDTH wide, and a
+    batch's non-zero inputs outnumber the columns (else the pass over the column pointers
+    costs more than the entries)."""
+    empty = (np.empty(0, np.int32), np.empty(0, np.uint32), np.empty(0, dtype))
+    if x is None or len(sizes) < 3 or x.indptr.shape[0] < 2:
+        return empty
+    widths = _block_widths(int(sizes[1]), n_blocks)
+    if any(w % PANEL_LANES or w < COLUMNS_MIN_WIDTH for w in widths):
+        return empty
+    lengths = np.diff(x.indptr)
+    n_in = int(sizes[0])
+    if rows * lengths.mean() < n_in:
+        return empty
+    # the most entries a part can hold: its rows' longest possible rows
+    part = min(int(ublock(U(rows), n_blocks, 0)[1]), lengths.shape[0])
+    cap = int(np.partition(lengths, lengths.shape[0] - part)[-part:].sum())
+    return (np.empty(n_blocks * (n_in + 2), np.int32), np.empty(n_blocks * cap, np.uint32),
+            np.empty(n_blocks * cap, dtype))
+
+
 class Workspace:
     """Buffers for batches of up to ``rows`` rows, allocated once per call, and the work
     layout copies of the parameters, gradients and optimizer moments.
@@ -137,10 +177,12 @@ class Workspace:
     - ``buffers()``: (act_buf, delta_buf, row_loss, row_hit, pen_parts, top_w), top_w the
       top layer's W (I, Kp) in the plain layout with its columns padded to whole vectors
       (layout.padded_top), kept in step with its work-layout copy (empty without hidden
-      layers).
+      layers);
+    - ``columns()``: the buffers of the first layer's gradient by columns (see
+      column_buffers; empty unless ``x``, X's SparseRows, is given).
     """
 
-    def __init__(self, sizes, rows, params, m, v, grads=None):
+    def __init__(self, sizes, rows, params, m, v, grads=None, x=None):
         sizes = np.asarray(sizes, dtype=np.int64)
         widths = sizes[1:]
         dtype = params.dtype
@@ -163,6 +205,7 @@ class Workspace:
             top = padded_top(params, sizes)
             self.top_w = aligned_empty(top.shape[0], dtype)
             self.top_w[:] = top
+        self.cols = column_buffers(sizes, rows, self.n_blocks, x, dtype)
         self.originals = (params, m, v)
         # a large model is put in the work layout in its own arrays, one array at a time
         # through a temporary copy, rather than copied whole: its working copies would
@@ -194,6 +237,9 @@ class Workspace:
     def buffers(self):
         return (self.act_buf, self.delta_buf, self.row_loss, self.row_hit, self.pen_parts,
                 self.top_w)
+
+    def columns(self):
+        return self.cols
 
     def write_back(self, grads=None):
         """Put the parameters (and moments, and optionally grads) back in the flat
