@@ -23,10 +23,12 @@ from fastmlp.backends.codes import optimizer_step
 from fastmlp.network import init_params
 name = sys.argv[1]
 rng = np.random.default_rng(0)
-sizes = np.array([40, 33, 17, 10], dtype=np.int64)
 X = (rng.random((300, 40)) * (rng.random((300, 40)) < 0.3)).astype(np.float32)
 worst = 0.0
-for output in (SOFTMAX, LOGISTIC, IDENTITY, EXP):
+# the second network's wide first layer takes its gradient by columns (epoch._columns_step)
+cases = [([40, 33, 17, 10], o) for o in (SOFTMAX, LOGISTIC, IDENTITY, EXP)]
+for sizes, output in cases + [([40, 256, 10], SOFTMAX)]:
+    sizes = np.array(sizes, dtype=np.int64)
     labels = rng.integers(0, 10, 300).astype(np.int64)
     values = (labels[:, None] == np.arange(10)).astype(np.float32)
     target = (Target(output, labels, np.empty((0, 10), np.float32), np.empty(0, np.float32))
