@@ -12,13 +12,17 @@ parallel region split into one block per thread:
    layers above it are matrix products (BLAS's GEMM on the thread's block, see blas.py);
 2. ``output_loss``: the output layer, split by rows: logits, the output function
    (softmax, logistic, identity or exp), loss, correct count and the gradient of the
-   loss in one pass per row;
+   loss in one pass per row; when the first layer is wide, each thread also groups its
+   rows' non-zero inputs by column (``_group_by_column``);
 3. ``backward_update``: one region per weight layer above the first, split by that
    layer's input units: a thread computes the input gradient of its units from the *old*
    weights, then the weight gradient of its block, then updates it in place (Adam or
    SGD) while it is still in cache; for a dense hidden layer both products are GEMMs,
    for the narrow output layer plain loops. The first layer needs no input gradient, so
-   it is done block by block in the region of the layer above it.
+   it is done block by block in the region of the layer above it: a wide block sums
+   each row of its gradient from the inputs grouped by column and steps it at once
+   (``_columns_step``), a narrow one scatters the gradient by rows
+   (workspace.column_buffers says which).
 
 No block is written by two threads, so no reduction across threads is needed. The
 stages take the workspace's tuples (see workspace.Workspace): ``state`` (params, grads,
