@@ -129,6 +129,20 @@ def test_when_columns_are_used():
     assert cols((40, wide + 32, 10))[0].shape == (0,)
     # 2 rows a batch hold about 16 non-zero inputs, fewer than the 40 columns
     assert cols((40, wide, 10), rows=2)[0].shape == (0,)
+    # an epoch of no rows
+    assert cols((40, wide, 10), rows=0)[0].shape == (0,)
+
+
+def test_an_epoch_of_no_rows_with_a_wide_first_layer():
+    sizes = np.asarray([40, 256, 10], dtype=np.int64)
+    X, y, params = _sparse_problem(np.float32, sizes, n=20)
+    p = params.copy()
+    zeros = [np.zeros_like(p) for _ in range(3)]
+    result = numba_backend.train_epoch(p, *zeros, sizes, RELU, numba_backend.prepare_inputs(X),
+                                       y, np.zeros(0, np.int64), 16, 1e-4,
+                                       optimizer_step(ADAM, 0.01), 0)
+    assert result == (0.0, 0, 0)
+    np.testing.assert_array_equal(p, params)
 
 
 def test_lazy_adam_keeps_the_rows(monkeypatch):

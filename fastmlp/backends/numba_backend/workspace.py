@@ -148,7 +148,7 @@ def column_buffers(sizes, rows, n_blocks, x, dtype):
     batch's non-zero inputs outnumber the columns (else the pass over the column pointers
     costs more than the entries)."""
     empty = (np.empty(0, np.int32), np.empty(0, np.uint32), np.empty(0, dtype))
-    if x is None or len(sizes) < 3 or x.indptr.shape[0] < 2:
+    if x is None or len(sizes) < 3 or x.indptr.shape[0] < 2 or rows < 1:
         return empty
     widths = _block_widths(int(sizes[1]), n_blocks)
     if any(w % PANEL_LANES or w < COLUMNS_MIN_WIDTH for w in widths):
