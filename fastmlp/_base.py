@@ -52,6 +52,7 @@ from .backends.codes import (
     rows_of,
 )
 from .backends.layout import layer_views, n_params
+from .backends.pages import predict_params
 from .backends.sparse import CONVERT_ROWS, checked_csr, scaled_block
 from .network import init_params, layer_sizes_for, summary_table
 from .optim import OptimizerState
@@ -655,8 +656,10 @@ class BaseMLP(BaseEstimator):
 
     def _forward(self, backend, activation, X, output):
         """The network's outputs for X through the output function ``output`` (a code of
-        codes.OUTPUTS; IDENTITY gives the pre-activations)."""
+        codes.OUTPUTS; IDENTITY gives the pre-activations). The blocks of rows all read one
+        copy of the parameters on huge pages, where that pays (backends/pages.py)."""
         dtype = self._params.dtype
+        params = predict_params(self._params, X.shape[0])
         out = np.empty((X.shape[0], self._layer_sizes[-1]), dtype=dtype)
         scale = input_scale(self.input_scale)
         # X as stored (integer) or to be scaled goes through by blocks of rows
@@ -667,7 +670,7 @@ class BaseMLP(BaseEstimator):
             for start, stop in blocks:
                 part = (model_input(X, dtype, scale) if sp.issparse(X) or len(blocks) == 1
                         else scaled_block(X, start, stop, dtype, scale))
-                backend.predict_proba(out[start:stop], part, self._params, self._layer_sizes,
+                backend.predict_proba(out[start:stop], part, params, self._layer_sizes,
                                       activation, output=output)
         if not np.isfinite(out).all():
             bad = np.flatnonzero(~np.isfinite(out).all(axis=1))

@@ -31,6 +31,7 @@ from .checks import (
 )
 from .codes import SOFTMAX, loss_denominator
 from .layout import padded_top
+from .pages import predict_params
 from .sparse import SparseRows, from_scipy, sparse_rows
 
 NAME = "cython"
@@ -204,8 +205,10 @@ def predict_proba(out, X, params, layer_sizes, act, output=SOFTMAX):
     """The outputs of the rows of X through the output function ``output`` (SOFTMAX:
     class probabilities; IDENTITY: the logits): zero inputs skipped, rows split between
     threads when there are many; with two hidden layers or more, blocks of rows go
-    through the dense layers as matrix products."""
+    through the dense layers as matrix products. Many rows through a large model read a
+    copy of the parameters on huge pages (pages.py)."""
     check_shapes(layer_sizes, params, X=X, out=out)
+    params = predict_params(params, X.shape[0])
     sizes, p_offs, width = _predict_layout(tuple(int(s) for s in layer_sizes))
     parallel = X.shape[0] >= PARALLEL_ROWS
     if isinstance(X, np.ndarray):

@@ -14,6 +14,7 @@ from numba import prange
 from ...threads import one_blas_thread
 from ..checks import check_shapes, refuse_non_finite
 from ..codes import SOFTMAX
+from ..pages import predict_params
 from ._config import U, inline, jit, pjit, read_only
 from .blas import NO_TRANS, gemm
 from .inline import (
@@ -268,8 +269,10 @@ def predict_proba(out, X, params, layer_sizes, act, output=SOFTMAX):
     class probabilities; IDENTITY: the logits): rows split between threads (a few rows
     run on the calling thread alone), zero inputs skipped. X is dense, or sparse
     (SparseRows or a SciPy sparse matrix or array, read as compressed sparse rows, never
-    made dense). Checks that X is finite on the way (see CHECKS_FINITE_INPUT)."""
+    made dense). Checks that X is finite on the way (see CHECKS_FINITE_INPUT). Many rows
+    through a large model read a copy of the parameters on huge pages (pages.py)."""
     check_shapes(layer_sizes, params, X=X, out=out)
+    params = predict_params(params, X.shape[0])
     if isinstance(X, np.ndarray):
         x, indptr, indices, csr = read_only(X.ravel()), _NO_INDPTR, _NO_INDICES, False
     else:
