@@ -52,13 +52,14 @@ def on_huge_pages(a: np.ndarray) -> bool:
             and a.ctypes.data % HUGE_PAGE_BYTES == 0)
 
 
-def huge_page_copy(a: np.ndarray) -> np.ndarray:
-    """A copy of the 1-D array ``a`` starting on a 2 MB boundary, in anonymous memory
-    advised for huge pages; ``a`` itself where huge pages are not available, or where it
-    is such a copy already. The copy's memory is freed with the last reference to it."""
-    if not huge_pages_available() or on_huge_pages(a):
-        return a
-    nbytes = a.nbytes
+def huge_page_empty(n: int, dtype) -> np.ndarray:
+    """An uninitialised 1-D array of ``n`` values of ``dtype`` starting on a 2 MB
+    boundary, in anonymous memory advised for huge pages; a plain array where huge pages
+    are not available. The memory is freed with the last reference to the array."""
+    dtype = np.dtype(dtype)
+    nbytes = n * dtype.itemsize
+    if not huge_pages_available() or nbytes == 0:
+        return np.empty(n, dtype)
     rounded = -(-nbytes // HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES
     # private, or the memory would be shared memory, whose huge pages a separate setting
     # (usually off) governs
@@ -69,8 +70,16 @@ def huge_page_copy(a: np.ndarray) -> np.ndarray:
     try:
         region.madvise(mmap.MADV_HUGEPAGE, start, rounded)
     except OSError:
+        return np.empty(n, dtype)
+    return raw[start : start + nbytes].view(dtype)
+
+
+def huge_page_copy(a: np.ndarray) -> np.ndarray:
+    """A copy of the 1-D array ``a`` on huge pages (huge_page_empty); ``a`` itself where
+    huge pages are not available, or where it is such a copy already."""
+    if not huge_pages_available() or on_huge_pages(a):
         return a
-    out = raw[start : start + nbytes].view(a.dtype)
+    out = huge_page_empty(a.shape[0], a.dtype)
     out[:] = a
     return out
 

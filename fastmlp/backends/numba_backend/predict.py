@@ -14,7 +14,7 @@ from numba import prange
 from ...threads import one_blas_thread
 from ..checks import check_shapes, refuse_non_finite
 from ..codes import SOFTMAX
-from ..pages import predict_params
+from ..pages import huge_page_empty, predict_params
 from ._config import U, inline, jit, pjit, read_only
 from .blas import NO_TRANS, gemm
 from .inline import (
@@ -27,6 +27,7 @@ from .inline import (
 )
 from .inputs import as_sparse_rows
 from .intrinsics import (
+    WIDE_BYTES,
     panel,
     sum_rows_vector,
     sum_rows_wide,
@@ -37,8 +38,14 @@ from .intrinsics import (
 
 # predicting fewer than twice this many rows runs on the calling thread alone
 PREDICT_CHUNK = 64
-# rows per matrix product through the dense hidden layers (see _predict_blocks)
+# rows per block of _predict_blocks: through the first layer panel by panel, and per
+# matrix product through the dense hidden layers
 PREDICT_BLOCK = 128
+# Predicting at least this many rows, the first layer reads a copy of its W in panel-major
+# order (first_layer_panels), when the inputs are few enough for a panel of W to fit in
+# L2 (PANEL_MAX_INPUTS * 256 bytes: 1 MiB)
+PANEL_MIN_ROWS = 1024
+PANEL_MAX_INPUTS = 4096
 
 
 @inline
@@ -105,18 +112,19 @@ def _output_layer_f(out, o, cur, co, n_i, n_k, params, b_off, top_w, k_pad, lane
 
 
 @jit
-def _predict_rows(out, X, indptr, indices, csr, params, top_w, usizes, p_offs, act, width,
-                  r0, r1, output):
+def _predict_rows(out, X, indptr, indices, csr, params, top_w, w0p, usizes, p_offs, act,
+                  width, r0, r1, output):
     # rows r0:r1 of X -> out (N, K) flat; X the dense rows (N, I0) flat, or (csr) the
     # values of compressed sparse rows with their indptr and indices; params in the flat
     # layout; top_w the top layer's W (I, Kp), its columns padded with zeros to a
-    # multiple of the vector width (see sum_rows_vector).
+    # multiple of the vector width (see sum_rows_vector); w0p the first layer's W in
+    # panels (first_layer_panels), or empty.
     # Returns how many rows hold NaN or infinity (their outputs are left unwritten).
     n_layers = usizes.shape[0] - 1
     top = n_layers - 1
-    if top >= 2:
-        return _predict_blocks(out, X, indptr, indices, csr, params, top_w, usizes, p_offs,
-                               act, width, r0, r1, output)
+    if top >= 2 or (top == 1 and w0p.shape[0] > 0):
+        return _predict_blocks(out, X, indptr, indices, csr, params, top_w, w0p, usizes,
+                               p_offs, act, width, r0, r1, output)
     n_k = usizes[n_layers]
     n_in0 = usizes[0]
     n_i = usizes[top]
@@ -157,13 +165,81 @@ def _predict_rows(out, X, indptr, indices, csr, params, top_w, usizes, p_offs, a
     return n_bad
 
 
+@inline
+def _panels_block(cur, X, indptr, indices, csr, params, w0p, n_in0, n_1, act, wide, acc,
+                  b0, n, places, counts, finite_rows):
+    """The first layer's outputs for the n rows from b0 into cur (rows n_1 apart), from
+    the panel-major copy of its W (first_layer_panels): panel by panel, every row of the
+    block, so that the panel's W (n_in0 * wide values, contiguous) stays in L2 while the
+    rows use it; the columns after the last whole panel from params. Each output is the
+    same sum in the same order as _first_layer_f's. Returns how many rows hold NaN or
+    infinity (finite_rows says which)."""
+    zero = X.dtype.type(0)
+    n_bad = 0
+    for q in range(n):
+        r = b0 + q
+        finite = True
+        if csr:
+            for t in range(U(indptr[r]), U(indptr[r + U(1)])):
+                xv = X[t]
+                finite &= xv - xv == zero
+        else:
+            # the places of the row's non-zero inputs (as nonzero_places_f), kept for
+            # every panel
+            vo = r * n_in0
+            po = q * n_in0
+            count = U(0)
+            for j in range(n_in0):
+                places[po + count] = j
+                count += U(1) if X[vo + j] != zero else U(0)
+            counts[q] = count
+            for t in range(count):
+                xv = X[vo + U(places[po + t])]
+                finite &= xv - xv == zero
+        finite_rows[q] = finite
+        if not finite:
+            n_bad += 1
+    covered = U(w0p.shape[0]) // n_in0
+    for p0 in range(U(0), covered, wide):
+        for q in range(n):
+            if finite_rows[q]:
+                r = b0 + q
+                if csr:
+                    sum_rows_wide_csr(cur, q * n_1 + p0, w0p, p0 * n_in0, wide, X, U(0),
+                                      indices, U(indptr[r]), U(indptr[r + U(1)]))
+                else:
+                    sum_rows_wide(cur, q * n_1 + p0, w0p, p0 * n_in0, wide, X, r * n_in0,
+                                  places, q * n_in0, q * n_in0 + counts[q])
+    one = params.dtype.type(1)
+    for q in range(n):
+        co = q * n_1
+        if not finite_rows[q]:
+            for c in range(n_1):
+                cur[co + c] = zero
+            continue
+        for c in range(covered):
+            cur[co + c] += params[n_in0 * n_1 + c]
+        if covered < n_1:
+            r = b0 + q
+            if csr:
+                sum_rows_f(cur, co + covered, one, params, n_in0 * n_1 + covered, X, U(0),
+                           False, indices, U(indptr[r]), U(indptr[r + U(1)]), params,
+                           covered, n_1, n_1 - covered, acc)
+            else:
+                sum_rows_f(cur, co + covered, one, params, n_in0 * n_1 + covered, X,
+                           r * n_in0, True, places, q * n_in0, q * n_in0 + counts[q],
+                           params, covered, n_1, n_1 - covered, acc)
+        activate_f(cur, co, n_1, act)
+    return n_bad
+
+
 @jit
-def _predict_blocks(out, X, indptr, indices, csr, params, top_w, usizes, p_offs, act, width,
-                    r0, r1, output):
-    """_predict_rows for two hidden layers or more: the rows go through the first layer
-    one by one (sparse), then in blocks of PREDICT_BLOCK rows through the dense hidden
-    layers above it as matrix products (BLAS), then one by one through the output
-    layer."""
+def _predict_blocks(out, X, indptr, indices, csr, params, top_w, w0p, usizes, p_offs, act,
+                    width, r0, r1, output):
+    """_predict_rows in blocks of PREDICT_BLOCK rows: each block goes through the first
+    layer (panel by panel from w0p when it is given, else row by row), then through the
+    dense hidden layers above it as matrix products (BLAS), then row by row through the
+    output layer."""
     n_layers = usizes.shape[0] - 1
     top = n_layers - 1
     n_k = usizes[n_layers]
@@ -173,7 +249,9 @@ def _predict_blocks(out, X, indptr, indices, csr, params, top_w, usizes, p_offs,
     cur = np.empty(blk * U(width), dtype=out.dtype)
     nxt = np.empty(blk * U(width), dtype=out.dtype)
     finite_rows = np.empty(blk, dtype=np.bool_)
-    nz_idx = np.empty(U(0) if csr else n_in0, dtype=np.int32)
+    panels = w0p.shape[0] > 0
+    nz_idx = np.empty(U(0) if csr else (blk if panels else U(1)) * n_in0, dtype=np.int32)
+    counts = np.empty(blk, dtype=np.uint64)
     k_pad = U(top_w.shape[0]) // n_i
     logits = np.empty(k_pad, dtype=out.dtype)
     lanes = vector_width(out)
@@ -185,17 +263,21 @@ def _predict_blocks(out, X, indptr, indices, csr, params, top_w, usizes, p_offs,
     for b0 in range(r0, r1, blk):
         n = min(blk, r1 - b0)
         n_1 = usizes[1]
-        for q in range(n):
-            idx, vo, q0, q1, finite = _row_inputs(nz_idx, X, b0 + q, n_in0, indptr, indices,
-                                                  csr)
-            finite_rows[q] = finite
-            if finite:
-                _first_layer_f(cur, q * n_1, X, vo, idx, q0, q1, csr, params, n_in0, n_1,
-                               act, wide, acc)
-            else:
-                n_bad += 1
-                for c in range(n_1):
-                    cur[q * n_1 + c] = zero
+        if panels:
+            n_bad += _panels_block(cur, X, indptr, indices, csr, params, w0p, n_in0, n_1, act,
+                                   wide, acc, b0, n, nz_idx, counts, finite_rows)
+        else:
+            for q in range(n):
+                idx, vo, q0, q1, finite = _row_inputs(nz_idx, X, b0 + q, n_in0, indptr,
+                                                      indices, csr)
+                finite_rows[q] = finite
+                if finite:
+                    _first_layer_f(cur, q * n_1, X, vo, idx, q0, q1, csr, params, n_in0,
+                                   n_1, act, wide, acc)
+                else:
+                    n_bad += 1
+                    for c in range(n_1):
+                        cur[q * n_1 + c] = zero
         for layer in range(1, top):
             # H' (n, O) = H (n, I) W (I, O), row-major; BLAS sees H'^T = W^T H^T
             li = usizes[layer]
@@ -213,6 +295,39 @@ def _predict_blocks(out, X, indptr, indices, csr, params, top_w, usizes, p_offs,
                 _output_layer_f(out, (b0 + q) * n_k, cur, q * n_i, n_i, n_k, params, b_off,
                                 top_w, k_pad, lanes, logits, output)
     return n_bad
+
+
+@pjit
+def _fill_panels(w0p, params, n_in0, n_1, wide):
+    """w0p[(p * n_in0 + j) * wide + c] = W[j, p * wide + c] for the first layer's W
+    (n_in0, n_1) at the start of params: W's whole panels of wide columns, each panel's
+    rows one after the other."""
+    n_pan = U(w0p.shape[0]) // (n_in0 * wide)
+    for p in prange(n_pan):
+        for j in range(n_in0):
+            dst = (U(p) * n_in0 + j) * wide
+            src = j * n_1 + U(p) * wide
+            for c in range(wide):
+                w0p[dst + c] = params[src + c]
+
+
+def first_layer_panels(params, layer_sizes, n_rows):
+    """The first layer's W in panel-major order for predicting n_rows rows: its whole
+    panels of 64 float32 (32 float64) columns, each panel's rows one after the other, on
+    huge pages (pages.py). The first layer reads one panel at a time for a block of rows,
+    instead of every panel of each row: a panel's W then stays in L2 (a row-major W of
+    784-1024 does not fit, and its rows, 4 KB apart, fall in few of L2's sets). Empty
+    (unused) for fewer than PANEL_MIN_ROWS rows, more than PANEL_MAX_INPUTS inputs, no
+    hidden layer, or no whole panel."""
+    wide = WIDE_BYTES // params.dtype.itemsize
+    n_in0 = int(layer_sizes[0])
+    n_1 = int(layer_sizes[1])
+    n_pan = n_1 // wide if len(layer_sizes) > 2 else 0
+    if n_rows < PANEL_MIN_ROWS or n_in0 > PANEL_MAX_INPUTS or n_pan == 0:
+        return np.empty(0, params.dtype)
+    w0p = huge_page_empty(n_pan * wide * n_in0, params.dtype)
+    _fill_panels(w0p, params, U(n_in0), U(n_1), U(wide))
+    return w0p
 
 
 @inline
@@ -241,22 +356,23 @@ def _predict_layout(params, sizes):
 
 
 @pjit
-def _predict_proba_parallel(out, X, indptr, indices, csr, n_rows, params, sizes, act,
+def _predict_proba_parallel(out, X, indptr, indices, csr, n_rows, params, w0p, sizes, act,
                             n_blocks, output):
     usizes, p_offs, width, top_w = _predict_layout(params, sizes)
     bad = np.zeros(n_blocks, dtype=np.int64)
     for k in prange(n_blocks):
         r0, r1 = ublock(n_rows, n_blocks, k)
-        bad[k] = _predict_rows(out, X, indptr, indices, csr, params, top_w, usizes, p_offs,
-                               act, width, r0, r1, output)
+        bad[k] = _predict_rows(out, X, indptr, indices, csr, params, top_w, w0p, usizes,
+                               p_offs, act, width, r0, r1, output)
     return bad.sum()
 
 
 @jit
-def _predict_proba_serial(out, X, indptr, indices, csr, n_rows, params, sizes, act, output):
+def _predict_proba_serial(out, X, indptr, indices, csr, n_rows, params, w0p, sizes, act,
+                          output):
     usizes, p_offs, width, top_w = _predict_layout(params, sizes)
-    return _predict_rows(out, X, indptr, indices, csr, params, top_w, usizes, p_offs, act,
-                         width, U(0), n_rows, output)
+    return _predict_rows(out, X, indptr, indices, csr, params, top_w, w0p, usizes, p_offs,
+                         act, width, U(0), n_rows, output)
 
 
 # the index arrays of a dense X (unused)
@@ -280,7 +396,8 @@ def predict_proba(out, X, params, layer_sizes, act, output=SOFTMAX):
         x, indptr, indices, csr = read_only(rows.values), read_only(rows.indptr), \
             rows.indices, True
     n_rows = np.uint64(X.shape[0])
-    args = (out.ravel(), x, indptr, indices, csr, n_rows, params, layer_sizes, act)
+    w0p = first_layer_panels(params, layer_sizes, X.shape[0])
+    args = (out.ravel(), x, indptr, indices, csr, n_rows, params, w0p, layer_sizes, act)
     if X.shape[0] < 2 * PREDICT_CHUNK:
         bad = _predict_proba_serial(*args, int(output))
     elif len(layer_sizes) > 3:
