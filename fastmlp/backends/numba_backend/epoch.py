@@ -63,19 +63,20 @@ from .inline import (
     prefetch_row_f,
     scale_f,
     scatter_rows_f,
-    sum_rows_f,
     sumsq_f,
     ublock,
     update_f,
 )
 from .inputs import as_sparse_rows, prepare_inputs
 from .intrinsics import (
+    add_rows_wide_csr,
     flush_subnormals,
     panel,
     panel_width,
     restore_fp_mode,
     sum_rows_vector,
     vector_width,
+    wide_width,
 )
 from .workspace import Workspace, segment
 
@@ -92,7 +93,6 @@ def hidden_forward(params, net, data, rows, act_buf, act, n_blocks):
     n = rows.shape[0]
     top = usizes.shape[0] - 2
     n_in0 = usizes[0]
-    one = params.dtype.type(1)
     for layer in range(top):
         n_i = usizes[layer]
         n_o = usizes[layer + 1]
@@ -102,7 +102,6 @@ def hidden_forward(params, net, data, rows, act_buf, act, n_blocks):
             mode = flush_subnormals()
             o_base, width, c0, c1 = segment(a_offs[layer], b_rows, n_o, n_blocks, k, True)
             if layer == 0:
-                acc = panel(act_buf)
                 for r in range(min(n, PREFETCH_AHEAD)):
                     prefetch_row_f(indices, values, indptr[rows[r]], indptr[rows[r] + 1])
                 for r in range(n):
@@ -113,14 +112,34 @@ def hidden_forward(params, net, data, rows, act_buf, act, n_blocks):
                     # inputs
                     o = o_base + U(r) * width
                     row = rows[r]
-                    sum_rows_f(act_buf, o, one, params, b_off + c0, values, U(0), False,
-                               indices, indptr[row], indptr[row + 1], params, n_in0 * c0,
-                               width, width, acc)
+                    _first_layer_row_f(act_buf, o, params, b_off + c0, n_in0 * c0, width,
+                                       values, indices, U(indptr[row]), U(indptr[row + 1]))
                     activate_f(act_buf, o, width, act)
             else:
                 _dense_forward_block(act_buf, o_base, width, c0, params, w_off, b_off,
                                      a_offs[layer - 1], b_rows, n_i, n_o, n, act, n_blocks)
             restore_fp_mode(mode)
+
+
+@inline
+def _first_layer_row_f(act_buf, o, params, b_off, w_base, width, values, indices, q0, q1):
+    """act_buf[o : o + width] = b + the rows of a thread's block of the first layer's W
+    (rows width apart from w_base) picked by one row's non-zero inputs (values[q] in the
+    columns indices[q], q in [q0, q1)): the bias first, then the rows added in order,
+    whole panels in vector registers (add_rows_wide_csr), the last columns in place. The
+    same sums, in the same order, as sum_rows_f."""
+    one = params.dtype.type(1)
+    scale_f(act_buf, o, one, params, b_off, width)
+    wide = wide_width(params)
+    p0 = U(0)
+    while p0 + wide <= width:
+        add_rows_wide_csr(act_buf, o + p0, params, w_base + p0, width, values, U(0), indices,
+                          q0, q1)
+        p0 += wide
+    if p0 < width:
+        for q in range(q0, q1):
+            axpy_f(act_buf, o + p0, values[q], params, w_base + U(indices[q]) * width + p0,
+                   width - p0)
 
 
 @jit

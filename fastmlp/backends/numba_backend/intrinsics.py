@@ -73,14 +73,18 @@ else:
 VECTOR_SUMS = 4
 
 
-def _vector_sum_kernel(n_bytes, n_sums, indirect):
+def _vector_sum_kernel(n_bytes, n_sums, indirect, accumulate=False):
     """A vector sum of rows (see above) as a Numba intrinsic, or as plain Python with the
-    JIT off."""
+    JIT off. ``accumulate``: the sum starts from out's values instead of zeros (one
+    partial sum only)."""
+    assert not accumulate or n_sums == 1
     if numba.config.DISABLE_JIT:
 
         def sum_rows(out, oo, w, w_base, w_stride, vals, vo, idx, q0, q1):
             lanes = n_bytes // w.dtype.itemsize
             acc = np.zeros((n_sums, lanes), dtype=w.dtype)
+            if accumulate:
+                acc[0] = out[oo : oo + lanes]
             n_main = q0 + (q1 - q0) // n_sums * n_sums
             for q in range(q0, q1):
                 j = q if idx is None else idx[q]
@@ -111,7 +115,11 @@ def _vector_sum_kernel(n_bytes, n_sums, indirect):
             out_p, w_p, vals_p = data(out_t, out_v), data(w_t, w_v), data(vals_t, vals_v)
             idx_p = None if dense else data(idx_t, idx_v)
             zeros = ir.Constant(vtype, [ir.Constant(ftype, 0.0)] * lanes)
-            sums = [cgutils.alloca_once_value(builder, zeros) for _ in range(n_sums)]
+            dst = builder.bitcast(builder.gep(out_p, [oo_v]), vtype.as_pointer())
+            align = w_t.dtype.bitwidth // 8
+            start = builder.load(dst, align=align) if accumulate else zeros
+            sums = [cgutils.alloca_once_value(builder, start if part == 0 else zeros)
+                    for part in range(n_sums)]
             fma = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(vtype, [vtype] * 3),
                 f"llvm.fma.v{lanes}f{w_t.dtype.bitwidth}")
@@ -140,9 +148,7 @@ def _vector_sum_kernel(n_bytes, n_sums, indirect):
             parts = [builder.load(acc) for acc in sums]
             while len(parts) > 1:
                 parts = [builder.fadd(parts[i], parts[i + 1]) for i in range(0, len(parts), 2)]
-            dst = builder.gep(out_p, [oo_v])
-            builder.store(parts[0], builder.bitcast(dst, vtype.as_pointer()),
-                          align=w_t.dtype.bitwidth // 8)
+            builder.store(parts[0], dst, align=align)
             return context.get_dummy_value()
 
         u64 = types.uint64
@@ -160,6 +166,9 @@ WIDE_BYTES = 256
 sum_rows_wide = _vector_sum_kernel(WIDE_BYTES, 1, True)
 # the same for a row of compressed sparse rows: a_q = vals[vo + q], in the column idx[q]
 sum_rows_wide_csr = _vector_sum_kernel(WIDE_BYTES, 1, False)
+# the training forward's first layer: out[oo : oo + L] (the bias) plus the sum, in that
+# order, as sum_rows_f adds them
+add_rows_wide_csr = _vector_sum_kernel(WIDE_BYTES, 1, False, accumulate=True)
 
 
 def _lane_count(n_bytes):
