@@ -321,15 +321,15 @@ def output_f(z, zo, n, output):
 
 
 @inline
-def nonzero_places_f(places, x, xo, n):
-    """Write the places j of the non-zero values of x[xo : xo + n] to places[0:count] and
-    return the count (uint64). Without a branch: every j is written at the next free
-    place, which only advances past a non-zero (a branch taken at random on image data
-    costs more than the stores it saves; an unsigned count spares a wrap-around check on
-    every store)."""
+def nonzero_places_f(places, po, x, xo, n):
+    """Write the places j of the non-zero values of x[xo : xo + n] to places[po : po +
+    count] and return the count (uint64). Without a branch: every j is written at the
+    next free place, which only advances past a non-zero (a branch taken at random on
+    image data costs more than the stores it saves; an unsigned count spares a
+    wrap-around check on every store)."""
     zero = x.dtype.type(0)
     count = U(0)
     for j in range(n):
-        places[count] = j
+        places[po + count] = j
         count += U(1) if x[xo + j] != zero else U(0)
     return count

@@ -53,7 +53,7 @@ def _linear_forward(out, x, w, b, n, n_in, n_out, act, n_blocks):
         acc = panel(out)
         for r in range(r0, r1):
             xo = r * n_in
-            cnt = nonzero_places_f(nz_idx, x, xo, n_in)
+            cnt = nonzero_places_f(nz_idx, U(0), x, xo, n_in)
             o = r * n_out
             sum_rows_f(out, o, one, b, U(0), x, xo, True, nz_idx, U(0), cnt, w, U(0), n_out,
                         n_out, acc)

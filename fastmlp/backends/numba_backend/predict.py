@@ -49,14 +49,15 @@ PANEL_MAX_INPUTS = 4096
 
 
 @inline
-def _row_inputs(nz_idx, X, r, n_in0, indptr, indices, csr):
+def _row_inputs(nz_idx, po, X, r, n_in0, indptr, indices, csr):
     """Where row r's non-zero inputs are, as (idx, vo, q0, q1, finite): its inputs are
     X[vo + idx[q]] for q in [q0, q1) when X is dense (idx = nz_idx, the places found
-    here), X[q] in the columns idx[q] when X holds the values of compressed sparse rows
-    (``csr``). ``finite``: whether the row holds no NaN or infinity; NaN and infinity are
-    non-zero, so checking the non-zero values checks the row (v - v is 0 exactly for
-    finite v). For a dense row the values are read from X through the places found, while
-    the row is in cache (storing them as well was slower)."""
+    here, written from nz_idx[po]), X[q] in the columns idx[q] when X holds the values
+    of compressed sparse rows (``csr``). ``finite``: whether the row holds no NaN or
+    infinity; NaN and infinity are non-zero, so checking the non-zero values checks the
+    row (v - v is 0 exactly for finite v). For a dense row the values are read from X
+    through the places found, while the row is in cache (storing them as well was
+    slower)."""
     zero = X.dtype.type(0)
     if csr:
         q0 = U(indptr[r])
@@ -69,11 +70,11 @@ def _row_inputs(nz_idx, X, r, n_in0, indptr, indices, csr):
             finite &= xv - xv == zero
     else:
         vo = r * n_in0
-        q0 = U(0)
-        q1 = nonzero_places_f(nz_idx, X, vo, n_in0)
+        q0 = U(po)
+        q1 = q0 + nonzero_places_f(nz_idx, q0, X, vo, n_in0)
         idx = nz_idx
         finite = True
-        for t in range(q1):
+        for t in range(q0, q1):
             xv = X[vo + U(nz_idx[t])]
             finite &= xv - xv == zero
     return idx, vo, q0, q1, finite
@@ -91,6 +92,13 @@ def _first_layer_f(nxt, no, X, vo, idx, q0, q1, csr, params, n_i, n_o, act, wide
         else:
             sum_rows_wide(nxt, no + p0, params, p0, n_o, X, vo, idx, q0, q1)
         p0 += wide
+    _first_layer_rest_f(nxt, no, X, vo, idx, q0, q1, csr, params, n_i, n_o, p0, act, acc)
+
+
+@inline
+def _first_layer_rest_f(nxt, no, X, vo, idx, q0, q1, csr, params, n_i, n_o, p0, act, acc):
+    """The first layer after its whole panels (columns 0:p0, summed): the bias of those
+    columns, columns p0: (bias included) through the register panel, the activation."""
     for c in range(p0):
         nxt[no + c] += params[n_i * n_o + c]
     if p0 < n_o:
@@ -139,7 +147,8 @@ def _predict_rows(out, X, indptr, indices, csr, params, top_w, w0p, usizes, p_of
     b_off = p_offs[top] + n_i * n_k
     n_bad = 0
     for r in range(r0, r1):
-        idx, vo, q0, q1, finite = _row_inputs(nz_idx, X, r, n_in0, indptr, indices, csr)
+        idx, vo, q0, q1, finite = _row_inputs(nz_idx, U(0), X, r, n_in0, indptr, indices,
+                                              csr)
         if not finite:
             n_bad += 1
             continue
@@ -167,35 +176,20 @@ def _predict_rows(out, X, indptr, indices, csr, params, top_w, w0p, usizes, p_of
 
 @inline
 def _panels_block(cur, X, indptr, indices, csr, params, w0p, n_in0, n_1, act, wide, acc,
-                  b0, n, places, counts, finite_rows):
+                  b0, n, places, starts, ends, finite_rows):
     """The first layer's outputs for the n rows from b0 into cur (rows n_1 apart), from
     the panel-major copy of its W (first_layer_panels): panel by panel, every row of the
     block, so that the panel's W (n_in0 * wide values, contiguous) stays in L2 while the
-    rows use it; the columns after the last whole panel from params. Each output is the
-    same sum in the same order as _first_layer_f's. Returns how many rows hold NaN or
+    rows use it; then, row by row, the rest as _first_layer_f does. Each output is the
+    same sum in the same order as _first_layer_f's. A dense row's places are kept for
+    every panel, row q's at places[q * n_in0:]. Returns how many rows hold NaN or
     infinity (finite_rows says which)."""
-    zero = X.dtype.type(0)
     n_bad = 0
     for q in range(n):
-        r = b0 + q
-        finite = True
-        if csr:
-            for t in range(U(indptr[r]), U(indptr[r + U(1)])):
-                xv = X[t]
-                finite &= xv - xv == zero
-        else:
-            # the places of the row's non-zero inputs (as nonzero_places_f), kept for
-            # every panel
-            vo = r * n_in0
-            po = q * n_in0
-            count = U(0)
-            for j in range(n_in0):
-                places[po + count] = j
-                count += U(1) if X[vo + j] != zero else U(0)
-            counts[q] = count
-            for t in range(count):
-                xv = X[vo + U(places[po + t])]
-                finite &= xv - xv == zero
+        _, _, q0, q1, finite = _row_inputs(places, q * n_in0, X, b0 + q, n_in0, indptr,
+                                           indices, csr)
+        starts[q] = q0
+        ends[q] = q1
         finite_rows[q] = finite
         if not finite:
             n_bad += 1
@@ -203,33 +197,23 @@ def _panels_block(cur, X, indptr, indices, csr, params, w0p, n_in0, n_1, act, wi
     for p0 in range(U(0), covered, wide):
         for q in range(n):
             if finite_rows[q]:
-                r = b0 + q
                 if csr:
                     sum_rows_wide_csr(cur, q * n_1 + p0, w0p, p0 * n_in0, wide, X, U(0),
-                                      indices, U(indptr[r]), U(indptr[r + U(1)]))
+                                      indices, starts[q], ends[q])
                 else:
-                    sum_rows_wide(cur, q * n_1 + p0, w0p, p0 * n_in0, wide, X, r * n_in0,
-                                  places, q * n_in0, q * n_in0 + counts[q])
-    one = params.dtype.type(1)
+                    sum_rows_wide(cur, q * n_1 + p0, w0p, p0 * n_in0, wide, X,
+                                  (b0 + q) * n_in0, places, starts[q], ends[q])
+    zero = X.dtype.type(0)
     for q in range(n):
-        co = q * n_1
         if not finite_rows[q]:
             for c in range(n_1):
-                cur[co + c] = zero
-            continue
-        for c in range(covered):
-            cur[co + c] += params[n_in0 * n_1 + c]
-        if covered < n_1:
-            r = b0 + q
-            if csr:
-                sum_rows_f(cur, co + covered, one, params, n_in0 * n_1 + covered, X, U(0),
-                           False, indices, U(indptr[r]), U(indptr[r + U(1)]), params,
-                           covered, n_1, n_1 - covered, acc)
-            else:
-                sum_rows_f(cur, co + covered, one, params, n_in0 * n_1 + covered, X,
-                           r * n_in0, True, places, q * n_in0, q * n_in0 + counts[q],
-                           params, covered, n_1, n_1 - covered, acc)
-        activate_f(cur, co, n_1, act)
+                cur[q * n_1 + c] = zero
+        elif csr:
+            _first_layer_rest_f(cur, q * n_1, X, U(0), indices, starts[q], ends[q], csr,
+                                params, n_in0, n_1, covered, act, acc)
+        else:
+            _first_layer_rest_f(cur, q * n_1, X, (b0 + q) * n_in0, places, starts[q],
+                                ends[q], csr, params, n_in0, n_1, covered, act, acc)
     return n_bad
 
 
@@ -251,7 +235,8 @@ def _predict_blocks(out, X, indptr, indices, csr, params, top_w, w0p, usizes, p_
     finite_rows = np.empty(blk, dtype=np.bool_)
     panels = w0p.shape[0] > 0
     nz_idx = np.empty(U(0) if csr else (blk if panels else U(1)) * n_in0, dtype=np.int32)
-    counts = np.empty(blk, dtype=np.uint64)
+    starts = np.empty(blk, dtype=np.uint64)
+    ends = np.empty(blk, dtype=np.uint64)
     k_pad = U(top_w.shape[0]) // n_i
     logits = np.empty(k_pad, dtype=out.dtype)
     lanes = vector_width(out)
@@ -265,11 +250,11 @@ def _predict_blocks(out, X, indptr, indices, csr, params, top_w, w0p, usizes, p_
         n_1 = usizes[1]
         if panels:
             n_bad += _panels_block(cur, X, indptr, indices, csr, params, w0p, n_in0, n_1, act,
-                                   wide, acc, b0, n, nz_idx, counts, finite_rows)
+                                   wide, acc, b0, n, nz_idx, starts, ends, finite_rows)
         else:
             for q in range(n):
-                idx, vo, q0, q1, finite = _row_inputs(nz_idx, X, b0 + q, n_in0, indptr,
-                                                      indices, csr)
+                idx, vo, q0, q1, finite = _row_inputs(nz_idx, U(0), X, b0 + q, n_in0,
+                                                      indptr, indices, csr)
                 finite_rows[q] = finite
                 if finite:
                     _first_layer_f(cur, q * n_1, X, vo, idx, q0, q1, csr, params, n_in0,
