@@ -291,3 +291,83 @@ else:
             return context.get_dummy_value()
 
         return types.void(arr, types.uint64), codegen
+
+
+# The places of the non-zero values among eight consecutive ones, x[xo + j : xo + j + 8],
+# written as j + t for each such value's t, lowest first, to places[at : at + 8], and
+# their count returned: one vector compare and mask move give a byte of non-zero bits,
+# which picks a row of t's from a table (MASK_PLACES); that row plus j is one vector
+# store. Testing the values one by one costs a compare, a store and an add each (the scan
+# for non-zero inputs of predict's dense rows). All eight places are written whatever
+# the count: the caller makes sure they exist, and that x holds the eight values; no
+# bounds are checked. NaN counts as non-zero, as in ``x != 0``. places is int32, x a
+# C-contiguous array of any dimension, read flat.
+MASK_LANES = 8
+
+
+def _mask_places():
+    """Row m: the places of the set bits of the byte m, lowest first (the rest 0)."""
+    table = np.zeros((1 << MASK_LANES, MASK_LANES), dtype=np.int32)
+    for m in range(1 << MASK_LANES):
+        bits = [t for t in range(MASK_LANES) if m >> t & 1]
+        table[m, :len(bits)] = bits
+    return table
+
+
+MASK_PLACES = _mask_places()
+
+if numba.config.DISABLE_JIT:
+
+    def compress_places(places, at, x, xo, j, table):
+        flat = x.reshape(-1)
+        bits = 0
+        for t in range(MASK_LANES):
+            bits |= (1 << t) if flat[int(xo + j) + t] != 0 else 0
+        places[int(at) : int(at) + MASK_LANES] = table[bits] + int(j)
+        return U(bin(bits).count("1"))
+
+else:
+
+    @intrinsic
+    def compress_places(typingctx, places, at, x, xo, j, table):
+        if not isinstance(x, types.Array) or x.layout != "C":
+            raise numba.core.errors.TypingError("compress_places reads a C-contiguous x")
+        if places.dtype != types.int32 or table.dtype != types.int32:
+            raise numba.core.errors.TypingError("compress_places writes int32 places")
+        dtype = x.dtype
+
+        def codegen(context, builder, signature, args):
+            places_v, at_v, x_v, xo_v, j_v, table_v = args
+            sig = signature.args
+
+            def data(k, value):
+                return context.make_array(sig[k])(context, builder, value).data
+
+            i32, i64 = ir.IntType(32), ir.IntType(64)
+            etype = context.get_data_type(dtype)
+            vtype = ir.VectorType(etype, MASK_LANES)
+            itype = ir.VectorType(i32, MASK_LANES)
+            src = builder.gep(data(2, x_v), [builder.add(xo_v, j_v)])
+            values = builder.load(builder.bitcast(src, vtype.as_pointer()),
+                                  align=dtype.bitwidth // 8)
+            zeros = ir.Constant(vtype, [ir.Constant(etype, 0)] * MASK_LANES)
+            if isinstance(dtype, types.Float):
+                nonzero = builder.fcmp_unordered("!=", values, zeros)
+            else:
+                nonzero = builder.icmp_unsigned("!=", values, zeros)
+            bits = builder.zext(builder.bitcast(nonzero, ir.IntType(MASK_LANES)), i64)
+            row = builder.gep(data(5, table_v), [builder.mul(bits, ir.Constant(i64, MASK_LANES))])
+            offsets = builder.load(builder.bitcast(row, itype.as_pointer()), align=4)
+            base = builder.insert_element(ir.Constant(itype, None), builder.trunc(j_v, i32),
+                                          ir.Constant(i32, 0))
+            base = builder.shuffle_vector(base, ir.Constant(itype, None),
+                                          ir.Constant(itype, [0] * MASK_LANES))
+            dst = builder.gep(data(0, places_v), [at_v])
+            builder.store(builder.add(offsets, base),
+                          builder.bitcast(dst, itype.as_pointer()), align=4)
+            ctpop = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(i64, [i64]), "llvm.ctpop.i64")
+            return builder.call(ctpop, [bits])
+
+        u64 = types.uint64
+        return u64(places, u64, x, u64, u64, table), codegen
