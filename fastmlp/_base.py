@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state
+from sklearn.utils import assert_all_finite, check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from . import _progress
@@ -56,7 +56,7 @@ from .backends.pages import predict_params
 from .backends.sparse import CONVERT_ROWS, checked_csr, scaled_block
 from .network import init_params, layer_sizes_for, summary_table
 from .optim import OptimizerState
-from .threads import adaptive_team, epoch_threads, serial_blas_between, thread_limit
+from .threads import adaptive_team, epoch_threads, resolve_n_jobs, serial_blas_between, thread_limit
 
 AUTO_BATCH_SIZE = 64
 # how often a progress bar is updated during an in-memory epoch (a streamed epoch
@@ -103,6 +103,41 @@ def model_input(X, dtype, scale):
 def input_scale(value):
     """The input_scale parameter as the backends take it: None, or a float other than 1."""
     return _checked_scale("input_scale", value)
+
+
+# a dense X of at least this many values is checked for NaN and infinity by a parallel
+# compiled pass: scikit-learn's check sums X on one thread (23 ms for MNIST's 60,000
+# float32 rows, against 11 ms on two threads)
+PARALLEL_CHECK_VALUES = 2**20
+
+
+def validated_fit_data(estimator, X, y, **kwargs):
+    """scikit-learn's validate_data of X and y for fit (y's checks, finiteness
+    included, as it makes them), with X's check for NaN and infinity made by
+    check_finite_X."""
+    X, y = validate_data(estimator, X, y, ensure_all_finite=False, **kwargs)
+    check_finite_X(X, estimator)
+    return X, y
+
+
+def check_finite_X(X, estimator):
+    """Raise scikit-learn's ValueError if X (validated, dense or sparse) holds NaN or
+    infinity. A large dense float X is checked by a parallel pass on Numba's threads (at
+    most the estimator's n_jobs), whatever the backend: it is a helper of the estimator,
+    not part of the backends' contract. Anything else, and any X that pass finds
+    wanting, goes to scikit-learn's assert_all_finite, which raises its usual message."""
+    if (isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind == "f"
+            and X.flags.c_contiguous and X.size >= PARALLEL_CHECK_VALUES):
+        from .backends.numba_backend import thread_limit as numba_threads
+        from .backends.numba_backend.inputs import all_finite
+
+        n = resolve_n_jobs(estimator.n_jobs)
+        with numba_threads(n) if n is not None else nullcontext():
+            if all_finite(X):
+                return
+    if not sp.issparse(X) and X.dtype.kind != "f":
+        return  # integers are finite
+    assert_all_finite(X, estimator_name=type(estimator).__name__, input_name="X")
 
 
 def checked_X(X):

@@ -13,9 +13,15 @@ from sklearn.exceptions import DataConversionWarning
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
-from sklearn.utils.validation import validate_data
 
-from ._base import SPARSE_FORMATS, BaseMLP, checked_X, input_dtypes, weights_or_none
+from ._base import (
+    SPARSE_FORMATS,
+    BaseMLP,
+    checked_X,
+    input_dtypes,
+    validated_fit_data,
+    weights_or_none,
+)
 from .backends.codes import IDENTITY, LOGISTIC, SOFTMAX, Target
 
 _TINY = np.finfo(np.float64).tiny
@@ -256,7 +262,7 @@ default "constant"
         """Validate X and y; set or check ``classes_``. Class labels train a softmax
         output; a 2-D 0/1 indicator y (multilabel) a logistic output per label."""
         dtype = p["dtype"]
-        X, y = validate_data(self, X, y, reset=reinitialise, dtype=input_dtypes(dtype),
+        X, y = validated_fit_data(self, X, y, reset=reinitialise, dtype=input_dtypes(dtype),
                              order="C", accept_sparse=SPARSE_FORMATS, multi_output=True,
                              y_numeric=False)
         X = checked_X(X)

@@ -11,9 +11,15 @@ from sklearn.base import RegressorMixin
 from sklearn.exceptions import DataConversionWarning
 from sklearn.metrics import r2_score
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import validate_data
 
-from ._base import SPARSE_FORMATS, BaseMLP, checked_X, input_dtypes, weights_or_none
+from ._base import (
+    SPARSE_FORMATS,
+    BaseMLP,
+    checked_X,
+    input_dtypes,
+    validated_fit_data,
+    weights_or_none,
+)
 from .backends.codes import EXP, IDENTITY, Target
 
 # loss -> the output function it is the canonical loss of
@@ -110,7 +116,7 @@ best_loss_, validation_scores_, best_validation_score_, n_layers_, backend_
         """Validate X and y (numbers, finite; for the Poisson loss >= 0); y as a
         (n_samples, n_outputs) matrix of the model's dtype."""
         dtype = p["dtype"]
-        X, y = validate_data(self, X, y, reset=reinitialise, dtype=input_dtypes(dtype),
+        X, y = validated_fit_data(self, X, y, reset=reinitialise, dtype=input_dtypes(dtype),
                              order="C", accept_sparse=SPARSE_FORMATS, multi_output=True,
                              y_numeric=True)
         X = checked_X(X)

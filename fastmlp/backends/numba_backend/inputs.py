@@ -21,6 +21,26 @@ def _count_row_nonzeros(counts, X):
 
 
 @pjit
+def _count_not_finite(X):
+    # X (N, I0): how many of its values are NaN or infinite (x - x is 0 exactly for
+    # finite x); counted without a branch, so the loop is vectorised
+    total = 0
+    for r in prange(X.shape[0]):
+        c = 0
+        for j in range(X.shape[1]):
+            x = X[r, j]
+            c += 1 if x - x != 0 else 0
+        total += c
+    return total
+
+
+def all_finite(X):
+    """Whether the dense 2-D float array X holds no NaN and no infinity: one parallel
+    pass on Numba's threads."""
+    return _count_not_finite(read_only(X)) == 0
+
+
+@pjit
 def _fill_sparse_rows(indices, values, indptr, X):
     # X (N, I0); indices, values (nnz,); indptr (N + 1,)
     # Without a branch: every input is written at the row's next free place, which only
