@@ -151,3 +151,34 @@ def test_fused_epoch_leaves_the_threads_floating_point_mode_as_it_was(compiled_b
     tiny = np.full(64, 2.0**-126, dtype=np.float32)
     assert np.all(tiny * np.float32(0.5) == np.float32(2.0**-127))  # this thread
     assert np.all(_halve_in_threads(tiny) == np.float32(2.0**-127))  # numba's pool
+
+
+def test_thread_limit_sets_blas_threads_and_restores_them(monkeypatch):
+    """thread_limit holds every BLAS library to n threads inside and restores each count
+    after, through the cached controller, which is looked up again once a module has
+    been imported (one may bring a library of its own), and not otherwise."""
+    import sys
+    import types
+
+    from threadpoolctl import threadpool_info
+
+    from fastmlp import threads
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    assert before, "no BLAS library is loaded"
+    with threads.thread_limit(1):
+        assert blas_threads() == [1] * len(before)
+    assert blas_threads() == before
+
+    first = threads._threadpool_controller()
+    assert threads._threadpool_controller() is first
+    monkeypatch.setitem(sys.modules, "_fastmlp_new_module", types.ModuleType("new"))
+    second = threads._threadpool_controller()
+    assert second is not first
+    assert threads._threadpool_controller() is second
+    with threads.thread_limit(1):
+        assert blas_threads() == [1] * len(before)
+    assert blas_threads() == before
