@@ -203,16 +203,28 @@ def test_predict_proba_matches_forward(backend, dtype, tol, layer_sizes, act_nam
     assert not np.allclose(logits, out), "logits must differ from probabilities"
 
 
-@pytest.mark.parametrize("bad_row", [0, 130, 299])
+_BLOCK = 256  # numba's PREDICT_BLOCK (test_predict_block_size)
+
+
+def test_predict_block_size():
+    from fastmlp.backends.numba_backend.predict import PREDICT_BLOCK
+
+    # the rows of the block tests below are placed by it
+    assert PREDICT_BLOCK == _BLOCK
+
+
+@pytest.mark.parametrize("bad_row", [0, _BLOCK + 2, 3 * _BLOCK - 1])
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_predict_refuses_a_non_finite_row_in_any_block(backend, bad_row, bad):
     """Deep networks predict in blocks of rows (numba: PREDICT_BLOCK); a bad row in the
-    first, a middle or the last block is found, whichever thread has it."""
+    first block, in a thread's second (short) block or in the last is found, whichever
+    thread has it."""
     if not getattr(backend, "CHECKS_FINITE_INPUT", False):
         pytest.skip("this backend leaves the check of X to the estimator")
-    X, _, params, sizes = _problem(np.float32, (7, 9, 5, 3, 2), n=300)
+    n = 3 * _BLOCK
+    X, _, params, sizes = _problem(np.float32, (7, 9, 5, 3, 2), n=n)
     X[bad_row, 3] = bad
-    out = np.empty((300, 2), dtype=np.float32)
+    out = np.empty((n, 2), dtype=np.float32)
     with pytest.raises(ValueError, match="NaN or infinity"):
         backend.predict_proba(out, X, params, sizes, RELU)
 
