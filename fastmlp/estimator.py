@@ -262,9 +262,10 @@ default "constant"
         """Validate X and y; set or check ``classes_``. Class labels train a softmax
         output; a 2-D 0/1 indicator y (multilabel) a logistic output per label."""
         dtype = p["dtype"]
-        X, y = validated_fit_data(self, X, y, reset=reinitialise, dtype=input_dtypes(dtype),
-                             order="C", accept_sparse=SPARSE_FORMATS, multi_output=True,
-                             y_numeric=False)
+        X, y = validated_fit_data(self, X, y, reset=reinitialise,
+                                  dtype=input_dtypes(dtype), order="C",
+                                  accept_sparse=SPARSE_FORMATS, multi_output=True,
+                                  y_numeric=False)
         X = checked_X(X)
         if y.ndim == 2 and y.shape[1] == 1 and type_of_target(y) != "multilabel-indicator":
             warnings.warn("A column-vector y was passed when a 1d array was expected. "

@@ -116,9 +116,10 @@ best_loss_, validation_scores_, best_validation_score_, n_layers_, backend_
         """Validate X and y (numbers, finite; for the Poisson loss >= 0); y as a
         (n_samples, n_outputs) matrix of the model's dtype."""
         dtype = p["dtype"]
-        X, y = validated_fit_data(self, X, y, reset=reinitialise, dtype=input_dtypes(dtype),
-                             order="C", accept_sparse=SPARSE_FORMATS, multi_output=True,
-                             y_numeric=True)
+        X, y = validated_fit_data(self, X, y, reset=reinitialise,
+                                  dtype=input_dtypes(dtype), order="C",
+                                  accept_sparse=SPARSE_FORMATS, multi_output=True,
+                                  y_numeric=True)
         X = checked_X(X)
         if y.ndim == 2 and y.shape[1] == 1:
             warnings.warn("A column-vector y was passed when a 1d array was expected. "

@@ -11,7 +11,11 @@ numba = pytest.importorskip("numba")
 
 from fastmlp.backends.numba_backend._config import U  # noqa: E402
 from fastmlp.backends.numba_backend.inline import nonzero_places_f  # noqa: E402
-from fastmlp.backends.numba_backend.intrinsics import MASK_LANES, MASK_PLACES, compress_places  # noqa: E402
+from fastmlp.backends.numba_backend.intrinsics import (  # noqa: E402
+    MASK_LANES,
+    MASK_PLACES,
+    compress_places,
+)
 
 
 @numba.njit
