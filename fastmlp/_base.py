@@ -111,23 +111,26 @@ def input_scale(value):
 PARALLEL_CHECK_VALUES = 2**20
 
 
-def validated_fit_data(estimator, X, y, **kwargs):
+def validated_fit_data(estimator, X, y, backend, **kwargs):
     """scikit-learn's validate_data of X and y for fit (y's checks, finiteness
     included, as it makes them), with X's check for NaN and infinity made by
-    check_finite_X."""
+    check_finite_X for a fit on ``backend``."""
     X, y = validate_data(estimator, X, y, ensure_all_finite=False, **kwargs)
-    check_finite_X(X, estimator)
+    check_finite_X(X, estimator, backend)
     return X, y
 
 
-def check_finite_X(X, estimator):
+def check_finite_X(X, estimator, backend):
     """Raise scikit-learn's ValueError if X (validated, dense or sparse) holds NaN or
-    infinity. A large dense float X is checked by a parallel pass on Numba's threads (at
-    most the estimator's n_jobs), whatever the backend: it is a helper of the estimator,
-    not part of the backends' contract. Anything else, and any X that pass finds
-    wanting, goes to scikit-learn's assert_all_finite, which raises its usual message."""
-    if (isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind == "f"
-            and X.flags.c_contiguous and X.size >= PARALLEL_CHECK_VALUES):
+    infinity. For a fit on the numba backend, a large dense float X is checked by a
+    parallel pass on Numba's threads (at most the estimator's n_jobs): a helper of the
+    estimator, not part of the backends' contract, and not used for the other backends,
+    whose processes need not load Numba's compiler at all. Anything else, and any X that
+    pass finds wanting, goes to scikit-learn's assert_all_finite, which raises its usual
+    message."""
+    if (getattr(backend, "NAME", None) == "numba" and isinstance(X, np.ndarray)
+            and X.ndim == 2 and X.dtype.kind == "f" and X.flags.c_contiguous
+            and X.size >= PARALLEL_CHECK_VALUES):
         from .backends.numba_backend import thread_limit as numba_threads
         from .backends.numba_backend.inputs import all_finite
 

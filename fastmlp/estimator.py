@@ -262,7 +262,7 @@ default "constant"
         """Validate X and y; set or check ``classes_``. Class labels train a softmax
         output; a 2-D 0/1 indicator y (multilabel) a logistic output per label."""
         dtype = p["dtype"]
-        X, y = validated_fit_data(self, X, y, reset=reinitialise,
+        X, y = validated_fit_data(self, X, y, p["backend"], reset=reinitialise,
                                   dtype=input_dtypes(dtype), order="C",
                                   accept_sparse=SPARSE_FORMATS, multi_output=True,
                                   y_numeric=False)

@@ -116,7 +116,7 @@ best_loss_, validation_scores_, best_validation_score_, n_layers_, backend_
         """Validate X and y (numbers, finite; for the Poisson loss >= 0); y as a
         (n_samples, n_outputs) matrix of the model's dtype."""
         dtype = p["dtype"]
-        X, y = validated_fit_data(self, X, y, reset=reinitialise,
+        X, y = validated_fit_data(self, X, y, p["backend"], reset=reinitialise,
                                   dtype=input_dtypes(dtype), order="C",
                                   accept_sparse=SPARSE_FORMATS, multi_output=True,
                                   y_numeric=True)

@@ -96,3 +96,23 @@ def test_a_large_finite_x_fits_as_before(monkeypatch):
     ours = fit()
     monkeypatch.setattr("fastmlp._base.PARALLEL_CHECK_VALUES", X.size + 1)
     np.testing.assert_array_equal(ours, fit())
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy", "cython"])
+def test_the_parallel_pass_is_the_numba_backends_alone(monkeypatch, backend):
+    # only a fit on the numba backend loads Numba's compiler for the check; the others
+    # get scikit-learn's check (and its message) as before
+    from fastmlp.backends import backend_status
+    from fastmlp.backends.numba_backend import inputs
+
+    if backend_status()[backend] is not None:
+        pytest.skip(f"the {backend} backend is not available")
+    calls = []
+    real = inputs.all_finite
+    monkeypatch.setattr(inputs, "all_finite", lambda X: calls.append(X.shape) or real(X))
+    X = _big(np.float32)
+    X[7, 7] = np.inf
+    with pytest.raises(ValueError) as info:
+        FastMLP(hidden_layer_sizes=(4,), max_iter=1, backend=backend).fit(X, X[:, 0] > 0)
+    assert str(info.value) == _sklearn_message(X, "FastMLP")
+    assert calls == ([X.shape] if backend == "numba" else [])
