@@ -46,7 +46,11 @@ def test_the_team_leaves_a_core_to_another_process_and_takes_it_back(monkeypatch
     assert all(t == 2 for t, _ in ran) and team.probes == 0
     assert ran[-1][1] == int(260_000 * AdaptiveTeam.PART_SECONDS) // 64 * 64
     # another process takes a core: the team collapses; the sharp slowdown makes it
-    # look at once, a one-thread probe wins, and it stays on one thread
+    # look at once, a one-thread probe wins, and it stays on one thread. (The next
+    # scheduled look is put off by a part, so that it is the slowdown that makes the
+    # team look: the schedule's random wait could otherwise fall due on this very part,
+    # and the probe would come one part early.)
+    team.wait = max(team.wait, 2)
     machine.busy = 1.0
     shared = {1: 1 / 140_000, 2: 1 / 2_000}.get
     ran = [_run(team, shared) for _ in range(3)]
