@@ -56,7 +56,7 @@ from .backends.pages import predict_params
 from .backends.sparse import CONVERT_ROWS, checked_csr, scaled_block
 from .network import init_params, layer_sizes_for, summary_table
 from .optim import OptimizerState
-from .threads import adaptive_team, epoch_threads, resolve_n_jobs, serial_blas_between, thread_limit
+from .threads import adaptive_team, epoch_threads, serial_blas_between, thread_limit
 
 AUTO_BATCH_SIZE = 64
 # how often a progress bar is updated during an in-memory epoch (a streamed epoch
@@ -123,19 +123,17 @@ def validated_fit_data(estimator, X, y, backend, **kwargs):
 def check_finite_X(X, estimator, backend):
     """Raise scikit-learn's ValueError if X (validated, dense or sparse) holds NaN or
     infinity. For a fit on the numba backend, a large dense float X is checked by a
-    parallel pass on Numba's threads (at most the estimator's n_jobs): a helper of the
-    estimator, not part of the backends' contract, and not used for the other backends,
-    whose processes need not load Numba's compiler at all. Anything else, and any X that
-    pass finds wanting, goes to scikit-learn's assert_all_finite, which raises its usual
-    message."""
+    parallel pass on Numba's threads, as many as thread_limit allows the fit: a helper
+    of the estimator, not part of the backends' contract, and not used for the other
+    backends, whose processes need not load Numba's compiler at all. Anything else, and
+    any X that pass finds wanting, goes to scikit-learn's assert_all_finite, which
+    raises its usual message."""
     if (getattr(backend, "NAME", None) == "numba" and isinstance(X, np.ndarray)
             and X.ndim == 2 and X.dtype.kind == "f" and X.flags.c_contiguous
             and X.size >= PARALLEL_CHECK_VALUES):
-        from .backends.numba_backend import thread_limit as numba_threads
         from .backends.numba_backend.inputs import all_finite
 
-        n = resolve_n_jobs(estimator.n_jobs)
-        with numba_threads(n) if n is not None else nullcontext():
+        with thread_limit(estimator.n_jobs, backend):
             if all_finite(X):
                 return
     if not sp.issparse(X) and X.dtype.kind != "f":
