@@ -15,7 +15,9 @@ OptimizerStep (the optimizer's hyperparameters), passed by pointer.
 
 Parallel loops split work so that each output element is written by one thread and summed
 in a fixed order: the first layer forward and every row-wise step by rows, weight
-gradients by input units. Results therefore do not depend on the thread count.
+gradients by input units, and the dense layers' matrix products in blocks of a fixed
+number of units (DENSE_UNITS), so that BLAS sees the same shapes whatever the threads.
+Results therefore do not depend on the thread count.
 
 Row-major arrays are handed to the column-major BLAS as their transposes:
 a row-major (r, c) matrix is a column-major (c, r) one with leading dimension c.
@@ -72,6 +74,10 @@ cdef double FLUSH_BELOW = 1.1754943508222875e-38
 # and scratch are rounded up to a multiple of it, so that no two threads write one line.
 cdef enum:
     ALIGN_VALUES = 16
+    # units per block of a dense hidden layer's matrix products in the epoch: a fixed
+    # size, not a share of the threads, so that every product has the same shape at any
+    # thread count (BLAS may sum a product of another shape in another order)
+    DENSE_UNITS = 64
     # rows per matrix product through the dense hidden layers in predict
     PREDICT_BLOCK = 128
 
@@ -720,10 +726,10 @@ cdef void _forward_above(const floating* params, const Layout* net, const Rows* 
             # a dense hidden layer: a matrix product per thread's block of units
             with parallel(num_threads=n_blocks):
                 mode = fastmlp_flush_subnormals()
-                for k in prange(n_blocks, schedule="static"):
+                for k in prange(_dense_blocks(n_out), schedule="static"):
                     _dense_forward(w, b, acts + a_offs[layer - 1], acts + a_offs[layer], n,
-                                   n_in, n_out, _split(n_out, n_blocks, k),
-                                   _split(n_out, n_blocks, k + 1), act)
+                                   n_in, n_out, _dense_unit(n_out, k),
+                                   _dense_unit(n_out, k + 1), act)
                 fastmlp_restore_fp_mode(mode)
             continue
         with parallel(num_threads=n_blocks):
@@ -741,10 +747,14 @@ cdef void _forward_above(const floating* params, const Layout* net, const Rows* 
             fastmlp_restore_fp_mode(mode)
 
 
-cdef inline Py_ssize_t _split(Py_ssize_t n, int n_blocks, Py_ssize_t k) noexcept nogil:
-    # where block k of n units starts (k = n_blocks: n), on whole cache lines
-    cdef Py_ssize_t at = _round_up(n * k // n_blocks, ALIGN_VALUES)
-    return at if at < n else n
+cdef inline Py_ssize_t _dense_blocks(Py_ssize_t n) noexcept nogil:
+    # how many blocks of DENSE_UNITS units n units make
+    return (n + DENSE_UNITS - 1) // DENSE_UNITS
+
+
+cdef inline Py_ssize_t _dense_unit(Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    # where dense block k of n units starts (k = _dense_blocks(n): n)
+    return k * DENSE_UNITS if k * DENSE_UNITS < n else n
 
 
 cdef void _dense_forward(const floating* w, const floating* b, const floating* h,
@@ -813,11 +823,10 @@ cdef Py_ssize_t _backward_above(const floating* params, floating* grads, const L
             # a dense hidden layer: matrix products per thread's block of input units
             with parallel(num_threads=n_blocks):
                 mode = fastmlp_flush_subnormals()
-                for k in prange(n_blocks, schedule="static"):
+                for k in prange(_dense_blocks(n_in), schedule="static"):
                     _dense_backward(w, dw, acts + a_offs[layer - 1],
                                     deltas + a_offs[layer - 1], deltas + a_offs[layer], n,
-                                    n_in, n_out,
-                                    _split(n_in, n_blocks, k), _split(n_in, n_blocks, k + 1),
+                                    n_in, n_out, _dense_unit(n_in, k), _dense_unit(n_in, k + 1),
                                     alpha_n, pen_rows + pen_off, act)
                 fastmlp_restore_fp_mode(mode)
             _sum_bias_grad(dw + n_in * n_out, deltas + a_offs[layer], n, n_out)
