@@ -698,13 +698,18 @@ class BaseMLP(BaseEstimator):
         params = predict_params(self._params, X.shape[0])
         out = np.empty((X.shape[0], self._layer_sizes[-1]), dtype=dtype)
         scale = input_scale(self.input_scale)
-        # X as stored (integer) or to be scaled goes through by blocks of rows
-        blocks = ([(0, X.shape[0])] if sp.issparse(X) or (X.dtype == dtype and scale is None)
+        # dense X goes through by blocks of rows, converted block by block where it is
+        # stored (integer) or to be scaled; the blocks are the same whether it needs
+        # converting or not, so X as uint8 pixels with input_scale and X as the scaled
+        # floats go through the same products of the same shapes, and give the same bits
+        blocks = ([(0, X.shape[0])] if sp.issparse(X)
                   else [(s, min(s + CONVERT_ROWS, X.shape[0]))
                         for s in range(0, X.shape[0], CONVERT_ROWS)])
+        as_is = not sp.issparse(X) and X.dtype == dtype and scale is None
         with thread_limit(self.n_jobs, backend), np.errstate(all="ignore"):
             for start, stop in blocks:
-                part = (model_input(X, dtype, scale) if sp.issparse(X) or len(blocks) == 1
+                part = (model_input(X, dtype, scale) if sp.issparse(X)
+                        else X[start:stop] if as_is
                         else scaled_block(X, start, stop, dtype, scale))
                 backend.predict_proba(out[start:stop], part, params, self._layer_sizes,
                                       activation, output=output)
