@@ -30,8 +30,17 @@ def _expected_failed_checks(estimator):
     if estimator.dtype == "float32":
         why = ("float32 arithmetic: the weighted and the repeated rows fit the same model "
                "to about 1e-6 (relative), and the check asks for 1e-7; in float64 it passes")
-        return {"check_sample_weight_equivalence_on_dense_data": why,
-                "check_sample_weight_equivalence_on_sparse_data": why}
+        failing = {"check_sample_weight_equivalence_on_dense_data": why,
+                   "check_sample_weight_equivalence_on_sparse_data": why}
+        if isinstance(estimator, FastMLPRegressor):
+            # the dense layers' products go through BLAS, which may round a row's product
+            # differently with the number of rows beside it (OpenBLAS's Haswell kernels do);
+            # the check asks for 1e-7 on outputs near 3, about one float32 step. What does
+            # hold is tested in test_a_row_predicts_the_same_alone_and_among_others
+            failing["check_methods_subset_invariance"] = (
+                "float32 outputs of one row alone and among others agree to a few units "
+                "in the last place, not to the check's 1e-7")
+        return failing
     return {}
 
 
@@ -45,6 +54,29 @@ def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         check(estimator)
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float32", 1e-6), ("float64", 1e-13)])
+@pytest.mark.parametrize("estimator", [FastMLP, FastMLPRegressor])
+def test_a_row_predicts_the_same_alone_and_among_others(backend_name, estimator, dtype,
+                                                        rtol):
+    # what scikit-learn's check_methods_subset_invariance asks, with the tolerance that
+    # holds on every CPU and BLAS: each row alone, in blocks of 7, and all at once
+    X, y = _blobs(n=300)
+    target = y if estimator is FastMLP else X[:, 0] * 3 + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = estimator(hidden_layer_sizes=(32, 16), max_iter=3, random_state=0,
+                          dtype=dtype, backend=backend_name).fit(X, target)
+    method = model.predict_proba if estimator is FastMLP else model.predict
+    whole = method(X)
+    alone = np.concatenate([method(X[i:i + 1]) for i in range(X.shape[0])])
+    blocks = np.concatenate([method(X[i:i + 7]) for i in range(0, X.shape[0], 7)])
+    scale = np.abs(whole).max()
+    np.testing.assert_allclose(alone, whole, rtol=rtol, atol=rtol * scale)
+    np.testing.assert_allclose(blocks, whole, rtol=rtol, atol=rtol * scale)
+    if estimator is FastMLP:
+        np.testing.assert_array_equal(model.predict(X[:1]), model.predict(X)[:1])
 
 
 def test_xor_needs_a_hidden_layer(backend_name):
