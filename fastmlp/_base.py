@@ -39,7 +39,7 @@ from ._stream import (
     how_read,
     part_rows_for,
 )
-from .backends import get_backend
+from .backends import auto_may_use, get_backend
 from .backends.codes import (
     ACTIVATIONS,
     CONSTANT,
@@ -725,11 +725,16 @@ class BaseMLP(BaseEstimator):
     def _prediction_backend(self):
         """The backend that trained the model, or auto's pick where that one is not
         available (a model saved on a machine with the compiled extension and loaded on
-        one without): every backend computes the same function."""
+        one without) or, for a model fitted with backend="auto", would compile first (a
+        model loaded in a process whose numba kernels are not compiled): every backend
+        computes the same function."""
+        dtype = self._params.dtype
+        if self.backend == "auto" and not auto_may_use(self.backend_, dtype):
+            return get_backend("auto", dtype)
         try:
             return get_backend(self.backend_)
         except ImportError:
-            return get_backend("auto")
+            return get_backend("auto", dtype)
 
     def _predict_forward(self, X, output=None):
         """The outputs for X through ``output`` (default: the trained output function)."""

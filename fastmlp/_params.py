@@ -153,10 +153,11 @@ def class_weight(name, value):
                     f"got {value!r}")
 
 
-def backend(name, value):
+def backend(name, value, dtype="float32"):
     """A backend name, resolved to its module; ``get_backend`` raises for an unknown or
-    unavailable one."""
-    return get_backend(value)
+    unavailable one. "auto" is resolved for work of ``dtype`` (the one resolved before
+    it in the table)."""
+    return get_backend(value, dtype)
 
 
 _Integral, _Real = numbers.Integral, numbers.Real
@@ -199,5 +200,13 @@ def validate_params(estimator, constraints=PARAMETER_CONSTRAINTS) -> dict:
     """Check each parameter of ``estimator`` against its rule, in the table's order, and
     return the resolved values by parameter name (the table serves both estimators: a
     parameter the estimator does not have is skipped)."""
-    return {name: rule(name, getattr(estimator, name)) for name, rule in constraints.items()
-            if hasattr(estimator, name)}
+    resolved = {}
+    for name, rule in constraints.items():
+        if not hasattr(estimator, name):
+            continue
+        if rule is backend:
+            resolved[name] = rule(name, getattr(estimator, name),
+                                  resolved.get("dtype", "float32"))
+        else:
+            resolved[name] = rule(name, getattr(estimator, name))
+    return resolved

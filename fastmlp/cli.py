@@ -1,5 +1,5 @@
-"""The ``fastmlp`` command: ``train`` (MNIST or any MNIST-style IDX data), ``info`` and
-``compare``."""
+"""The ``fastmlp`` command: ``train`` (MNIST or any MNIST-style IDX data), ``info``,
+``warmup`` and ``compare``."""
 
 from __future__ import annotations
 
@@ -144,7 +144,13 @@ def cmd_deform(args) -> int:
 
 def cmd_info(args) -> int:
     from . import __version__
-    from .backends import AUTO_ORDER, AUTO_REASONS, backend_status
+    from .backends import (
+        AUTO_REASONS,
+        RUN_TIME_COMPILED,
+        auto_candidates,
+        backend_status,
+        jit_cache,
+    )
     from .threads import blas_info, cpu_count, default_threads
 
     print(f"fastmlp {__version__}")
@@ -168,13 +174,24 @@ def cmd_info(args) -> int:
     print("libraries: " + ", ".join(versions))
     print("backends:")
     status = backend_status()
-    auto = next((name for name in AUTO_ORDER if status.get(name) is None), None)
+    picks = {dtype: next((name for name in auto_candidates(dtype) if status.get(name) is None),
+                         None) for dtype in ("float32", "float64")}
     for name, why in status.items():
         mark = "available" if why is None else f"not available ({why})"
-        chosen = "  <- auto" if name == auto else ""
+        chosen = "  <- auto" if name == picks["float32"] else ""
         print(f"  {name:8s} {mark}{chosen}")
-    if auto is not None:
-        print(f"auto picks {auto}: {AUTO_REASONS.get(auto, 'the first available')}")
+    for dtype, auto in picks.items():
+        if auto is not None:
+            print(f"auto picks {auto} for {dtype}: "
+                  f"{AUTO_REASONS.get(auto, 'the first available')}")
+    for name in sorted(RUN_TIME_COMPILED):
+        if status.get(name) is None:
+            states = ", ".join(f"{dtype} {jit_cache.state(name, dtype)}"
+                               for dtype in ("float32", "float64"))
+            print(f"{name} kernels: {states} (compiled code in {jit_cache.code_dir()}; "
+                  "`fastmlp warmup` compiles them now; background compiles "
+                  f"{'on' if jit_cache.background_enabled() else 'off'}, "
+                  "FASTMLP_BACKGROUND_COMPILE)")
     if status.get("cython") is None:
         from .backends import cython_backend
 
@@ -189,11 +206,28 @@ def cmd_info(args) -> int:
 
         print(f"numba: {numba.get_num_threads()} threads (pool of "
               f"{numba.config.NUMBA_NUM_THREADS}), threading layer "
-              f"{numba_backend.threading_layer()}, compiled-code cache in "
-              f"{numba_backend.cache_location()}")
+              f"{numba_backend.threading_layer()}")
     for entry in blas_info():
         print(f"BLAS: {entry['internal_api']} {entry['version']}, {entry['num_threads']} threads,"
               f" threading {entry['threading_layer']}, core {entry['architecture']}")
+    return 0
+
+
+def cmd_warmup(args) -> int:
+    from .backends import RUN_TIME_COMPILED, jit_cache
+    from .warmup import warm_up
+
+    dtypes = ("float32", "float64") if args.dtype == "all" else (args.dtype,)
+    for name in sorted(RUN_TIME_COMPILED):
+        for dtype in dtypes:
+            # wait for a background compile of the same kernels rather than race it
+            with jit_cache.compile_lock(name, dtype, wait=True):
+                if jit_cache.ready(name, dtype):
+                    print(f"{name} {dtype}: already compiled ({jit_cache.code_dir()})")
+                    continue
+                seconds = warm_up(name, dtype, progress=print)
+                print(f"{name} {dtype}: compiled in {seconds:.1f} s, cached in "
+                      f"{jit_cache.code_dir()}")
     return 0
 
 
@@ -248,6 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="version, backends, threads and BLAS")
     info.set_defaults(func=cmd_info)
+
+    warmup = sub.add_parser(
+        "warmup", help="compile the numba backend's kernels now, with progress (auto uses "
+                       "numba only once they are compiled; otherwise a fit starts their "
+                       "compile in the background)")
+    warmup.add_argument("--dtype", choices=("float32", "float64", "all"), default="float32",
+                        help="the kernels of which dtype (default float32)")
+    warmup.set_defaults(func=cmd_warmup)
 
     compare = sub.add_parser(
         "compare", help="every kernel on every backend, and the MNIST fit against "

@@ -12,6 +12,10 @@ TOLERANCES = {
     np.dtype(np.float64): {"rtol": 1e-9, "atol": 1e-11},
 }
 
+# The suite compiles numba's kernels in its own process where a test asks for them; no
+# fit of it starts a background compile (tests of that switch it on themselves).
+os.environ.setdefault("FASTMLP_BACKGROUND_COMPILE", "0")
+
 # A comma-separated list of backends that must be present: CI sets it so that a backend
 # that failed to build fails the run instead of being skipped.
 _REQUIRED = [b for b in os.environ.get("FASTMLP_REQUIRE_BACKENDS", "").split(",") if b]

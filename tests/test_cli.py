@@ -47,14 +47,17 @@ def test_info(capsys):
     assert re.search(r"numpy +available", out)
     assert "<- auto" in out
     assert "BLAS:" in out
-    from fastmlp.backends import AUTO_ORDER, available_backends
+    from fastmlp.backends import auto_candidates, available_backends, jit_cache
 
-    auto = next(name for name in AUTO_ORDER if name in available_backends())
+    auto = next(name for name in auto_candidates("float32") if name in available_backends())
     assert re.search(rf"{auto} +available +<- auto", out)
     assert out.count("<- auto") == 1
-    assert re.search(rf"auto picks {auto}: \w", out)
+    assert re.search(rf"auto picks {auto} for float32: \w", out)
     if "numba" in available_backends():
         assert re.search(r"numba: \d+ threads .* threading layer (omp|tbb|workqueue)", out)
+        states = [jit_cache.state("numba", d) for d in ("float32", "float64")]
+        assert (f"numba kernels: float32 {states[0]}, float64 {states[1]} (compiled code in "
+                f"{jit_cache.code_dir()}") in out
     if "cython" in available_backends():
         assert re.search(r"cython: extension built, (OpenMP|serial)", out)
     else:

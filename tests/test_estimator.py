@@ -128,9 +128,10 @@ def test_fitted_attributes(backend_name):
 def test_auto_backend_records_choice():
     X, y = _blobs(n=50)
     clf = FastMLP(max_iter=2).fit(X, y)
-    from fastmlp.backends import AUTO_ORDER
+    from fastmlp.backends import auto_candidates
 
-    expected = next(name for name in AUTO_ORDER if name in available_backends())
+    expected = next(name for name in auto_candidates("float32")
+                    if name in available_backends())
     assert clf.backend_ == expected
 
 

@@ -78,24 +78,28 @@ def test_threading_layer_is_reported():
     assert threading_layer() in ("omp", "tbb", "workqueue")
 
 
-def test_cache_is_cleared_when_any_source_changes(tmp_path, monkeypatch):
-    from fastmlp.backends.numba_backend import _stale
+def test_compiled_code_follows_every_source_it_is_built_from(tmp_path, monkeypatch):
+    # numba checks a cached kernel only against its own file, not the helpers compiled
+    # into it: the cache's folder is named by a digest of all the backends' sources
+    from fastmlp.backends import jit_cache
 
-    (tmp_path / "inline.py").write_text("x = 1\n")
-    cache = tmp_path / "__pycache__"
-    cache.mkdir()
-    monkeypatch.setattr(_stale, "_HERE", tmp_path)
-    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
-    _stale.clear_stale_cache()  # no stamp yet: whatever is cached is of unknown sources
-    (cache / "epoch.kernel-1.py311.nbi").write_text("index")
-    (cache / "epoch.kernel-1.py311.1.nbc").write_text("code")
-    (cache / "epoch.cpython-311.pyc").write_text("bytecode")
-    _stale.clear_stale_cache()  # nothing changed: the cache stays
-    assert len(list(cache.glob("*.nb?"))) == 2
-    (tmp_path / "inline.py").write_text("x = 2  # an edit of a helper module\n")
-    _stale.clear_stale_cache()
-    assert list(cache.glob("*.nb?")) == []
-    assert (cache / "epoch.cpython-311.pyc").exists()
+    (tmp_path / "backends" / "numba_backend").mkdir(parents=True)
+    helper = tmp_path / "backends" / "numba_backend" / "inline.py"
+    helper.write_text("x = 1\n")
+    (tmp_path / "backends" / "numba_backend" / "epoch.cpython-311.pyc").write_text("bytecode")
+    monkeypatch.setattr(jit_cache, "_PACKAGE", tmp_path)
+    monkeypatch.setenv("FASTMLP_CACHE_DIR", str(tmp_path / "cache"))
+    jit_cache.sources_digest.cache_clear()
+    try:
+        first = jit_cache.code_dir()
+        jit_cache.sources_digest.cache_clear()
+        assert jit_cache.code_dir() == first  # nothing changed
+        helper.write_text("x = 2  # an edit of a helper module\n")
+        jit_cache.sources_digest.cache_clear()
+        assert jit_cache.code_dir() != first
+        assert jit_cache.code_dir().parent == first.parent  # the same installation
+    finally:
+        jit_cache.sources_digest.cache_clear()
 
 
 @pytest.mark.parametrize("backend_name, blas_threads_inside", [("numba", 1), ("numpy", None)])

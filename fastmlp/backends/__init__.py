@@ -17,22 +17,23 @@ _FOUND = sorted(i.name[: -len(_SUFFIX)] for i in pkgutil.iter_modules(__path__)
                 if i.name.endswith(_SUFFIX))
 _REGISTRY = {name: f"{__name__}.{name}{_SUFFIX}"
              for name in sorted(_FOUND, key=lambda n: (n != REFERENCE, n))}
-# "auto" takes the first of these that loads; a backend not listed comes after them.
-# numba comes first: once compiled it is the faster of the two on the reference shape
-# and on wide layers on every CPU measured (AMD Zen 3, Zen 4, Intel Emerald Rapids), and,
-# since the dense layers of both go through BLAS, on the deep shapes too (1.2-1.6x
-# faster than cython on the Intel Xeon, native and AVX2 builds; docs/performance.md,
-# benchmarks/shape_grid.py).
-# Its price is a compile on first use (about 45 s per dtype, cached on disk) and about
-# 1.6 s more to start a new process; cython, next, compiles nothing at run time and gives
-# the same bits at any thread count.
+# "auto" takes the first of these that loads and, for a backend that compiles its kernels
+# on first use (RUN_TIME_COMPILED), whose kernels for the fit's dtype are compiled already
+# (jit_cache.ready); a backend not listed comes after them.
+# numba comes first: once compiled it is the fastest backend on the shapes benchmarked
+# (docs/performance.md, benchmarks/shape_grid.py). Its first use compiles for tens of
+# seconds, so until that is done, in a background process that auto starts or by
+# `fastmlp warmup`, auto takes cython, which compiles nothing at run time, and gives the
+# same bits at any thread count.
 AUTO_PREFERENCE = ("numba", "cython", "numpy")
+RUN_TIME_COMPILED = frozenset({"numba"})
 AUTO_REASONS = {
-    "numba": "once compiled, the fastest backend on every benchmarked shape and CPU (the "
-             "shape grid of fastmlp compare --shapes); its first use compiles (about 45 s "
-             "per dtype, then cached)",
-    "cython": "numba is not available; cython compiles nothing at run time",
-    "numpy": "neither compiled backend is available",
+    "numba": "its kernels for this dtype are compiled, and once compiled it is the fastest "
+             "backend on every benchmarked shape (the shape grid of fastmlp compare "
+             "--shapes)",
+    "cython": "it compiles nothing at run time, and numba's kernels for this dtype are not "
+              "compiled yet (or numba is not available)",
+    "numpy": "neither compiled backend is ready",
 }
 AUTO_ORDER = tuple(n for n in AUTO_PREFERENCE if n in _REGISTRY) + tuple(
     n for n in _REGISTRY if n not in AUTO_PREFERENCE)
@@ -60,19 +61,51 @@ def _import(name: str) -> ModuleType:
         raise ImportError(message) from exc
 
 
-def get_backend(name: str = "auto") -> ModuleType:
-    """The backend module called ``name``; ``"auto"`` picks the first available in AUTO_ORDER.
+def auto_candidates(dtype="float32") -> list[str]:
+    """The backends auto may take now for work of ``dtype``, in its order of preference,
+    without loading any: a backend compiled at run time only once its kernels for that
+    dtype are (jit_cache.ready)."""
+    return [name for name in AUTO_ORDER if auto_may_use(name, dtype)]
+
+
+def auto_may_use(name: str, dtype) -> bool:
+    """Whether auto may use backend ``name`` for work of ``dtype`` without compiling."""
+    if name not in RUN_TIME_COMPILED:
+        return True
+    from . import jit_cache
+
+    return jit_cache.ready(name, dtype)
+
+
+def get_backend(name: str = "auto", dtype="float32") -> ModuleType:
+    """The backend module called ``name``; ``"auto"`` picks the first in AUTO_ORDER that
+    loads and is ready for work of ``dtype`` without compiling. Passing over a backend
+    that is not compiled yet starts its compile in the background (jit_cache).
 
     Raises ValueError for an unknown name and ImportError (saying why and how to fix it)
     for a known backend that cannot be loaded here.
     """
     if name == "auto":
+        from . import jit_cache
+
         errors = []
         for candidate in AUTO_ORDER:
+            if not auto_may_use(candidate, dtype):
+                jit_cache.start_background(candidate, dtype)
+                continue
             try:
                 return _import(candidate)
             except ImportError as exc:
                 errors.append(str(exc))
+        if errors and len(errors) == len(AUTO_ORDER):
+            raise ImportError("no fastmlp backend could be loaded: " + "; ".join(errors))
+        # only backends still compiling were left: the first of them that loads
+        for candidate in AUTO_ORDER:
+            if candidate in RUN_TIME_COMPILED:
+                try:
+                    return _import(candidate)
+                except ImportError:
+                    pass
         raise ImportError("no fastmlp backend could be loaded: " + "; ".join(errors))
     if not isinstance(name, str) or name not in _REGISTRY:
         allowed = ", ".join(repr(n) for n in ("auto", *_REGISTRY))

@@ -15,15 +15,14 @@ Its modules, by topic:
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 
 import numba
 import numpy as np
 from numba import prange
 
+from ._cache import cache_location
 from ._config import pjit as _pjit
-from ._stale import clear_stale_cache as _clear_stale_cache
 from .epoch import loss_and_grad, train_epoch
 from .inputs import prepare_inputs
 from .kernels import (
@@ -37,9 +36,6 @@ from .kernels import (
 )
 from .predict import predict_proba
 from .workspace import work_blocks
-
-# the cache is read when a kernel is first called, so this need only come before that
-_clear_stale_cache()
 
 NAME = "numba"
 # train_epoch's arithmetic follows its blocks of work, one a thread unless work_blocks
@@ -74,15 +70,6 @@ def threading_layer() -> str:
     except ValueError:
         _touch(np.zeros(2))
         return numba.threading_layer()
-
-
-def cache_location() -> str:
-    """Where compiled kernels are cached: NUMBA_CACHE_DIR if set, else __pycache__ beside
-    these modules (or Numba's per-user cache folder when that is not writable)."""
-    if numba.config.CACHE_DIR:
-        return numba.config.CACHE_DIR
-    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
-    return here if os.access(os.path.dirname(here), os.W_OK) else "Numba's per-user cache"
 
 
 @_pjit

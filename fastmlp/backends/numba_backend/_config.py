@@ -11,8 +11,8 @@
 - error_model "numpy": a float division by zero gives inf/nan as in NumPy instead of
   raising; Python's check before every division otherwise stops LLVM from vectorising
   any loop that divides (the Adam update, docs/performance.md).
-- cache: compiled machine code is written to __pycache__ beside these modules or under
-  NUMBA_CACHE_DIR, so a new process loads it instead of compiling again.
+- cache: compiled machine code is written to the user's cache folder (see _cache.py and
+  backends/jit_cache.py), so a new process loads it instead of compiling again.
 - threading layer: per-mini-batch parallel regions are only affordable where a launch
   costs about a microsecond (OpenMP, TBB), not ~100 us (workqueue), so OpenMP is preferred.
 
@@ -31,6 +31,12 @@ import os
 
 import numba
 import numpy as np
+
+from ._cache import install as _install_cache_locator
+
+# before any decorator below runs: Numba picks a function's cache place when it is
+# decorated
+_install_cache_locator()
 
 PARALLEL = True
 FASTMATH = {"contract"}
