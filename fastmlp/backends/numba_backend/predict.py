@@ -38,6 +38,7 @@ from .intrinsics import (
 
 # predicting fewer than twice this many rows runs on the calling thread alone
 PREDICT_CHUNK = 64
+SERIAL_PREDICT_ROWS = 2 * PREDICT_CHUNK - 1
 # rows per block of _predict_blocks: through the first layer panel by panel, and per
 # matrix product through the dense hidden layers. 256 rather than 128: predicting
 # 784-512-512-10 and 784-256x4-10 took 6-9 % less with AVX-512 and AVX2 code alike
@@ -82,7 +83,7 @@ def _row_inputs(nz_idx, po, X, r, n_in0, indptr, indices, csr):
     return idx, vo, q0, q1, finite
 
 
-@inline
+@jit
 def _first_layer_f(nxt, no, X, vo, idx, q0, q1, csr, params, n_i, n_o, act, wide, acc):
     """nxt[no : no + n_o] = act(b + x @ W) for the first layer from the row's non-zero
     inputs (see _row_inputs): whole panels in vector registers, then the bias; the last
@@ -97,7 +98,7 @@ def _first_layer_f(nxt, no, X, vo, idx, q0, q1, csr, params, n_i, n_o, act, wide
     _first_layer_rest_f(nxt, no, X, vo, idx, q0, q1, csr, params, n_i, n_o, p0, act, acc)
 
 
-@inline
+@jit
 def _first_layer_rest_f(nxt, no, X, vo, idx, q0, q1, csr, params, n_i, n_o, p0, act, acc):
     """The first layer after its whole panels (columns 0:p0, summed): the bias of those
     columns, columns p0: (bias included) through the register panel, the activation."""
@@ -109,7 +110,7 @@ def _first_layer_rest_f(nxt, no, X, vo, idx, q0, q1, csr, params, n_i, n_o, p0, 
     activate_f(nxt, no, n_o, act)
 
 
-@inline
+@jit
 def _output_layer_f(out, o, cur, co, n_i, n_k, params, b_off, top_w, k_pad, lanes, logits,
                     output):
     """out[o : o + n_k] = output(b + h @ W) for the row h = cur[co : co + n_i], as vector
@@ -176,7 +177,7 @@ def _predict_rows(out, X, indptr, indices, csr, params, top_w, w0p, usizes, p_of
     return n_bad
 
 
-@inline
+@jit
 def _panels_block(cur, X, indptr, indices, csr, params, w0p, n_in0, n_1, act, wide, acc,
                   b0, n, places, starts, ends, finite_rows):
     """The first layer's outputs for the n rows from b0 into cur (rows n_1 apart), from
