@@ -56,7 +56,13 @@ from .backends.pages import predict_params
 from .backends.sparse import CONVERT_ROWS, checked_csr, scaled_block
 from .network import init_params, layer_sizes_for, summary_table
 from .optim import OptimizerState
-from .threads import adaptive_team, epoch_threads, serial_blas_between, thread_limit
+from .threads import (
+    adaptive_team,
+    batch_work,
+    epoch_threads,
+    serial_blas_between,
+    thread_limit,
+)
 
 AUTO_BATCH_SIZE = 64
 # how often a progress bar is updated during an in-memory epoch (a streamed epoch
@@ -98,6 +104,17 @@ def model_input(X, dtype, scale):
     if X.dtype == dtype and scale is None:
         return X
     return scaled_block(X, 0, X.shape[0], dtype, scale)
+
+
+def _input_density(X, sample_rows=256):
+    """The share of X's values that are not zero: exact for sparse X, from a few rows
+    spread over a dense one (the first layer reads only the non-zero inputs)."""
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        return 1.0
+    if sp.issparse(X):
+        return X.nnz / (X.shape[0] * X.shape[1])
+    rows = X[:: max(1, X.shape[0] // sample_rows)][:sample_rows]
+    return float(np.count_nonzero(rows)) / rows.size
 
 
 def input_scale(value):
@@ -170,6 +187,7 @@ class _Epochs:
     validation: tuple | None  # (X_val, Target_val) held out for early stopping
     eval_set: tuple | None  # (X_eval, y_eval) scored after every epoch
     team: object  # threads.AdaptiveTeam (default threads), or None
+    threads: int | None  # the n_jobs the epochs run with (threads.epoch_threads)
 
 
 class _LbfgsObjective:
@@ -432,6 +450,7 @@ class BaseMLP(BaseEstimator):
         else:
             source = InMemory(backend.prepare_inputs(X, p["dtype"], p["input_scale"]),
                               target, n_samples)
+        work = batch_work(self._layer_sizes, batch_size, _input_density(X))
         return _Epochs(backend=backend, activation=p["activation"], solver=p["solver"],
                        source=source, target=target, n_samples=n_samples,
                        total_weight=total_weight or 1.0, batch_size=batch_size,
@@ -439,7 +458,8 @@ class BaseMLP(BaseEstimator):
                        early_stopping=early_stopping, validation=validation,
                        eval_set=eval_set,
                        team=adaptive_team(self.n_jobs, backend, batch_size,
-                                          self._params.size))
+                                          self._params.size, work),
+                       threads=epoch_threads(self.n_jobs, backend, work))
 
     def _fit_lbfgs(self, X, target, p, eval_set):
         """Minimise the loss over all rows with SciPy's L-BFGS-B, from the current weights;
@@ -513,7 +533,7 @@ class BaseMLP(BaseEstimator):
         """The epoch loop. An epoch that diverges or is interrupted (Ctrl-C) is undone and
         ends training. Returns the best parameters seen under early stopping, or None."""
         best_params = None
-        with thread_limit(epoch_threads(self.n_jobs, run.backend), run.backend), \
+        with thread_limit(run.threads, run.backend), \
                 (run.team.blocks() if run.team is not None else nullcontext()):
             for _ in range(run.count):
                 snapshot = take_snapshot(self)
@@ -706,7 +726,11 @@ class BaseMLP(BaseEstimator):
                   else [(s, min(s + CONVERT_ROWS, X.shape[0]))
                         for s in range(0, X.shape[0], CONVERT_ROWS)])
         as_is = not sp.issparse(X) and X.dtype == dtype and scale is None
-        with thread_limit(self.n_jobs, backend), np.errstate(all="ignore"):
+        # a few rows that the backend predicts on the calling thread need no thread limit
+        # (setting one costs more than predicting a row)
+        serial = X.shape[0] <= getattr(backend, "SERIAL_PREDICT_ROWS", 0)
+        with nullcontext() if serial else thread_limit(self.n_jobs, backend), \
+                np.errstate(all="ignore"):
             for start, stop in blocks:
                 part = (model_input(X, dtype, scale) if sp.issparse(X)
                         else X[start:stop] if as_is

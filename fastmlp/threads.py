@@ -247,6 +247,13 @@ class AdaptiveTeam:
     from there at most doubling (so does the full team when it starts again), so a
     collapsed part costs little; alone, the calls cost a few per cent.
 
+    A quiet machine does not make the full team the right one: when a mini-batch holds
+    little work (a small dense network), the threads' meetings cost more than the second
+    thread gives. So, after the first part, the team calibrates once: a part on one
+    thread, then one as long on the full team; unless the full team trained rows
+    SOLO_GAIN times as fast, a quiet machine gets one thread (``solo``) for the rest of
+    the fit, and the other core stays free.
+
     Only for backends whose results do not depend on the thread count (cython by design;
     numba with its work in ``full`` blocks whatever the threads, see ``blocks``), so
     the choice changes only the time taken, never a bit of the model."""
@@ -255,6 +262,10 @@ class AdaptiveTeam:
     FIRST_BATCHES = 4
     GAIN = 1.3
     PROBE_MAX = 64
+    # the calibration's parts: about this long each, on one thread, then the full team
+    CALIBRATION_SECONDS = 0.02
+    # the full team must train this many times as fast as one thread to be kept
+    SOLO_GAIN = 1.15
     # the estimated cost of one call of train_epoch beyond its batches: a fixed part, and
     # the work layout of the parameters, gradients and moments, there and back
     CALL_SECONDS = 3e-4
@@ -270,6 +281,11 @@ class AdaptiveTeam:
         self.rows = self.FIRST_BATCHES * batch_size
         self.probes = self.switches = 0
         self.quiet = False  # whether the last look found the other cores free
+        # the calibration: None until measured, then whether one thread is the best team
+        # on a quiet machine; the thread counts of its parts still to run, and their rows
+        self.solo = None if full > 1 else True
+        self._calibration, self._calibration_rows = [], 0
+        self.parts = 0
         # the looks' timing only: never the model's generator
         self._jitter = random.Random()
         self._others = OtherProcesses()
@@ -280,17 +296,28 @@ class AdaptiveTeam:
         work_blocks = getattr(self.backend, "work_blocks", None)
         return work_blocks(self.full) if work_blocks is not None else nullcontext()
 
+    def _quiet_team(self):
+        """The team for a quiet machine: one thread when the calibration found it best."""
+        return 1 if self.solo else self.full
+
     def next_part(self):
         """(threads, rows) of the next part."""
+        if self.solo is None and self.parts >= 1:
+            if not self._calibration:
+                self._calibration = [1, self.full]
+                rate = self.rate.get(self.full, 0.0)
+                self._calibration_rows = max(self.batch_size, int(
+                    rate * self.CALIBRATION_SECONDS) // self.batch_size * self.batch_size)
+            return self._calibration[0], self._calibration_rows
         if self.wait > 0:
             return self.threads, self.rows
         self.wait = self._jitter.randint(self.interval, 2 * self.interval)
         self.interval = min(2 * self.interval, self.PROBE_MAX)
         self.quiet = self._others.cores() <= _affinity_count() - self.full + 0.5
         if self.quiet:
-            # nobody else needs the cores: the full team, without a probe
-            if self.threads != self.full:
-                self.threads = self.full
+            # nobody else needs the cores: the calibrated team, without a probe
+            if self.threads != self._quiet_team():
+                self.threads = self._quiet_team()
                 self.rows = self.FIRST_BATCHES * self.batch_size
                 self.switches += 1
             return self.threads, self.rows
@@ -309,6 +336,19 @@ class AdaptiveTeam:
         # the rate of the batches, without the call's own cost, so a short probe compares
         # with a long part
         rate = rows / max(seconds - self.call_seconds, 0.1 * seconds, 1e-9)
+        self.parts += 1
+        if self._calibration and self.solo is None:
+            self.rate[self._calibration.pop(0)] = rate
+            if not self._calibration:
+                self.solo = self.rate[self.full] < self.SOLO_GAIN * self.rate[1]
+                if self.solo and self.threads == self.full:
+                    self.threads = 1
+                    self.switches += 1
+                self.rows = max(self.batch_size, min(
+                    2 * self._calibration_rows,
+                    int(self.rate[self.threads] * self.part_seconds))
+                    // self.batch_size * self.batch_size)
+            return
         before, self.rate[threads] = self.rate.get(threads), rate
         if threads != self.threads:  # a probe of one thread
             self.probes += 1
@@ -335,26 +375,47 @@ def thread_invariant(backend) -> bool:
     return bool(getattr(backend, "THREAD_INVARIANT", False) or hasattr(backend, "work_blocks"))
 
 
-def epoch_threads(n_jobs, backend):
+def batch_work(layer_sizes, batch_size, density=1.0) -> float:
+    """Multiply-adds of one mini-batch: the forward product and the two backward ones of
+    every layer, the first layer's at the density of its input (the share of non-zero
+    inputs, which it alone reads), and ten per parameter for the optimizer's step."""
+    sizes = [int(s) for s in layer_sizes]
+    products = [i * o for i, o in zip(sizes[:-1], sizes[1:])]
+    if products:
+        products[0] *= density
+    n_params = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
+    return 3.0 * batch_size * sum(products) + 10.0 * n_params
+
+
+def too_small_to_split(backend, work) -> bool:
+    """Whether ``backend`` runs a mini-batch of ``work`` multiply-adds (batch_work)
+    faster as one block of work on one thread than split between threads: a backend
+    that says so defines SMALL_BATCH_WORK, the work below which it does."""
+    return work is not None and work < getattr(backend, "SMALL_BATCH_WORK", 0)
+
+
+def epoch_threads(n_jobs, backend, work=None):
     """The ``n_jobs`` a fit's mini-batch epochs run with: as given, except that with the
     default (None) a backend whose results follow its thread count (not
     thread_invariant) trains on one thread. So a default fit on the numpy backend gives
     the same model on any machine and under any load, and two of them side by side do
-    not wait on each other's threads (on 2 cores its BLAS team took 3.9 times as long as
-    one thread each). Alone, its second thread bought 1-14 % (docs/performance.md)."""
-    if n_jobs is None and not thread_invariant(backend):
+    not wait on each other's threads (on 2 cores its BLAS team took several times as
+    long as one thread each; alone, its second thread bought little: docs/performance.md).
+    A default fit whose mini-batches hold too little work to split (``work``, see
+    too_small_to_split) trains on one thread too."""
+    if n_jobs is None and (not thread_invariant(backend) or too_small_to_split(backend, work)):
         return 1
     return n_jobs
 
 
-def adaptive_team(n_jobs, backend, batch_size, n_params=0):
+def adaptive_team(n_jobs, backend, batch_size, n_params=0, work=None):
     """An AdaptiveTeam for a fit with ``n_jobs`` on ``backend``, or None: only default
     threads (None) on more than one thread adapt (an explicit count is kept as asked),
     and only on a backend whose results do not depend on its thread count
     (thread_invariant; the numpy backend trains on one thread by default instead:
-    epoch_threads)."""
+    epoch_threads), and whose mini-batches of ``work`` are worth splitting."""
     if n_jobs is not None or not hasattr(backend, "thread_limit") or not thread_invariant(
-            backend):
+            backend) or too_small_to_split(backend, work):
         return None
     full = default_threads()[0]
     return AdaptiveTeam(full, backend, batch_size, n_params) if full > 1 else None

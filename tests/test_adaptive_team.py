@@ -42,8 +42,11 @@ def test_the_team_leaves_a_core_to_another_process_and_takes_it_back(monkeypatch
     assert team.next_part() == (2, 4 * 64)  # a short first part
     alone = {1: 1 / 150_000, 2: 1 / 260_000}.get
     ran = [_run(team, alone) for _ in range(40)]
+    # the calibration: a part on one thread, one as long on both; both win clearly
+    assert [t for t, _ in ran[:3]] == [2, 1, 2] and ran[1][1] == ran[2][1]
+    assert team.solo is False
     # a quiet machine: the full team, no probe, parts of about PART_SECONDS at once
-    assert all(t == 2 for t, _ in ran) and team.probes == 0
+    assert all(t == 2 for t, _ in ran[2:]) and team.probes == 0
     assert ran[-1][1] == int(260_000 * AdaptiveTeam.PART_SECONDS) // 64 * 64
     # another process takes a core: the team collapses; the sharp slowdown makes it
     # look at once, a one-thread probe wins, and it stays on one thread. (The next
@@ -74,7 +77,39 @@ def test_a_probe_that_loses_keeps_the_full_team(monkeypatch):
     fast = {1: 1 / 100_000, 2: 1 / 190_000}.get
     ran = [_run(team, fast) for _ in range(50)]
     assert team.threads == 2 and team.switches == 0 and team.probes >= 3
-    assert sum(t == 1 for t, _ in ran) == team.probes
+    assert sum(t == 1 for t, _ in ran) == team.probes + 1  # and the calibration's part
+
+
+@pytest.mark.parametrize("one, two, solo", [(150_000, 160_000, True),
+                                            (150_000, 140_000, True),
+                                            (150_000, 180_000, False)])
+def test_a_second_thread_is_kept_only_where_it_pays(monkeypatch, one, two, solo):
+    # a small network: a mini-batch holds too little work for two threads to meet over
+    monkeypatch.setattr(threads_module, "_affinity_count", lambda: 2)
+    team = AdaptiveTeam(2, None, batch_size=128)
+    team._others = _Machine()  # quiet throughout
+    speed = {1: 1 / one, 2: 1 / two}.get
+    ran = [_run(team, speed) for _ in range(60)]
+    assert team.solo is solo
+    assert [t for t, _ in ran[:3]] == [2, 1, 2]
+    # after the calibration, every part runs on the team it chose, and none is a probe
+    assert {t for t, _ in ran[3:]} == {1 if solo else 2} and team.probes == 0
+    rate = one if solo else two
+    assert ran[-1][1] == int(rate * AdaptiveTeam.PART_SECONDS) // 128 * 128
+
+
+def test_one_thread_stays_while_others_work_and_the_machine_quiets(monkeypatch):
+    monkeypatch.setattr(threads_module, "_affinity_count", lambda: 2)
+    team = AdaptiveTeam(2, None, batch_size=64)
+    team._others = machine = _Machine()
+    small = {1: 1 / 150_000, 2: 1 / 150_000}.get
+    [_run(team, small) for _ in range(5)]
+    assert team.solo and team.threads == 1
+    machine.busy = 1.0
+    assert all(t == 1 for t, _ in (_run(team, small) for _ in range(100)))
+    machine.busy = 0.0
+    assert all(t == 1 for t, _ in (_run(team, small) for _ in range(200)))
+    assert team.probes == 0
 
 
 def test_only_default_threads_on_thread_invariant_backends_adapt(monkeypatch):
@@ -110,6 +145,9 @@ def test_switching_threads_changes_no_bit(compiled_backend, monkeypatch):
     monkeypatch.setattr(AdaptiveTeam, "PART_SECONDS", 1e-5)
     monkeypatch.setattr(AdaptiveTeam, "CALL_SECONDS", 0.0)
     monkeypatch.setattr(AdaptiveTeam, "CALL_SECONDS_PER_PARAM", 0.0)
+    monkeypatch.setattr(AdaptiveTeam, "CALIBRATION_SECONDS", 1e-5)
+    # this small network's batches are worth splitting here, so that the team runs
+    monkeypatch.setattr(compiled_backend, "SMALL_BATCH_WORK", 0, raising=False)
     counts = []
     record = AdaptiveTeam.record
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
-from fastmlp import FastMLP, threads
+from fastmlp import FastMLP, FastMLPRegressor, threads
 from fastmlp.backends import get_backend
 from fastmlp.cli import main
 
@@ -122,7 +122,9 @@ def test_default_numpy_epochs_run_on_one_thread_and_give_its_bits(monkeypatch, r
     assert threads.default_threads()[0] >= 2
     assert _threads_in_fit(monkeypatch, "numpy") == 1
     assert _threads_in_fit(monkeypatch, "numpy", n_jobs=2) == 2  # as asked
-    assert _threads_in_fit(monkeypatch, "numba") >= 2  # thread-invariant: the full team
+    # thread-invariant: the full team, where a mini-batch holds enough work to split
+    monkeypatch.setattr(get_backend("numba"), "SMALL_BATCH_WORK", 0)
+    assert _threads_in_fit(monkeypatch, "numba") >= 2
     assert threads.epoch_threads(None, get_backend("numpy")) == 1
     assert threads.epoch_threads(2, get_backend("numpy")) == 2
     assert threads.epoch_threads(None, get_backend("numba")) is None
@@ -137,6 +139,39 @@ def test_default_numpy_epochs_run_on_one_thread_and_give_its_bits(monkeypatch, r
             fits[n_jobs] = FastMLP(**kw, n_jobs=n_jobs).fit(X[:3000], y[:3000])._params
     np.testing.assert_array_equal(fits[None], fits[1])
     np.testing.assert_allclose(fits[2], fits[1], atol=1e-5)
+
+
+def test_work_too_small_to_split_trains_on_one_thread(monkeypatch):
+    # numba's stages are parallel regions whose meetings cost more than a second thread
+    # gives when a mini-batch holds little work (a small dense network)
+    numba = get_backend("numba")
+    small = threads.batch_work([40, 64, 64, 1], 128)
+    large = threads.batch_work([100, 256, 256, 2], 256)
+    assert small == 3 * 128 * (40 * 64 + 64 * 64 + 64) + 10 * (40 * 64 + 64 + 64 * 64 + 64
+                                                                 + 64 + 1)
+    assert threads.batch_work([784, 128, 10], 64, density=0.25) == (
+        3 * 64 * (0.25 * 784 * 128 + 1280) + 10 * (784 * 128 + 128 + 1290))
+    assert small < numba.SMALL_BATCH_WORK < large
+    assert threads.epoch_threads(None, numba, small) == 1
+    assert threads.epoch_threads(None, numba, large) is None
+    assert threads.epoch_threads(2, numba, small) == 2  # an explicit count as asked
+    monkeypatch.setattr(threads, "default_threads", lambda: (2, "test"))
+    assert threads.adaptive_team(None, numba, 128, work=small) is None
+    assert isinstance(threads.adaptive_team(None, numba, 256, work=large),
+                      threads.AdaptiveTeam)
+    monkeypatch.undo()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert _threads_in_fit(monkeypatch, "numba") == 1  # a 6-8-2 network
+    # and the model is the one of n_jobs=1
+    X = np.random.default_rng(1).random((500, 40)).astype(np.float32)
+    y = X[:, 0] + X[:, 1]
+    kw = dict(hidden_layer_sizes=(64, 64), batch_size=128, max_iter=2, random_state=0,
+              backend="numba")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        default = FastMLPRegressor(**kw).fit(X, y)
+        one = FastMLPRegressor(**kw, n_jobs=1).fit(X, y)
+    np.testing.assert_array_equal(default._params, one._params)
 
 
 def test_a_dask_worker_sets_the_default(monkeypatch):

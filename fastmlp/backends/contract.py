@@ -120,6 +120,10 @@ EXTRAS = {
     "max_threads": "threads the backend's parallel regions use now",
     "work_blocks": "context manager: train_epoch's work split into n blocks whatever the "
                    "thread count, so its results do not depend on it (numba)",
+    "SMALL_BATCH_WORK": "float: a default-thread fit whose mini-batches hold fewer "
+                        "multiply-adds than this (threads.batch_work) trains on one thread",
+    "SERIAL_PREDICT_ROWS": "int: predict_proba of at most this many rows runs on the calling "
+                           "thread alone, so the estimator sets no thread limit around it",
 }
 
 

@@ -43,6 +43,8 @@ CHECKS_FINITE_INPUT = True
 OPENMP = _k.OPENMP
 # predicting fewer rows than this runs on the calling thread alone
 PARALLEL_ROWS = 256
+# fewer rows than PARALLEL_ROWS run on the calling thread (see contract.EXTRAS)
+SERIAL_PREDICT_ROWS = PARALLEL_ROWS - 1
 
 
 def max_threads() -> int:

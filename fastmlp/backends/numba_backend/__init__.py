@@ -34,13 +34,18 @@ from .kernels import (
     softmax_xent_backward,
     softmax_xent_forward,
 )
-from .predict import predict_proba
+from .predict import SERIAL_PREDICT_ROWS, predict_proba
 from .workspace import work_blocks
 
 NAME = "numba"
 # train_epoch's arithmetic follows its blocks of work, one a thread unless work_blocks
 # fixes their count
 THREAD_INVARIANT = False
+# a mini-batch of fewer multiply-adds than this (threads.batch_work) trains faster as one
+# block on one thread: each of its stages is a parallel region, and the threads' meetings
+# and the dense layers' products on narrow blocks cost more than a second thread gives
+# on small dense networks (docs/performance.md, 2026-12-07)
+SMALL_BATCH_WORK = 3.5e6
 # predict_proba raises ValueError for NaN or infinity in X, checked in the same pass that
 # gathers each row's non-zero inputs; the estimator then skips its own pass over X
 CHECKS_FINITE_INPUT = True
@@ -49,7 +54,7 @@ __all__ = ["NAME", "CHECKS_FINITE_INPUT", "linear_forward", "linear_backward",
            "activation_backward", "softmax_xent_forward", "softmax_xent_backward",
            "sgd_update", "adam_update", "prepare_inputs", "train_epoch", "loss_and_grad",
            "predict_proba", "thread_limit", "threading_layer", "cache_location",
-           "work_blocks", "THREAD_INVARIANT"]
+           "work_blocks", "THREAD_INVARIANT", "SERIAL_PREDICT_ROWS", "SMALL_BATCH_WORK"]
 
 
 @contextmanager
