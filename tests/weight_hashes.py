@@ -10,6 +10,16 @@ per platform key (see ``platform_key``); a platform with none recorded skips the
 with a message saying how to record them (on a commit known to be right):
 
     python -m tests.weight_hashes --record
+
+A key with a forced numba target (NUMBA_CPU_NAME, NUMBA_CPU_FEATURES) and OpenBLAS
+kernel (OPENBLAS_CORETYPE) keeps the numba backend's hashes only: numba's machine code
+and OpenBLAS's kernels are then the same on every x86-64 CPU that runs them, while the
+extension (built with -march=native) and NumPy's own vector loops follow the host. CI
+runs the suite's hash test under the Haswell key on whatever machine it has, so the
+hashes are checked beyond the machines they were recorded on:
+
+    OPENBLAS_CORETYPE=Haswell NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES= \
+        python -m tests.weight_hashes --record --backends numba
 """
 
 from __future__ import annotations
@@ -34,13 +44,19 @@ EPOCHS = 2
 
 def platform_key() -> str:
     """What the bits of a fit depend on beyond the code: the CPU the compiled kernels are
-    built for, and the BLAS library with the kernel it picked for this CPU."""
+    built for (numba's target: NUMBA_CPU_NAME and NUMBA_CPU_FEATURES where they force one,
+    else the host's), and the BLAS library with the kernel it picked (OPENBLAS_CORETYPE
+    where it forces one)."""
     import llvmlite.binding as llvm
+    import numba
     import threadpoolctl
 
     blas = [f"{i.get('internal_api')}-{i.get('version')}-{i.get('architecture')}"
             for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
-    return f"{llvm.get_host_cpu_name()}/{'+'.join(sorted(set(blas))) or 'noblas'}"
+    cpu = numba.config.CPU_NAME or llvm.get_host_cpu_name()
+    if numba.config.CPU_FEATURES is not None:
+        cpu += f"[{numba.config.CPU_FEATURES}]"
+    return f"{cpu}/{'+'.join(sorted(set(blas))) or 'noblas'}"
 
 
 def cases():
@@ -94,9 +110,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--record", action="store_true",
                         help="record this platform's hashes (overwrites them)")
+    parser.add_argument("--backends", default=None,
+                        help="comma-separated backends to record (default: all available)")
     args = parser.parse_args()
     if args.record:
-        mine = record(available_backends())
+        mine = record(args.backends.split(",") if args.backends else available_backends())
         print(f"recorded {len(mine)} hashes for {platform_key()} in {HASH_FILE}")
     else:
         print(platform_key())
