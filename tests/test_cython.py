@@ -70,7 +70,8 @@ def test_reports_its_threads_and_restores_them():
 @pytest.mark.skipif(not (ROOT / "setup.py").exists(), reason="needs the source tree")
 def test_install_without_the_extension(tmp_path):
     """FASTMLP_CYTHON=0 installs the pure-Python package: numpy and numba still work,
-    auto falls back, and asking for cython explains how to build it."""
+    auto falls back to what needs no compile, and asking for cython explains how to
+    build it."""
     target = tmp_path / "site"
     env = dict(os.environ, FASTMLP_CYTHON="0")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
@@ -98,7 +99,12 @@ def test_install_without_the_extension(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(target))
     out = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path,
                          capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out[0] == "numba"
+    # numba's kernels are not marked compiled for this installation (a fit asked for
+    # numba by name compiles them, but only a warm-up covers every path): auto takes the
+    # next backend that compiles nothing, numpy here
+    assert out[0] == "numpy"
     assert out[1] == "numpy,numba"
+    # the compiled code went to the user's cache, never into the installed package
+    assert not list(target.rglob("*.nbi")) and not list(target.rglob("*.nbc"))
     assert out[2].startswith("ImportError: fastmlp backend 'cython' is not available")
     assert "FASTMLP_CYTHON=1 pip install" in out[2]
