@@ -39,7 +39,7 @@ from ._stream import (
     how_read,
     part_rows_for,
 )
-from .backends import auto_may_use, get_backend
+from .backends import auto_may_use, get_backend, jit_cache
 from .backends.codes import (
     ACTIVATIONS,
     CONSTANT,
@@ -323,7 +323,14 @@ class BaseMLP(BaseEstimator):
 
     def _fit(self, X, y, sample_weight, incremental, classes=None, eval_set=None):
         """fit and partial_fit. The random generator is drawn from in a fixed order: the
-        initial weights, then the validation split, then one permutation per epoch."""
+        initial weights, then the validation split, then one permutation per epoch.
+        Background compiles that auto asked for start when the fit is done."""
+        try:
+            return self._fit_now(X, y, sample_weight, incremental, classes, eval_set)
+        finally:
+            jit_cache.start_requested()
+
+    def _fit_now(self, X, y, sample_weight, incremental, classes, eval_set):
         p = self._validated_params()
         X, target, layer_sizes, output, reinitialise = self._prepare_data(
             X, y, sample_weight, p, incremental, classes)

@@ -70,6 +70,16 @@ def _steps(backend, dtype):
         FastMLPRegressor(hidden_layer_sizes=(8,), **kw).fit(X, target).predict(X)
         FastMLPRegressor(hidden_layer_sizes=(8,), loss="poisson", **kw).fit(X, target)
 
+    def large_input():
+        # a large X: the fit checks its finiteness in a parallel pass, and predicting
+        # many rows splits them between threads and reads the first layer by panels
+        big = _problem(rng, 1100, 1000, dtype)
+        labels = np.arange(1100) % 3
+        model = FastMLP(hidden_layer_sizes=(64,), batch_size=256, **dict(kw, max_iter=1))
+        model.fit(big, labels).predict_proba(big)
+        FastMLP(hidden_layer_sizes=(64, 16), batch_size=256, **dict(kw, max_iter=1)).fit(
+            big[:300], labels[:300]).predict_proba(big)
+
     def solvers():
         FastMLP(hidden_layer_sizes=(8,), solver="sgd", **kw).fit(X, y)
         FastMLP(hidden_layer_sizes=(8,), solver="lbfgs", **kw).fit(X, y)
@@ -77,7 +87,8 @@ def _steps(backend, dtype):
 
     return [("dense input", dense), ("sparse input", sparse_input),
             ("uint8 input", stored_uint8), ("wide and deep layers", wide_and_deep),
-            ("other outputs", other_outputs), ("solvers", solvers)]
+            ("other outputs", other_outputs), ("solvers", solvers),
+            ("large input", large_input)]
 
 
 def warm_up(backend="numba", dtype="float32", progress=None):

@@ -36,8 +36,10 @@ def cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def started(monkeypatch):
-    """The background compiles auto asked for, recorded instead of started."""
+    """The background compiles auto asked for and the fit started, recorded instead of
+    started."""
     calls = []
+    monkeypatch.setattr(jit_cache, "_pending", [])
     monkeypatch.setattr(jit_cache, "start_background",
                         lambda name, dtype: calls.append((name, np.dtype(dtype).name)))
     return calls
@@ -107,6 +109,30 @@ def test_a_model_fitted_by_auto_on_numba_predicts_without_compiling(cache, start
     assert named._prediction_backend().NAME == "numba"
 
 
+def test_the_compile_starts_when_the_fit_is_done(cache, started, monkeypatch):
+    # not beside the fit: it would take cores and memory bandwidth from it
+    seen_during_fit = []
+    real = jit_cache.start_requested
+
+    def spy():
+        seen_during_fit.append(list(started))
+        real()
+
+    monkeypatch.setattr(jit_cache, "start_requested", spy)
+    X, y = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = FastMLP(max_iter=1).fit(X, y)
+    if model.backend_ == AUTO_ORDER[0]:
+        pytest.skip("auto's first choice is ready here: nothing to compile")
+    assert seen_during_fit == [[]]  # requested during the fit, none started before its end
+    assert started and started[0][1] == "float32" and jit_cache._pending == []
+    # asked for again (a later fit in the same process): requested once
+    jit_cache.request_background("numba", "float32")
+    jit_cache.request_background("numba", "float32")
+    assert jit_cache._pending == [("numba", "float32")]
+
+
 def test_one_process_at_a_time_holds_the_compile_lock(cache):
     with jit_cache.compile_lock("numba", "float32", wait=False) as first:
         assert first
@@ -145,7 +171,7 @@ def test_background_compile_runs_once_and_marks_the_backend_ready(cache, monkeyp
     assert _wait_for(lambda: "compiled in" in jit_cache.log_path("numpy", "float32")
                      .read_text())
     log = jit_cache.log_path("numpy", "float32").read_text()
-    assert "[6/6] numpy float32: solvers:" in log
+    assert "[7/7] numpy float32: large input:" in log
     assert jit_cache.state("numpy", "float32") == "compiled"
 
 

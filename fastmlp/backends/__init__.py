@@ -80,7 +80,8 @@ def auto_may_use(name: str, dtype) -> bool:
 def get_backend(name: str = "auto", dtype="float32") -> ModuleType:
     """The backend module called ``name``; ``"auto"`` picks the first in AUTO_ORDER that
     loads and is ready for work of ``dtype`` without compiling. Passing over a backend
-    that is not compiled yet starts its compile in the background (jit_cache).
+    that is not compiled yet asks for its compile in the background, started when the
+    fit is done (jit_cache.request_background).
 
     Raises ValueError for an unknown name and ImportError (saying why and how to fix it)
     for a known backend that cannot be loaded here.
@@ -91,7 +92,7 @@ def get_backend(name: str = "auto", dtype="float32") -> ModuleType:
         errors = []
         for candidate in AUTO_ORDER:
             if not auto_may_use(candidate, dtype):
-                jit_cache.start_background(candidate, dtype)
+                jit_cache.request_background(candidate, dtype)
                 continue
             try:
                 return _import(candidate)

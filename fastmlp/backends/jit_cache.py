@@ -2,9 +2,10 @@
 whether it is ready for a dtype, and compiling it without making anyone wait.
 
 ``auto`` uses such a backend for a fit or predict only once its kernels for that dtype
-are compiled; until then it takes the next backend in its order and starts the compile in
-a separate, low-priority process (``python -m fastmlp.warmup --background``), so that a
-later fit, in this process or the next, gets the compiled backend. ``fastmlp warmup``
+are compiled; until then it takes the next backend in its order and, once that fit is
+done, starts the compile in a separate, low-priority process (``python -m fastmlp.warmup
+--background``), so that a later fit, in this process or the next, gets the compiled
+backend. ``fastmlp warmup``
 compiles in the foreground, with progress. This module imports neither numba nor the
 backend: it is consulted on every ``auto`` fit.
 
@@ -44,6 +45,7 @@ _UNUSED_DAYS = 30
 
 _ready_here: set[tuple[str, str]] = set()  # (backend, dtype) warmed up in this process
 _started_here: set[tuple[str, str]] = set()  # background compiles this process started
+_pending: list[tuple[str, str]] = []  # asked for, to start when the work in hand is done
 
 
 def cache_root() -> Path:
@@ -238,6 +240,31 @@ def start_background(name: str, dtype) -> bool:
         return True
     except Exception:  # noqa: BLE001 - a failed start must never fail the user's fit
         return False
+
+
+def request_background(name: str, dtype) -> None:
+    """Ask for a background compile of backend ``name``'s kernels for ``dtype``, started
+    by start_requested once the work in hand is done (the estimators call it at the end
+    of every fit; at the latest, the process's exit does): a compile running beside a
+    fit would take cores and memory bandwidth from it, and make the adaptive thread team
+    see a busy machine."""
+    key = (name, _dtype_name(dtype))
+    if key not in _pending and key not in _started_here:
+        _pending.append(key)
+    _register_exit_start()
+
+
+def start_requested() -> None:
+    """Start the background compiles asked for (request_background). Never raises."""
+    while _pending:
+        start_background(*_pending.pop(0))
+
+
+@lru_cache(maxsize=1)
+def _register_exit_start() -> None:
+    import atexit
+
+    atexit.register(start_requested)
 
 
 def lower_priority() -> None:
