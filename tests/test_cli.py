@@ -1,4 +1,6 @@
+import os
 import re
+import subprocess
 import sys
 
 import numpy as np
@@ -78,3 +80,17 @@ def test_train_plots_the_curves(tmp_path, capsys, monkeypatch):
     assert f"Curves written to {tmp_path / 'curves.png'}" in capsys.readouterr().out
     png = (tmp_path / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_output_cut_short_by_its_reader_ends_quietly():
+    # `fastmlp info | head -c 1`: the reader has gone before info writes
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        writer = subprocess.run([sys.executable, "-m", "fastmlp.cli", "info"],
+                                stdout=write_end, stderr=subprocess.PIPE, text=True,
+                                timeout=120)
+    finally:
+        os.close(write_end)
+    assert writer.returncode == 1
+    assert "Traceback" not in writer.stderr and "BrokenPipe" not in writer.stderr
