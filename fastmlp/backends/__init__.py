@@ -10,6 +10,8 @@ import importlib
 import pkgutil
 from types import ModuleType
 
+from . import jit_cache
+
 _SUFFIX = "_backend"
 REFERENCE = "numpy"  # the backend every other one is tested against
 # name -> module path, for every <name>_backend module found here, the reference first
@@ -70,11 +72,7 @@ def auto_candidates(dtype="float32") -> list[str]:
 
 def auto_may_use(name: str, dtype) -> bool:
     """Whether auto may use backend ``name`` for work of ``dtype`` without compiling."""
-    if name not in RUN_TIME_COMPILED:
-        return True
-    from . import jit_cache
-
-    return jit_cache.ready(name, dtype)
+    return name not in RUN_TIME_COMPILED or jit_cache.ready(name, dtype)
 
 
 def get_backend(name: str = "auto", dtype="float32") -> ModuleType:
@@ -87,26 +85,22 @@ def get_backend(name: str = "auto", dtype="float32") -> ModuleType:
     for a known backend that cannot be loaded here.
     """
     if name == "auto":
-        from . import jit_cache
-
-        errors = []
+        errors, to_compile = [], []
         for candidate in AUTO_ORDER:
             if not auto_may_use(candidate, dtype):
                 jit_cache.request_background(candidate, dtype)
+                to_compile.append(candidate)
                 continue
             try:
                 return _import(candidate)
             except ImportError as exc:
                 errors.append(str(exc))
-        if errors and len(errors) == len(AUTO_ORDER):
-            raise ImportError("no fastmlp backend could be loaded: " + "; ".join(errors))
-        # only backends still compiling were left: the first of them that loads
-        for candidate in AUTO_ORDER:
-            if candidate in RUN_TIME_COMPILED:
-                try:
-                    return _import(candidate)
-                except ImportError:
-                    pass
+        # nothing ready loads: the first backend that compiles before it runs, then
+        for candidate in to_compile:
+            try:
+                return _import(candidate)
+            except ImportError as exc:
+                errors.append(str(exc))
         raise ImportError("no fastmlp backend could be loaded: " + "; ".join(errors))
     if not isinstance(name, str) or name not in _REGISTRY:
         allowed = ", ".join(repr(n) for n in ("auto", *_REGISTRY))
