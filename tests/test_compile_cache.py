@@ -247,3 +247,79 @@ def test_compiled_code_is_never_written_inside_the_package(tmp_path):
     assert [p.name for p in Path(out[1]).rglob("*.nbi") if "_touch" in p.name]
     written = [p for p in package.rglob("*.nb[ic]") if p.stat().st_mtime >= start]
     assert not written
+
+
+def test_warmup_command_compiles_each_dtype_once(cache, monkeypatch, capsys):
+    import fastmlp.warmup
+    from fastmlp.cli import main
+
+    compiled = []
+
+    def fake_warm_up(name, dtype, progress=None):
+        compiled.append((name, dtype))
+        progress(f"[1/1] {name} {dtype}: step ...")
+        jit_cache.mark_ready(name, dtype)
+        return 0.5
+
+    monkeypatch.setattr(fastmlp.warmup, "warm_up", fake_warm_up)
+    assert main(["warmup", "--dtype", "all"]) == 0
+    assert compiled == [(name, d) for name in sorted(RUN_TIME_COMPILED)
+                        for d in ("float32", "float64")]
+    out = capsys.readouterr().out
+    assert "[1/1] numba float32: step ..." in out and "numba float64: compiled in 0.5 s" in out
+    assert main(["warmup"]) == 0  # float32 again: nothing to do
+    assert len(compiled) == 2
+    assert "numba float32: already compiled" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("backend_name", [n for n in ("numba", "cython")
+                                          if n in available_backends()])
+def test_a_few_rows_predict_without_setting_a_thread_limit(backend_name, monkeypatch):
+    import fastmlp._base
+
+    X, y = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = FastMLP(max_iter=1, backend=backend_name, n_jobs=1).fit(X, y)
+    limits = []
+    real = fastmlp._base.thread_limit
+
+    def spy(n_jobs, backend=None):
+        limits.append(n_jobs)
+        return real(n_jobs, backend)
+
+    monkeypatch.setattr(fastmlp._base, "thread_limit", spy)
+    serial = model._prediction_backend().SERIAL_PREDICT_ROWS
+    model.predict(X[:1])
+    assert limits == []  # one row runs on the calling thread: nothing to limit
+    many = np.tile(X, (serial // X.shape[0] + 1, 1))
+    np.testing.assert_array_equal(model.predict(many)[:X.shape[0]], model.predict(X))
+    assert limits == [1]  # past SERIAL_PREDICT_ROWS, n_jobs is applied again
+
+
+@pytest.mark.exhaustive  # numba's whole compile in an empty cache: a minute or two
+@pytest.mark.skipif("numba" not in available_backends(), reason="numba not installed")
+def test_after_a_warm_up_a_fit_and_predict_compile_nothing(tmp_path):
+    script = (
+        "import warnings\n"
+        "warnings.simplefilter('ignore')\n"
+        "from numba.core import event\n"
+        "from fastmlp.warmup import warm_up\n"
+        "from fastmlp import FastMLP, load_mnist\n"
+        "warm_up('numba', 'float32')\n"
+        "(X, y), (Xt, yt) = load_mnist()\n"
+        "names = []\n"
+        "class Seen(event.Listener):\n"
+        "    def on_start(self, e):\n"
+        "        names.append(e.data['dispatcher'].py_func.__qualname__)\n"
+        "    def on_end(self, e):\n"
+        "        pass\n"
+        "with event.install_listener('numba:compile', Seen()):\n"
+        "    m = FastMLP(max_iter=1, learning_rate='cosine').fit(X[:3000], y[:3000])\n"
+        "    m.score(Xt, yt)\n"
+        "    m.predict(Xt[:1])\n"
+        "print(m.backend_, names)\n")
+    env = dict(os.environ, FASTMLP_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", script], env=env, check=True,
+                         capture_output=True, text=True, timeout=1200).stdout
+    assert out.strip().splitlines()[-1] == "numba []"
