@@ -10,6 +10,7 @@ backend's kernels.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from contextlib import nullcontext
@@ -104,6 +105,23 @@ def model_input(X, dtype, scale):
     if X.dtype == dtype and scale is None:
         return X
     return scaled_block(X, 0, X.shape[0], dtype, scale)
+
+
+def _refuse_non_finite_outputs(out):
+    """ValueError if a row of the network's outputs is not finite (inputs far outside
+    the training data overflow the arithmetic)."""
+    # a few values are summed faster in Python than checked by two NumPy calls; a finite
+    # sum means every value is finite (an overflowing sum of finite values goes on to
+    # the full check, which finds nothing)
+    if out.size <= 64 and math.isfinite(sum(out.ravel().tolist())):
+        return
+    if not np.isfinite(out).all():
+        bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+        raise ValueError(
+            f"{bad.size} row(s) of X (the first is row {bad[0]}) overflow the network's "
+            f"{out.dtype} arithmetic and give no finite outputs; the inputs are far "
+            "larger than the data the model was trained on (scale X as for training, or "
+            "fit with dtype='float64')")
 
 
 def _input_density(X, sample_rows=256):
@@ -290,7 +308,8 @@ class BaseMLP(BaseEstimator):
         if (type(X) is np.ndarray and X.ndim == 2 and X.dtype.kind == "f" and X.shape[0] > 0
                 and X.shape[1] == self.n_features_in_
                 and not hasattr(self, "feature_names_in_")):
-            converted = np.ascontiguousarray(X, dtype=dtype)
+            converted = (X if X.dtype == dtype and X.flags.c_contiguous
+                         else np.ascontiguousarray(X, dtype=dtype))
             if getattr(backend, "CHECKS_FINITE_INPUT", False) or np.isfinite(converted).all():
                 return converted
         return checked_X(validate_data(self, X, reset=False, dtype=input_dtypes(dtype),
@@ -722,8 +741,17 @@ class BaseMLP(BaseEstimator):
         codes.OUTPUTS; IDENTITY gives the pre-activations). The blocks of rows all read one
         copy of the parameters on huge pages, where that pays (backends/pages.py)."""
         dtype = self._params.dtype
-        params = predict_params(self._params, X.shape[0])
         out = np.empty((X.shape[0], self._layer_sizes[-1]), dtype=dtype)
+        if (X.shape[0] <= getattr(backend, "SERIAL_PREDICT_ROWS", 0)
+                and type(X) is np.ndarray and X.dtype == dtype and self.input_scale is None):
+            # a few rows of the model's dtype, which the backend predicts on the calling
+            # thread in one block: none of the set-up below applies (no thread limit, no
+            # conversion, no huge pages), and it would cost more than the rows themselves
+            backend.predict_proba(out, X, self._params, self._layer_sizes, activation,
+                                  output=output)
+            _refuse_non_finite_outputs(out)
+            return out
+        params = predict_params(self._params, X.shape[0])
         scale = input_scale(self.input_scale)
         # dense X goes through by blocks of rows, converted block by block where it is
         # stored (integer) or to be scaled; the blocks are the same whether it needs
@@ -744,13 +772,7 @@ class BaseMLP(BaseEstimator):
                         else scaled_block(X, start, stop, dtype, scale))
                 backend.predict_proba(out[start:stop], part, params, self._layer_sizes,
                                       activation, output=output)
-        if not np.isfinite(out).all():
-            bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
-            raise ValueError(
-                f"{bad.size} row(s) of X (the first is row {bad[0]}) overflow the network's "
-                f"{self._params.dtype} arithmetic and give no finite outputs; the "
-                "inputs are far larger than the data the model was trained on (scale X "
-                "as for training, or fit with dtype='float64')")
+        _refuse_non_finite_outputs(out)
         return out
 
     def _prediction_backend(self):

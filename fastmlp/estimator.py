@@ -371,7 +371,7 @@ default "constant"
         logits = self._predict_forward(X, IDENTITY)
         if self.out_activation_ == "logistic":
             return (logits > 0).astype(np.int64)
-        return self.classes_[np.argmax(logits, axis=1)]
+        return self.classes_[logits.argmax(axis=1)]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

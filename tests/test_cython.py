@@ -108,3 +108,37 @@ def test_install_without_the_extension(tmp_path):
     assert not list(target.rglob("*.nbi")) and not list(target.rglob("*.nbc"))
     assert out[2].startswith("ImportError: fastmlp backend 'cython' is not available")
     assert "FASTMLP_CYTHON=1 pip install" in out[2]
+
+
+@needs_cython
+def test_the_prediction_kernel_refuses_arrays_that_do_not_fit():
+    # the extension's predict_proba takes its arrays through the buffer protocol, not as
+    # typed memoryviews: it checks their dtype, dimensions and shapes itself
+    from fastmlp.backends import _cykernels as k
+    from fastmlp.backends.cython_backend import _predict_layout
+
+    X, y = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = FastMLP(hidden_layer_sizes=(16,), max_iter=2, random_state=0,
+                      backend="cython").fit(X, y)
+    layout, width = _predict_layout(tuple(clf._layer_sizes.tolist()))
+    params = clf._params
+    out = np.empty((5, 4), np.float32)
+    act = clf._activation_code
+    k.predict_proba(out, X[:5], params, layout, width, act, False)
+    np.testing.assert_array_equal(out, clf.predict_proba(X[:5]))
+    bad_calls = {
+        "X": (out, X[:5].astype(np.float64), params, layout),
+        "out": (out.astype(np.float64), X[:5], params, layout),
+        "layout": (out, X[:5], params, layout.astype(np.int32)),
+        "read-only out": (np.empty((5, 4), np.float32)[::1].view(), X[:5], params, layout),
+        "shapes": (np.empty((5, 3), np.float32), X[:5], params, layout),
+        "columns": (out, np.ascontiguousarray(X[:5, :-1]), params, layout),
+        "params": (out, X[:5], params[:-1], layout),
+        "layout size": (out, X[:5], params, layout[:-1]),
+    }
+    bad_calls["read-only out"][0].flags.writeable = False
+    for o, x, p, lay in bad_calls.values():
+        with pytest.raises(ValueError):
+            k.predict_proba(o, x, p, lay, width, act, False)

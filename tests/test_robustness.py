@@ -227,6 +227,19 @@ def test_divergence_stops_and_keeps_finite_weights(backend_name):
             assert np.isfinite(proba).all()
 
 
+@pytest.mark.parametrize("rows", [1, 5, 120], ids=["one-row", "few-rows", "many-rows"])
+def test_outputs_that_overflow_are_refused_however_many_rows(backend_name, rows):
+    # a few rows take a shorter path through predict than many: both refuse outputs
+    # that overflowed, and name how many rows did
+    X, y = _data()
+    clf = _fit(backend_name, np.abs(X), y)
+    clf._params[:] = np.float32(1e30)  # every logit of a positive row overflows float32
+    for method in (clf.predict, clf.predict_proba):
+        with pytest.raises(ValueError, match=rf"^{rows} row\(s\) of X \(the first is row "
+                                             r"0\) overflow"):
+            method(np.abs(X[:rows]))
+
+
 def test_huge_inputs_never_give_nan_probabilities(backend_name):
     X, y = _data()
     with warnings.catch_warnings():

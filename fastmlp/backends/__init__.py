@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 from types import ModuleType
 
 from . import jit_cache
@@ -55,6 +56,10 @@ def backend_names() -> tuple[str, ...]:
 
 
 def _import(name: str) -> ModuleType:
+    module = sys.modules.get(_REGISTRY[name])
+    if module is not None:
+        # loaded already (a one-row predict asks for its backend each time)
+        return module
     try:
         return importlib.import_module(_REGISTRY[name])
     except ImportError as exc:

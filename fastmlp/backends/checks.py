@@ -3,6 +3,8 @@ memory with what they are given and check no bounds themselves."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 
@@ -55,14 +57,20 @@ def checked_target(y, n_rows, n_out, dtype):
     return target
 
 
+@functools.lru_cache(maxsize=64)
+def _n_params(sizes):
+    return sum((i + 1) * o for i, o in zip(sizes[:-1], sizes[1:]))
+
+
 def check_shapes(layer_sizes, params, *, X=None, out=None, state=()):
     """Raise ValueError unless the arrays fit the network ``layer_sizes``: the compiled
     kernels take their extents from layer_sizes. (A few microseconds: it runs on every
     prediction, one row included.)"""
-    sizes = layer_sizes.tolist() if isinstance(layer_sizes, np.ndarray) else list(layer_sizes)
-    p = sum((i + 1) * o for i, o in zip(sizes[:-1], sizes[1:]))
+    sizes = tuple(layer_sizes.tolist() if isinstance(layer_sizes, np.ndarray) else layer_sizes)
+    p = _n_params(sizes)
     if params.shape != (p,):
-        raise ValueError(f"params has shape {params.shape}, expected ({p},) for layers {sizes}")
+        raise ValueError(f"params has shape {params.shape}, expected ({p},) for layers "
+                         f"{list(sizes)}")
     for name, arr in state:
         if arr.shape != params.shape and not (name == "v" and arr.size == 0):
             raise ValueError(f"{name} has shape {arr.shape}, expected {params.shape}")
@@ -70,6 +78,21 @@ def check_shapes(layer_sizes, params, *, X=None, out=None, state=()):
         raise ValueError(f"X has shape {X.shape}, expected (n, {sizes[0]})")
     if out is not None and out.shape != (X.shape[0], sizes[-1]):
         raise ValueError(f"out has shape {out.shape}, expected ({X.shape[0]}, {sizes[-1]})")
+
+
+def sizes_key(layer_sizes):
+    """The layer sizes as a tuple of ints (hashable, for the layouts kept per network)."""
+    if isinstance(layer_sizes, np.ndarray):
+        return tuple(layer_sizes.tolist())
+    return tuple(map(int, layer_sizes))
+
+
+def check_predict_shapes(sizes, params, X, out):
+    """check_shapes for a prediction through the network ``sizes`` (a sizes_key), its
+    passing case first: a one-row prediction costs a few microseconds in all."""
+    if (params.shape != (_n_params(sizes),) or len(X.shape) != 2 or X.shape[1] != sizes[0]
+            or out.shape != (X.shape[0], sizes[-1])):
+        check_shapes(sizes, params, X=X, out=out)
 
 
 def check_epoch_inputs(layer_sizes, params, grads, m, v, data, y, order):

@@ -16,7 +16,7 @@ extension's notes); the thread count is OpenMP's, which ``n_jobs`` sets.
 from __future__ import annotations
 
 import functools
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -25,9 +25,10 @@ from . import _cykernels as _k
 from .checks import (
     check_epoch_inputs,
     check_index_array,
-    check_shapes,
+    check_predict_shapes,
     checked_target,
     refuse_non_finite,
+    sizes_key,
 )
 from .codes import SOFTMAX, loss_denominator
 from .layout import padded_top
@@ -193,14 +194,16 @@ def _target_tuple(target):
 
 @functools.lru_cache(maxsize=64)
 def _predict_layout(sizes_key):
-    """(sizes, parameter offsets, widest layer) of a network, kept for the next call: a
-    one-row prediction costs microseconds, and building these costs several."""
+    """(layout, widest layer) of a network, kept for the next call: a
+    one-row prediction costs microseconds, and building these costs several. The layout
+    is the kernel's one array of the layer sizes followed by the layers' parameter
+    offsets."""
     sizes = np.array(sizes_key, dtype=np.int64)
     widths = sizes[1:]
     p_offs = np.concatenate(([0], np.cumsum(sizes[:-1] * widths + widths))).astype(np.int64)
-    sizes.setflags(write=False)
-    p_offs.setflags(write=False)
-    return sizes, p_offs, int(widths.max())
+    layout = np.concatenate((sizes, p_offs))
+    layout.setflags(write=False)
+    return layout, int(widths.max())
 
 
 def predict_proba(out, X, params, layer_sizes, act, output=SOFTMAX):
@@ -209,25 +212,28 @@ def predict_proba(out, X, params, layer_sizes, act, output=SOFTMAX):
     threads when there are many; with two hidden layers or more, blocks of rows go
     through the dense layers as matrix products. Many rows through a large model read a
     copy of the parameters on huge pages (pages.py)."""
-    check_shapes(layer_sizes, params, X=X, out=out)
+    key = sizes_key(layer_sizes)
+    check_predict_shapes(key, params, X, out)
+    layout, width = _predict_layout(key)
     params = predict_params(params, X.shape[0])
-    sizes, p_offs, width = _predict_layout(tuple(int(s) for s in layer_sizes))
     parallel = X.shape[0] >= PARALLEL_ROWS
     if isinstance(X, np.ndarray):
-        kernel, args = _PREDICT[params.dtype.type], (X,)
+        kernel, args = _k.predict_proba, (X,)
     else:
         rows = _sparse_of(X, params.dtype)
         kernel = _PREDICT_CSR[params.dtype.type]
         args = (rows.values, rows.indptr, rows.indices)
-    # with two hidden layers or more, the threads' matrix products each on one BLAS thread
-    with one_blas_thread() if parallel and len(layer_sizes) > 3 else nullcontext():
-        bad = kernel(out, *args, params, sizes, p_offs, width, int(act), parallel,
-                     int(output))
+    if parallel and len(key) > 3:
+        # with two hidden layers or more, the threads' matrix products each on one BLAS
+        # thread
+        with one_blas_thread():
+            bad = kernel(out, *args, params, layout, width, int(act), parallel, int(output))
+    else:
+        bad = kernel(out, *args, params, layout, width, int(act), parallel, int(output))
     refuse_non_finite(bad)
 
 
 # the kernel's specialisations, picked by dtype here rather than by Cython's dispatcher,
 # which inspects every argument on each call
-_PREDICT = {np.float32: _k.predict_proba["float"], np.float64: _k.predict_proba["double"]}
 _PREDICT_CSR = {np.float32: _k.predict_proba_csr["float"],
                 np.float64: _k.predict_proba_csr["double"]}

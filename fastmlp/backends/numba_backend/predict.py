@@ -12,7 +12,7 @@ import numpy as np
 from numba import prange
 
 from ...threads import one_blas_thread
-from ..checks import check_shapes, refuse_non_finite
+from ..checks import check_predict_shapes, refuse_non_finite, sizes_key
 from ..codes import SOFTMAX
 from ..pages import huge_page_empty, predict_params
 from ._config import U, inline, jit, pjit, read_only
@@ -307,12 +307,14 @@ def first_layer_panels(params, layer_sizes, n_rows):
     784-1024 does not fit, and its rows, 4 KB apart, fall in few of L2's sets). Empty
     (unused) for fewer than PANEL_MIN_ROWS rows, more than PANEL_MAX_INPUTS inputs, no
     hidden layer, or no whole panel."""
+    if n_rows < PANEL_MIN_ROWS:
+        return _NO_PANELS[params.dtype.type]
     wide = WIDE_BYTES // params.dtype.itemsize
     n_in0 = int(layer_sizes[0])
     n_1 = int(layer_sizes[1])
     n_pan = n_1 // wide if len(layer_sizes) > 2 else 0
-    if n_rows < PANEL_MIN_ROWS or n_in0 > PANEL_MAX_INPUTS or n_pan == 0:
-        return np.empty(0, params.dtype)
+    if n_in0 > PANEL_MAX_INPUTS or n_pan == 0:
+        return _NO_PANELS[params.dtype.type]
     w0p = huge_page_empty(n_pan * wide * n_in0, params.dtype)
     _fill_panels(w0p, params, U(n_in0), U(n_1), U(wide))
     return w0p
@@ -366,6 +368,7 @@ def _predict_proba_serial(out, X, indptr, indices, csr, n_rows, params, w0p, siz
 # the index arrays of a dense X (unused)
 _NO_INDPTR = read_only(np.zeros(1, dtype=np.int64))
 _NO_INDICES = np.zeros(0, dtype=np.int32)
+_NO_PANELS = {t: np.empty(0, t) for t in (np.float32, np.float64)}
 
 
 def predict_proba(out, X, params, layer_sizes, act, output=SOFTMAX):
@@ -375,7 +378,7 @@ def predict_proba(out, X, params, layer_sizes, act, output=SOFTMAX):
     (SparseRows or a SciPy sparse matrix or array, read as compressed sparse rows, never
     made dense). Checks that X is finite on the way (see CHECKS_FINITE_INPUT). Many rows
     through a large model read a copy of the parameters on huge pages (pages.py)."""
-    check_shapes(layer_sizes, params, X=X, out=out)
+    check_predict_shapes(sizes_key(layer_sizes), params, X, out)
     params = predict_params(params, X.shape[0])
     if isinstance(X, np.ndarray):
         x, indptr, indices, csr = read_only(X.ravel()), _NO_INDPTR, _NO_INDICES, False
