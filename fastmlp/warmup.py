@@ -80,6 +80,12 @@ def _steps(backend, dtype):
         FastMLP(hidden_layer_sizes=(64, 16), batch_size=256, **dict(kw, max_iter=1)).fit(
             big[:300], labels[:300]).predict_proba(big)
 
+    def large_model():
+        # a model of more than 16 MiB trains in its own arrays, with no working copies
+        # (numba_backend.workspace.IN_PLACE_BYTES)
+        inputs = _problem(rng, 32, 4200, dtype)
+        FastMLP(hidden_layer_sizes=(1024,), **dict(kw, max_iter=1)).fit(inputs, y[:32])
+
     def solvers():
         FastMLP(hidden_layer_sizes=(8,), solver="sgd", **kw).fit(X, y)
         FastMLP(hidden_layer_sizes=(8,), solver="lbfgs", **kw).fit(X, y)
@@ -88,7 +94,7 @@ def _steps(backend, dtype):
     return [("dense input", dense), ("sparse input", sparse_input),
             ("uint8 input", stored_uint8), ("wide and deep layers", wide_and_deep),
             ("other outputs", other_outputs), ("solvers", solvers),
-            ("large input", large_input)]
+            ("large input", large_input), ("large model", large_model)]
 
 
 def warm_up(backend="numba", dtype="float32", progress=None):

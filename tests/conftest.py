@@ -1,4 +1,7 @@
 import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -27,6 +30,89 @@ def pytest_configure(config):
                if status.get(name, "unknown") is not None]
     if missing:
         raise pytest.UsageError("required backends are missing: " + "; ".join(missing))
+
+
+# ---------------------------------------------------------------- numba's first compile
+#
+# In a fresh environment numba's kernels compile on first use, for minutes, which the
+# suite would otherwise spend waiting. So the quick suite (1) runs numba's float32 cases
+# only: its float64 cases are exhaustive (CI runs them), (2) runs the numba cases last,
+# and (3) compiles numba's float32 kernels in the background while the other cases run,
+# with the product's own warm-up (python -m fastmlp.warmup --background), and waits for
+# it before the first numba case. A second run finds them compiled and starts nothing.
+
+_NUMBA_WARMUP = {"started": False, "waited": False}
+
+
+def _uses_numba(item):
+    # "numba" in the name or the parameters, or the marker
+    in_name = "numba" in item.name or item.get_closest_marker("numba") is not None
+    module = getattr(item, "module", None)
+    return in_name or (module is not None
+                       and module.__name__.rsplit(".", 1)[-1] in _NUMBA_MODULES)
+
+
+# modules whose cases run numba's kernels (or load or compile them, test_compile_cache), or
+# see how busy the machine is (the thread tests), which the compile would make it
+_NUMBA_MODULES = {"test_adaptive_team", "test_blas", "test_compile_cache",
+                  "test_default_threads", "test_first_layer_columns", "test_nonzero_places",
+                  "test_predict_panels", "test_threads"}
+
+
+def _float64(item):
+    if item.get_closest_marker("float64") is not None:
+        return True
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return False
+
+    def is_f64(value):
+        try:
+            return isinstance(value, (str, type, np.dtype)) and np.dtype(value) == np.float64
+        except (TypeError, ValueError):
+            return False
+
+    return "float64" in item.name or any(is_f64(v) for v in callspec.params.values())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _uses_numba(item) and _float64(item):
+            item.add_marker(pytest.mark.exhaustive)
+    items.sort(key=_uses_numba)  # stable: the numba cases last, in their order
+
+
+def pytest_collection_finish(session):
+    from fastmlp.backends import jit_cache
+
+    if (backend_status().get("numba") is not None or jit_cache.jit_disabled()
+            or not any(_uses_numba(item) for item in session.items)
+            or jit_cache.state("numba", "float32") != "not compiled"):
+        return
+    env = dict(os.environ, FASTMLP_BACKGROUND_COMPILE="0")
+    log = jit_cache.log_path("numba", "float32")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        subprocess.Popen([sys.executable, "-m", "fastmlp.warmup", "--background",
+                          "--backend", "numba", "--dtype", "float32"],
+                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                         env=env)
+    _NUMBA_WARMUP["started"] = True
+
+
+def pytest_runtest_setup(item):
+    if _NUMBA_WARMUP["started"] and not _NUMBA_WARMUP["waited"] and _uses_numba(item):
+        from fastmlp.backends import jit_cache
+
+        # the warm-up holds this lock while it compiles; give it a moment to take it
+        deadline = time.monotonic() + 10
+        while (jit_cache.state("numba", "float32") == "not compiled"
+               and time.monotonic() < deadline):
+            time.sleep(0.2)
+        with jit_cache.compile_lock("numba", "float32", wait=True):
+            pass
+        _NUMBA_WARMUP["waited"] = True
 
 
 def _backend_params(names):

@@ -42,6 +42,7 @@ def test_train_rejects_bad_options(tmp_path, capsys):
     assert "unknown backend 'gpu'" in capsys.readouterr().err
 
 
+@pytest.mark.numba  # auto's pick follows numba's compile
 def test_info(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out

@@ -18,9 +18,11 @@ def small_mnist(mnist):
     return (X[:1500], y[:1500]), (X_test[:300], y_test[:300])
 
 
-def test_every_case_matches_the_reference(backend, small_mnist):
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_case_matches_the_reference(backend, dtype, small_mnist):
     (X, y), (X_test, _) = small_mnist
-    cases = compare.kernel_cases(X, y, X_test, batches=(64,), epoch_rows=640)
+    cases = compare.kernel_cases(X, y, X_test, batches=(64,), dtypes=(dtype,),
+                                 epoch_rows=640)
     kernels = {c.kernel for c in cases}
     assert kernels == {"linear_forward", "linear_backward", "softmax_xent", "adam_update",
                        "sgd_update", "train_epoch", "predict_proba"}
@@ -54,6 +56,7 @@ def _run_quick(monkeypatch, small_mnist, tmp_path, capsys, extra=()):
     return code, captured, json.loads(out_json.read_text())
 
 
+@pytest.mark.numba  # every backend
 def test_quick_report_json_and_table(monkeypatch, small_mnist, tmp_path, capsys):
     code, captured, report = _run_quick(monkeypatch, small_mnist, tmp_path, capsys)
     assert code == 0
@@ -83,6 +86,7 @@ def test_quick_report_json_and_table(monkeypatch, small_mnist, tmp_path, capsys)
     assert captured.out.count("train_epoch") == 2 * 2 * len(backends)
 
 
+@pytest.mark.numba  # every backend
 def test_plot_is_written(monkeypatch, small_mnist, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     png = tmp_path / "chart.png"
@@ -92,6 +96,7 @@ def test_plot_is_written(monkeypatch, small_mnist, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.numba  # every backend
 def test_plot_without_matplotlib_explains(monkeypatch, small_mnist, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
     png = tmp_path / "chart.png"
@@ -109,6 +114,7 @@ def test_threads_must_be_positive(capsys):
     assert "--threads must be at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.numba  # every backend
 def test_shape_grid_rows():
     """The shape grid's rows: one per engine and shape, ratios against numpy from the
     same run, and the dense-arithmetic GFLOP/s of the seconds measured."""
@@ -137,6 +143,7 @@ def test_shape_grid_rows():
                                                       / numpy_row["predict_seconds"])
 
 
+@pytest.mark.numba  # every backend
 def test_text_report_json_and_table(monkeypatch, tmp_path, capsys):
     """``fastmlp compare --text --quick``: every backend with exact Adam, lazy Adam on the
     default one, MLPClassifier and the linear model, on the same sparse problem."""

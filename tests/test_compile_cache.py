@@ -171,7 +171,7 @@ def test_background_compile_runs_once_and_marks_the_backend_ready(cache, monkeyp
     assert _wait_for(lambda: "compiled in" in jit_cache.log_path("numpy", "float32")
                      .read_text())
     log = jit_cache.log_path("numpy", "float32").read_text()
-    assert "[7/7] numpy float32: large input:" in log
+    assert "[8/8] numpy float32: large model:" in log
     assert jit_cache.state("numpy", "float32") == "compiled"
 
 

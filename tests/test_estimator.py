@@ -44,13 +44,28 @@ def _expected_failed_checks(estimator):
     return {}
 
 
-@parametrize_with_checks([FastMLP(backend=name) for name in available_backends()]
-                         + [FastMLPRegressor(backend=name) for name in available_backends()]
-                         + [FastMLP(solver="lbfgs", backend="numpy"),
-                            FastMLP(dtype="float64"), FastMLPRegressor(dtype="float64"),
-                            FastMLPRegressor(solver="lbfgs", dtype="float64")],
-                         expected_failed_checks=_expected_failed_checks)
+# scikit-learn's checks test the estimators' API, the same on every backend: the quick
+# suite runs them on the defaults (auto: the extension, or numba once compiled) and on
+# numba by name; every other setting (most of the suite's time) with -m exhaustive
+_QUICK_CHECKS = [FastMLP(), FastMLPRegressor()] + [
+    FastMLP(backend=name) for name in ("numba",) if name in available_backends()]
+_EXHAUSTIVE_CHECKS = (
+    [FastMLP(backend=name) for name in available_backends() if name != "numba"]
+    + [FastMLPRegressor(backend=name) for name in available_backends()]
+    + [FastMLP(solver="lbfgs", backend="numpy"), FastMLP(dtype="float64"),
+       FastMLPRegressor(dtype="float64"), FastMLPRegressor(solver="lbfgs", dtype="float64")])
+
+
+@parametrize_with_checks(_QUICK_CHECKS, expected_failed_checks=_expected_failed_checks)
 def test_sklearn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+@pytest.mark.exhaustive
+@parametrize_with_checks(_EXHAUSTIVE_CHECKS, expected_failed_checks=_expected_failed_checks)
+def test_sklearn_estimator_checks_of_every_setting(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         check(estimator)
@@ -125,6 +140,7 @@ def test_fitted_attributes(backend_name):
     np.testing.assert_array_equal(clf.predict(X), clf.classes_[proba.argmax(axis=1)])
 
 
+@pytest.mark.numba  # auto's pick follows numba's compile
 def test_auto_backend_records_choice():
     X, y = _blobs(n=50)
     clf = FastMLP(max_iter=2).fit(X, y)
@@ -513,6 +529,7 @@ def test_patience_may_be_infinite(backend_name):
             FastMLP(n_iter_no_change=bad, backend=backend_name).fit(X, y)
 
 
+@pytest.mark.float64
 def test_lbfgs_matches_the_reference_backend(backend_name):
     X, y = _blobs(n=150)
     kwargs = dict(solver="lbfgs", hidden_layer_sizes=(10,), alpha=1e-2, max_iter=40,

@@ -6,6 +6,9 @@ import pytest
 from fastmlp.backends.codes import ACTIVATIONS, OUTPUTS, Target
 from fastmlp.backends.layout import n_params
 
+# finite differences need float64 (numba's cases of it are exhaustive: conftest.py)
+pytestmark = pytest.mark.float64
+
 
 def _finite_differences(backend, params, sizes, act, X, y, alpha, eps=1e-6):
     """The central-difference gradient of loss_and_grad's objective, entry by entry."""

@@ -324,6 +324,7 @@ def test_outputs_and_weights_match_reference(compiled_backend, reference, dtype,
         assert (out > 0).all()
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize("output", list(OUTPUT_CASES.values()), ids=list(OUTPUT_CASES))
 def test_row_weights_mean_what_scikit_learn_says(backend, output):
     """Weights scale each row's share of a weighted mean, whose L2 term is divided by the

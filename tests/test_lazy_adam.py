@@ -74,6 +74,7 @@ def test_rows_of_absent_inputs_keep_their_weights(backend_name):
         assert np.abs(model.coefs_[0][60:] - w0[60:]).max() > 1e-3
 
 
+@pytest.mark.numba  # every backend
 def test_lazy_adam_agrees_across_backends():
     X, y = _sparse_problem(seed=2)
     reference = _fit(X, y, "lazy_adam", "numpy")

@@ -111,6 +111,7 @@ def test_lbfgs(backend_name):
     assert hasattr(FastMLPRegressor(solver="adam"), "partial_fit")
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize("n_outputs", [1, 2])
 def test_lbfgs_loss_is_half_mean_squared_error_plus_penalty(backend_name, n_outputs):
     X, y = _smooth()

@@ -70,6 +70,7 @@ KINDS = pytest.mark.parametrize("kind", ["classifier", "regressor"])
 # ------------------------------------------------------------------------- sample_weight
 
 
+@pytest.mark.float64  # its models are float64 (_full_batch)
 @KINDS
 def test_zero_weights_equal_dropping_rows(backend_name, kind):
     X, labels, values = _problem()
@@ -83,6 +84,7 @@ def test_zero_weights_equal_dropping_rows(backend_name, kind):
     assert not np.allclose(_output(unweighted, X), _output(dropped, X), rtol=1e-6)
 
 
+@pytest.mark.float64  # its models are float64 (_full_batch)
 @KINDS
 def test_integer_weights_equal_repeating_rows(backend_name, kind):
     X, labels, values = _problem()
@@ -95,6 +97,7 @@ def test_integer_weights_equal_repeating_rows(backend_name, kind):
     assert weighted.loss_ == pytest.approx(repeated.loss_, rel=1e-9)
 
 
+@pytest.mark.float64  # its models are float64 (_full_batch)
 @KINDS
 def test_scaling_the_weights_scales_only_the_penalty(backend_name, kind):
     X, labels, values = _problem()
@@ -144,6 +147,7 @@ def test_bad_weights_are_rejected(backend_name, make, weights, message):
             est.partial_fit(X, y, sample_weight=weights(N))
 
 
+@pytest.mark.float64  # its models are float64 (_full_batch)
 @pytest.mark.filterwarnings("ignore:batch_size=10000 is larger")
 @KINDS
 def test_partial_fit_with_weights(backend_name, kind):
@@ -195,6 +199,7 @@ def test_regressor_early_stopping_with_weights(backend_name):
 # ------------------------------------------------------------------------- class_weight
 
 
+@pytest.mark.float64  # its models are float64 (_full_batch)
 def test_balanced_class_weight_equals_its_sample_weight(backend_name):
     X, _, _ = _problem()
     y = np.where(np.arange(N) < 35, 0, np.where(np.arange(N) < 50, 1, 2))  # 35, 15, 10
@@ -210,6 +215,7 @@ def test_balanced_class_weight_equals_its_sample_weight(backend_name):
     assert not np.allclose(balanced.predict_proba(X), plain.predict_proba(X), rtol=1e-6)
 
 
+@pytest.mark.float64  # its models are float64 (_full_batch)
 def test_dict_class_weight_equals_its_sample_weight(backend_name):
     X, labels, _ = _problem()
     y = np.array(["ant", "bee", "cat"])[labels]
@@ -222,6 +228,7 @@ def test_dict_class_weight_equals_its_sample_weight(backend_name):
     assert list(by_class.classes_) == ["ant", "bee", "cat"]
 
 
+@pytest.mark.float64  # its models are float64 (_full_batch)
 def test_class_weight_times_sample_weight(backend_name):
     X, labels, _ = _problem()
     weights = np.random.default_rng(2).uniform(0.2, 3.0, N)
@@ -306,6 +313,7 @@ def test_multilabel_errors(backend_name):
             FastMLP(class_weight=class_weight, backend=backend_name).fit(X, Y)
 
 
+@pytest.mark.float64  # its models are float64 (_full_batch)
 def test_multilabel_sample_weight(backend_name):
     X, Y = _multilabel()
     X, Y = X[:N], Y[:N]
