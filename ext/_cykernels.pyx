@@ -923,12 +923,13 @@ cdef void _first_layer_step(floating* params, floating* grads, floating* m, floa
             if opt != NULL and opt.lazy:
                 _first_layer_lazy(params, grads, m, v, net, x, buf, opt, alpha_n, pen_rows,
                                   j0, j1)
-            else:
+            elif opt == NULL or not _first_layer_fused(params, m, v, net, x, buf, opt,
+                                                       alpha_n, pen_rows, j0, j1):
                 _first_layer_grads(params, grads, net, x, buf, alpha_n, pen_rows, j0, j1)
-            if opt != NULL:
-                if j0 < j1 and not opt.lazy:
+                if opt != NULL and j0 < j1:
                     _update(params + j0 * n_out, grads + j0 * n_out, m + j0 * n_out,
                             v + j0 * n_out, (j1 - j0) * n_out, opt)
+            if opt != NULL:
                 t0 = tail + k * tail_per
                 t1 = t0 + tail_per
                 if t1 > total:
@@ -936,6 +937,85 @@ cdef void _first_layer_step(floating* params, floating* grads, floating* m, floa
                 if t0 < t1:
                     _update(params + t0, grads + t0, m + t0, v + t0, t1 - t0, opt)
         fastmlp_restore_fp_mode(mode)
+
+
+cdef bint _first_layer_fused(floating* params, floating* m, floating* v, const Layout* net,
+                             const Rows* x, const Batch* buf, const OptimizerStep* opt,
+                             floating alpha_n, double* pen_rows, Py_ssize_t j0,
+                             Py_ssize_t j1) noexcept nogil:
+    """_first_layer_grads and the step of rows j0..j1 of W, one row at a time: the batch's
+    non-zero inputs in [j0, j1) grouped by pixel (a counting sort, each pixel's in the
+    order of the rows), then each row's gradient summed in a buffer that stays in L1 and
+    its step taken at once. The same sums in the same order and the same step, so the
+    same bits, without writing the gradient to memory and reading it back. Returns False
+    (and does nothing) when there is no memory for the grouping."""
+    cdef const long long* indptr = x.indptr
+    cdef const int* indices = x.indices
+    cdef const floating* values = <const floating*>x.values
+    cdef const floating* deltas = <const floating*>buf.deltas + net.a_offs[0]
+    cdef Py_ssize_t n = x.n, n_out = net.sizes[1], r, c, i, q, e, n_in = j1 - j0
+    cdef long long row
+    cdef Py_ssize_t* starts
+    cdef int* entry_rows
+    cdef floating* entry_values
+    cdef floating* acc
+    cdef floating* w
+    if n_in <= 0:
+        return True
+    starts = <Py_ssize_t*>calloc(n_in + 2, sizeof(Py_ssize_t))
+    acc = <floating*>malloc(2 * n_out * sizeof(floating))
+    if starts == NULL or acc == NULL:
+        free(starts)
+        free(acc)
+        return False
+    # pixel i's count at starts[i - j0 + 2], then summed, so that starts[i - j0 + 1] is
+    # where its entries begin; placing each moves it on, to where they end
+    for r in range(n):
+        row = x.rows[r]
+        for q in range(indptr[row], indptr[row + 1]):
+            i = indices[q]
+            if i >= j1:
+                break
+            if i >= j0:
+                starts[i - j0 + 2] += 1
+    for i in range(2, n_in + 2):
+        starts[i] += starts[i - 1]
+    entry_rows = <int*>malloc((starts[n_in + 1] + 1) * sizeof(int))
+    entry_values = <floating*>malloc((starts[n_in + 1] + 1) * sizeof(floating))
+    if entry_rows == NULL or entry_values == NULL:
+        free(entry_rows)
+        free(entry_values)
+        free(starts)
+        free(acc)
+        return False
+    for r in range(n):
+        row = x.rows[r]
+        for q in range(indptr[row], indptr[row + 1]):
+            i = indices[q]
+            if i >= j1:
+                break
+            if i >= j0:
+                e = starts[i - j0 + 1]
+                starts[i - j0 + 1] += 1
+                entry_rows[e] = <int>r
+                entry_values[e] = values[q]
+    for i in range(j0, j1):
+        w = params + i * n_out
+        pen_rows[i] = _dot(w, w, n_out)
+        for c in range(n_out):
+            acc[n_out + c] = alpha_n * w[c]
+        # that plus each entry's value times its row of deltas, in order: a panel of
+        # columns in registers at a time, each term added to the running sum as the
+        # scattered axpy adds it
+        e = starts[i - j0]
+        _sum_rows(acc, acc + n_out, deltas, n_out, entry_values + e, entry_rows + e,
+                  starts[i - j0 + 1] - e, n_out, 0)
+        _update(w, acc, m + i * n_out, v + i * n_out, n_out, opt)
+    free(entry_rows)
+    free(entry_values)
+    free(starts)
+    free(acc)
+    return True
 
 
 cdef void _refresh_top_w(const floating* params, const Layout* net,
