@@ -234,21 +234,26 @@ def _timed(fn):
 # ------------------------------------------------------------------------ the MNIST fits
 
 
-def _fit_fastmlp(name, data, epochs, threads, hidden=(128,), batch=64, predict_repeats=0):
-    """(seconds of the fit, test accuracy), or with predict_repeats (seconds of the fit,
-    median seconds of predict_proba on the test rows)."""
+def _fit_fastmlp(name, data, epochs, threads, hidden=(128,), batch=64, predict_repeats=0,
+                 regression=False):
+    """(seconds of the fit, test accuracy or R^2), or with predict_repeats (seconds of
+    the fit, median seconds of predict_proba, or predict, on the test rows)."""
     from .estimator import FastMLP
+    from .regressor import FastMLPRegressor
     (X, y), (X_test, y_test) = data
-    clf = FastMLP(hidden_layer_sizes=hidden, batch_size=batch, solver="adam", max_iter=epochs,
-                  learning_rate_init=LEARNING_RATE, n_iter_no_change=epochs + 1,
-                  random_state=0, backend=name, n_jobs=threads)
-    FastMLP(hidden_layer_sizes=hidden, max_iter=1, backend=name,
-            n_jobs=threads).fit(X[:256], y[:256])  # compile, fault in pages
+    estimator = FastMLPRegressor if regression else FastMLP
+    clf = estimator(hidden_layer_sizes=hidden, batch_size=batch, solver="adam",
+                    max_iter=epochs, learning_rate_init=LEARNING_RATE,
+                    n_iter_no_change=epochs + 1, random_state=0, backend=name,
+                    n_jobs=threads)
+    estimator(hidden_layer_sizes=hidden, max_iter=1, backend=name,
+              n_jobs=threads).fit(X[:256], y[:256])  # compile, fault in pages
     start = time.perf_counter()
     clf.fit(X, y)
     seconds = time.perf_counter() - start
     if predict_repeats:
-        return seconds, _predict_seconds(lambda: clf.predict_proba(X_test), predict_repeats)
+        method = clf.predict if regression else clf.predict_proba
+        return seconds, _predict_seconds(lambda: method(X_test), predict_repeats)
     return seconds, clf.score(X_test, y_test)
 
 
@@ -271,38 +276,127 @@ def _fit_sklearn(data, epochs, threads):
         return seconds, clf.score(X_test, y_test)
 
 
-def _fit_torch(torch, data, epochs, threads, hidden=(128,), batch=64, predict_repeats=0):
+def _fit_torch(torch, data, epochs, threads, hidden=(128,), batch=64, predict_repeats=0,
+               regression=False):
     (X, y), (X_test, y_test) = data
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         torch.manual_seed(0)
-        sizes = [X.shape[1], *hidden, 10]
+        sizes = [X.shape[1], *hidden, 1 if regression else int(y.max()) + 1]
         layers = []
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
             layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
         model = torch.nn.Sequential(*layers[:-1])
         opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-        X_t, y_t = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
+        X_t = torch.from_numpy(X)
+        y_t = (torch.from_numpy(y.astype(np.float32)).reshape(-1, 1) if regression
+               else torch.from_numpy(y.astype(np.int64)))
+        loss_fn = (torch.nn.functional.mse_loss if regression
+                   else torch.nn.functional.cross_entropy)
         start = time.perf_counter()
         for _ in range(epochs):
             perm = torch.randperm(X_t.shape[0])
             for i in range(0, X_t.shape[0], batch):
                 idx = perm[i:i + batch]
                 opt.zero_grad()
-                loss = torch.nn.functional.cross_entropy(model(X_t[idx]), y_t[idx])
+                loss = loss_fn(model(X_t[idx]), y_t[idx])
                 loss.backward()
                 opt.step()
         seconds = time.perf_counter() - start
         with torch.no_grad():
             X_test_t = torch.from_numpy(X_test)
             if predict_repeats:
-                return seconds, _predict_seconds(
-                    lambda: torch.softmax(model(X_test_t), 1).numpy(), predict_repeats)
+                out = ((lambda: model(X_test_t).numpy()) if regression
+                       else (lambda: torch.softmax(model(X_test_t), 1).numpy()))
+                return seconds, _predict_seconds(out, predict_repeats)
+            if regression:
+                return seconds, _r2(y_test, model(X_test_t).numpy().ravel())
             pred = model(X_test_t).argmax(1).numpy()
         return seconds, float(np.mean(pred == y_test))
     finally:
         torch.set_num_threads(previous)
+
+
+def _r2(y, predicted):
+    return float(1.0 - np.sum((y - predicted) ** 2) / np.sum((y - np.mean(y)) ** 2))
+
+
+def _fit_jax(data, epochs, hidden=(128,), batch=64, predict_repeats=0, regression=False):
+    """JAX as the strongest CPU peer: the whole epoch one XLA program (``jax.jit`` over a
+    ``lax.scan`` of the mini-batches), optax's Adam, float32. Returns (seconds of the
+    fit, test accuracy or R^2, or median seconds of the prediction, seconds of the
+    compile); the compile (of the epoch and of the prediction) is timed apart, not in
+    the fit. The scan needs batches of one shape, so each epoch drops its last
+    ``rows % batch`` rows (fewer than a batch). XLA runs on threads of its own, all the
+    process's cores: the ``threads`` of the other engines do not apply to it."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    (X, y), (X_test, y_test) = data
+    n_out = 1 if regression else int(y.max()) + 1
+    sizes = [X.shape[1], *hidden, n_out]
+    key = jax.random.PRNGKey(0)
+    params = []
+    for n_in, n_o in zip(sizes[:-1], sizes[1:]):
+        key, sub = jax.random.split(key)
+        bound = float(np.sqrt(6.0 / (n_in + n_o)))
+        params.append((jax.random.uniform(sub, (n_in, n_o), jnp.float32, -bound, bound),
+                       jnp.zeros(n_o, jnp.float32)))
+    opt = optax.adam(LEARNING_RATE)
+
+    def forward(params, x):
+        for w, b in params[:-1]:
+            x = jax.nn.relu(x @ w + b)
+        w, b = params[-1]
+        return x @ w + b
+
+    def loss(params, x, t):
+        out = forward(params, x)
+        if regression:
+            return jnp.mean((out[:, 0] - t) ** 2)
+        return optax.softmax_cross_entropy_with_integer_labels(out, t).mean()
+
+    def epoch(params, opt_state, X, y, order):
+        def step(carry, idx):
+            params, opt_state = carry
+            value, grads = jax.value_and_grad(loss)(params, X[idx], y[idx])
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), value
+
+        (params, opt_state), values = jax.lax.scan(step, (params, opt_state), order)
+        return params, opt_state, values.mean()
+
+    def predict(params, x):
+        out = forward(params, x)
+        return out[:, 0] if regression else jax.nn.softmax(out, axis=1)
+
+    X_d = jnp.asarray(X, jnp.float32)
+    y_d = jnp.asarray(y, jnp.float32 if regression else jnp.int32)
+    X_test_d = jnp.asarray(X_test, jnp.float32)
+    n_batches = X.shape[0] // batch
+    orders = [jnp.asarray(np.random.default_rng(e).permutation(X.shape[0])
+                          [:n_batches * batch].reshape(n_batches, batch).astype(np.int32))
+              for e in range(epochs)]
+    opt_state = opt.init(params)
+    start = time.perf_counter()
+    epoch_c = jax.jit(epoch).lower(params, opt_state, X_d, y_d, orders[0]).compile()
+    predict_c = jax.jit(predict).lower(params, X_test_d).compile()
+    compile_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    for order in orders:
+        params, opt_state, _ = epoch_c(params, opt_state, X_d, y_d, order)
+    jax.block_until_ready(params)
+    seconds = time.perf_counter() - start
+    if predict_repeats:
+        return seconds, _predict_seconds(
+            lambda: predict_c(params, X_test_d).block_until_ready(), predict_repeats), \
+            compile_seconds
+    out = np.asarray(predict_c(params, X_test_d))
+    quality = (_r2(y_test, out) if regression
+               else float(np.mean(out.argmax(axis=1) == y_test)))
+    return seconds, quality, compile_seconds
 
 
 def fit_rows(data, epochs, threads, progress):
@@ -331,84 +425,163 @@ def fit_rows(data, epochs, threads, progress):
 
 # ------------------------------------------------------------------------ the shape grid
 
-# name -> (hidden layers, batch size, epochs)
+# name -> (hidden layers, batch size, epochs), on MNIST
 SHAPES = {
     "784-128-10": ((128,), 64, 5),
     "784-512-512-10": ((512, 512), 128, 1),
     "784-1024-10": ((1024,), 256, 1),
     "784-256-256-256-256-10": ((256, 256, 256, 256), 64, 1),
 }
+# name -> (data, hidden layers, batch size, epochs), on synthetic tabular data from
+# scikit-learn's generators (no download; see tabular_data): the small dense networks
+# most tabular problems get
+TABULAR_SHAPES = {
+    "friedman 40-64-64-1": ("friedman", (64, 64), 128, 10),
+    "classification 100-256-256-2": ("classification", (256, 256), 256, 5),
+}
+TABULAR_ROWS = 200_000
 
 
-def shape_rows(data, threads, repeats, progress, shapes=tuple(SHAPES), predict_repeats=5):
-    """Fit time of every backend, ``auto`` and (when installed) PyTorch on each network
-    shape: medians of ``repeats`` fits measured in alternating order, each after a
-    warm-up fit on a few rows; and after each fit, the median time of predict_proba on
-    the test rows over ``predict_repeats`` calls (medians of those over the fits).
-    GFLOP/s counts the dense arithmetic of the forward and both backward products
-    (6 * rows * sum of inputs x outputs per epoch)."""
+def tabular_data(kind, rows=TABULAR_ROWS, test_rows=10_000):
+    """((X, y), (X_test, y_test)) float32 of a synthetic problem: ``friedman``
+    (make_friedman1, 40 features, a regression) or ``classification``
+    (make_classification, 100 features, 30 informative, 2 classes); X standardised with
+    the training rows' mean and deviation."""
+    n = rows + test_rows
+    if kind == "friedman":
+        from sklearn.datasets import make_friedman1
+        X, y = make_friedman1(n_samples=n, n_features=40, random_state=0)
+        y = y.astype(np.float32)
+    elif kind == "classification":
+        from sklearn.datasets import make_classification
+        X, y = make_classification(n_samples=n, n_features=100, n_informative=30,
+                                   random_state=0)
+    else:
+        raise ValueError(f"unknown tabular data {kind!r}; use friedman or classification")
+    X = X.astype(np.float32)
+    mean, std = X[:rows].mean(axis=0), X[:rows].std(axis=0) + np.float32(1e-6)
+    X = (X - mean) / std
+    return (X[:rows], y[:rows]), (X[rows:], y[rows:])
+
+
+def all_shapes():
+    """Every shape of the grid: MNIST's, then the tabular ones."""
+    return (*SHAPES, *TABULAR_SHAPES)
+
+
+def _peers():
+    """The peer libraries that are installed: (PyTorch module or None, whether JAX and
+    optax are)."""
     try:
         import torch
     except ImportError:
         torch = None
+    try:
+        import jax  # noqa: F401
+        import optax  # noqa: F401
+        jax_ok = True
+    except ImportError:
+        jax_ok = False
+    return torch, jax_ok
+
+
+def shape_rows(data, threads, repeats, progress, shapes=tuple(SHAPES), predict_repeats=5,
+               tabular_rows=TABULAR_ROWS, peers=True):
+    """Fit time of every backend, ``auto`` and (when installed, and ``peers``) PyTorch
+    and JAX on each network shape: medians of ``repeats`` fits measured in alternating
+    order, each after a warm-up fit on a few rows (JAX: its compile timed apart, in
+    ``compile_seconds``); and after each fit, the median time of predict_proba (predict,
+    for the regression) on the test rows over ``predict_repeats`` calls. MNIST's shapes
+    train on ``data``, the tabular ones on ``tabular_rows`` rows of tabular_data.
+    GFLOP/s counts the dense arithmetic of the forward and both backward products
+    (6 * rows * sum of inputs x outputs per epoch)."""
+    torch, jax_ok = _peers() if peers else (None, False)
     engines = {name: name for name in available_backends()}
     engines["auto"] = "auto"
     rows = []
+    tabular = {}
     for shape in shapes:
-        hidden, batch, epochs = SHAPES[shape]
+        if shape in TABULAR_SHAPES:
+            kind, hidden, batch, epochs = TABULAR_SHAPES[shape]
+            if kind not in tabular:
+                tabular[kind] = tabular_data(kind, tabular_rows)
+            shape_data, regression = tabular[kind], kind == "friedman"
+        else:
+            hidden, batch, epochs = SHAPES[shape]
+            shape_data, regression = data, False
 
-        def fit(engine, epochs=epochs):
+        def fit(engine, epochs=epochs, hidden=hidden, batch=batch, shape_data=shape_data,
+                regression=regression):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if engine == "pytorch":
-                    return _fit_torch(torch, data, epochs, threads, hidden, batch,
-                                      predict_repeats)
-                return _fit_fastmlp(engine, data, epochs, threads, hidden, batch,
-                                    predict_repeats)
+                    return _fit_torch(torch, shape_data, epochs, threads, hidden, batch,
+                                      predict_repeats, regression)
+                if engine == "jax":
+                    return _fit_jax(shape_data, epochs, hidden, batch, predict_repeats,
+                                    regression)
+                return _fit_fastmlp(engine, shape_data, epochs, threads, hidden, batch,
+                                    predict_repeats, regression)
 
-        runners = [*engines] + (["pytorch"] if torch is not None else [])
+        runners = ([*engines] + (["pytorch"] if torch is not None else [])
+                   + (["jax"] if jax_ok else []))
         progress(f"shape {shape}: {', '.join(runners)}")
         times = {name: [] for name in runners}
         predict_times = {name: [] for name in runners}
+        compiles = []
         for _ in range(repeats):
             for name in runners:
-                fit_s, predict_s = fit(name)
+                fit_s, predict_s, *compile_s = fit(name)
                 times[name].append(fit_s)
                 predict_times[name].append(predict_s)
-        sizes = [data[0][0].shape[1], *hidden, 10]
-        flops = 6.0 * data[0][0].shape[0] * epochs * sum(
-            i * o for i, o in zip(sizes[:-1], sizes[1:]))
+                compiles += compile_s
+        n_rows = shape_data[0][0].shape[0]
+        sizes = [shape_data[0][0].shape[1], *hidden,
+                 1 if regression else int(shape_data[0][1].max()) + 1]
+        flops = 6.0 * n_rows * epochs * sum(i * o for i, o in zip(sizes[:-1], sizes[1:]))
         medians = {name: statistics.median(t) for name, t in times.items()}
         predicts = {name: statistics.median(t) if predict_repeats else None
                     for name, t in predict_times.items()}
         for name, seconds in medians.items():
             rows.append({"shape": shape, "batch": batch, "epochs": epochs, "engine": name,
-                         "threads": threads, "seconds": seconds,
+                         "threads": threads, "rows": n_rows, "seconds": seconds,
                          "gflops": flops / seconds / 1e9,
                          "vs_numpy": medians["numpy"] / seconds,
                          "vs_pytorch": (medians["pytorch"] / seconds
                                         if "pytorch" in medians else None),
+                         "vs_jax": medians["jax"] / seconds if "jax" in medians else None,
+                         "compile_seconds": (statistics.median(compiles)
+                                             if name == "jax" else None),
                          "predict_seconds": predicts[name],
                          "predict_vs_numpy": (predicts[name] / predicts["numpy"]
                                               if predict_repeats else None)})
-    note = None if torch is not None else "PyTorch is not installed: its rows are skipped"
+    missing = ([] if torch is not None else ["PyTorch"]) + ([] if jax_ok else ["JAX"])
+    note = (f"{' and '.join(missing)} not installed: {'its' if len(missing) == 1 else 'their'}"
+            " rows are skipped" if missing and peers else None)
+    if jax_ok:
+        jax_note = ("JAX runs on XLA's own threads (every core of the process), whatever "
+                    "the threads of the other engines; its compile is not in its seconds")
+        note = f"{note}; {jax_note}" if note else jax_note
     return rows, note
 
 
 def format_shape_table(rows, gemm):
     """The grid as text: fit seconds, GFLOP/s and their share of the GEMM rate, speed-up
-    over the numpy backend and PyTorch; predict milliseconds and their ratio to the numpy
-    backend's (below 1 is faster)."""
-    lines = [f"{'shape':24s} {'batch':>5s} {'ep':>3s} {'engine':8s} {'seconds':>8s} "
+    over the numpy backend, PyTorch and JAX (JAX's compile apart); predict milliseconds
+    and their ratio to the numpy backend's (below 1 is faster)."""
+    lines = [f"{'shape':28s} {'batch':>5s} {'ep':>3s} {'engine':8s} {'seconds':>8s} "
              f"{'GFLOP/s':>8s} {'of GEMM':>8s} {'x numpy':>8s} {'x torch':>8s} "
-             f"{'pred ms':>8s} {'/ numpy':>8s}"]
+             f"{'x jax':>8s} {'pred ms':>8s} {'/ numpy':>8s}"]
     for r in rows:
-        torch_ratio = f"{r['vs_pytorch']:8.2f}" if r["vs_pytorch"] is not None else " " * 8
+        ratios = " ".join(f"{r[k]:8.2f}" if r.get(k) is not None else " " * 8
+                          for k in ("vs_pytorch", "vs_jax"))
         predict = (f"{r['predict_seconds'] * 1e3:8.1f} {r['predict_vs_numpy']:8.2f}"
                    if r.get("predict_seconds") is not None else "")
-        lines.append(f"{r['shape']:24s} {r['batch']:5d} {r['epochs']:3d} {r['engine']:8s} "
+        compile_note = (f"  (compile {r['compile_seconds']:.2f} s, not counted)"
+                        if r.get("compile_seconds") is not None else "")
+        lines.append(f"{r['shape']:28s} {r['batch']:5d} {r['epochs']:3d} {r['engine']:8s} "
                      f"{r['seconds']:8.3f} {r['gflops']:8.1f} {r['gflops'] / gemm:8.1%} "
-                     f"{r['vs_numpy']:8.2f} {torch_ratio} {predict}".rstrip())
+                     f"{r['vs_numpy']:8.2f} {ratios} {predict}".rstrip() + compile_note)
     return "\n".join(lines)
 
 
@@ -639,7 +812,9 @@ def _shape_report(args, train, test, threads, progress):
     """``fastmlp compare --shapes``: the network-shape grid alone."""
     if args.quick:  # a smoke run: 2,000 rows, one fit each
         train = (train[0][:2000], train[1][:2000])
-    rows, note = shape_rows((train, test), threads, 1 if args.quick else 3, progress)
+    rows, note = shape_rows((train, test), threads, 1 if args.quick else 3, progress,
+                            shapes=all_shapes(),
+                            tabular_rows=2000 if args.quick else TABULAR_ROWS)
     gemm = gemm_gflops()
     info = machine_info(threads)
     print(f"\nfastmlp compare --shapes on {info['cpu_model']} ({info['cpus']} CPUs), "
@@ -671,5 +846,6 @@ def _text_report(args, backends, threads, progress):
     return 0
 
 
-__all__ = ["Case", "SHAPES", "shape_rows", "format_shape_table", "kernel_cases", "median_time",
-           "gemm_gflops", "max_abs_error", "main"]
+__all__ = ["Case", "SHAPES", "TABULAR_SHAPES", "all_shapes", "tabular_data", "shape_rows",
+           "format_shape_table", "kernel_cases", "median_time", "gemm_gflops",
+           "max_abs_error", "main"]

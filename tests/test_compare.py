@@ -119,21 +119,29 @@ def test_shape_grid_rows():
     """The shape grid's rows: one per engine and shape, ratios against numpy from the
     same run, and the dense-arithmetic GFLOP/s of the seconds measured."""
     from fastmlp.backends import available_backends
-    from fastmlp.compare import SHAPES, shape_rows
+    from fastmlp.compare import SHAPES, TABULAR_SHAPES, shape_rows
 
     rng = np.random.default_rng(0)
     X = (rng.random((300, 784)) * (rng.random((300, 784)) < 0.2)).astype(np.float32)
     y = np.arange(300) % 10
     messages = []
     rows, _ = shape_rows(((X, y), (X[:50], y[:50])), 1, 1, messages.append,
-                         shapes=("784-128-10", "784-256-256-256-256-10"))
+                         shapes=("784-128-10", "784-256-256-256-256-10",
+                                 "friedman 40-64-64-1", "classification 100-256-256-2"),
+                         tabular_rows=400, peers=False)
     engines = {r["engine"] for r in rows}
-    assert set(available_backends()) | {"auto"} <= engines
-    assert len(messages) == 2 and len(rows) == 2 * len(engines)
+    assert engines == set(available_backends()) | {"auto"}
+    assert len(messages) == 4 and len(rows) == 4 * len(engines)
     for r in rows:
-        hidden, batch, epochs = SHAPES[r["shape"]]
-        sizes = [784, *hidden, 10]
-        flops = 6 * 300 * epochs * sum(i * o for i, o in zip(sizes[:-1], sizes[1:]))
+        if r["shape"] in TABULAR_SHAPES:
+            kind, hidden, batch, epochs = TABULAR_SHAPES[r["shape"]]
+            sizes = {"friedman": [40, *hidden, 1], "classification": [100, *hidden, 2]}[kind]
+            n = 400
+        else:
+            hidden, batch, epochs = SHAPES[r["shape"]]
+            sizes, n = [784, *hidden, 10], 300
+        flops = 6 * n * epochs * sum(i * o for i, o in zip(sizes[:-1], sizes[1:]))
+        assert r["rows"] == n and r["vs_pytorch"] is None and r["vs_jax"] is None
         assert r["batch"] == batch and r["epochs"] == epochs and r["seconds"] > 0
         assert r["gflops"] == pytest.approx(flops / r["seconds"] / 1e9)
         numpy_row = next(q for q in rows if q["shape"] == r["shape"] and q["engine"] == "numpy")
@@ -141,6 +149,42 @@ def test_shape_grid_rows():
         assert r["predict_seconds"] > 0
         assert r["predict_vs_numpy"] == pytest.approx(r["predict_seconds"]
                                                       / numpy_row["predict_seconds"])
+
+
+def test_tabular_data_is_synthetic_standardised_and_split():
+    from fastmlp.compare import tabular_data
+
+    (X, y), (X_test, y_test) = tabular_data("friedman", rows=500, test_rows=100)
+    assert X.shape == (500, 40) and X_test.shape == (100, 40) and X.dtype == np.float32
+    np.testing.assert_allclose(X.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(X.std(axis=0), 1, atol=1e-3)
+    assert y.dtype == np.float32 and y_test.shape == (100,) and np.ptp(y) > 5
+    (Xc, yc), _ = tabular_data("classification", rows=500, test_rows=100)
+    assert Xc.shape == (500, 100) and set(np.unique(yc)) == {0, 1}
+    again = tabular_data("classification", rows=500, test_rows=100)
+    np.testing.assert_array_equal(again[0][0], Xc)  # the same data every run
+    with pytest.raises(ValueError, match="unknown tabular data"):
+        tabular_data("higgs")
+
+
+def test_jax_trains_the_shape_as_the_others_do():
+    # JAX is a peer for the grid, never a dependency: where it is installed, its fit
+    # learns the problem and its compile is timed apart
+    pytest.importorskip("jax")
+    pytest.importorskip("optax")
+    from fastmlp.compare import _fit_fastmlp, _fit_jax, tabular_data
+
+    data = tabular_data("classification", rows=4000, test_rows=1000)
+    seconds, accuracy, compile_seconds = _fit_jax(data, 3, hidden=(32,), batch=64)
+    _, ours = _fit_fastmlp("numpy", data, 3, 1, hidden=(32,), batch=64)
+    assert seconds > 0 and compile_seconds > 0
+    assert accuracy > 0.75 and abs(accuracy - ours) < 0.05, (accuracy, ours)
+    data = tabular_data("friedman", rows=4000, test_rows=1000)
+    seconds, r2, _ = _fit_jax(data, 20, hidden=(32,), batch=64, regression=True)
+    _, ours = _fit_fastmlp("numpy", data, 20, 1, hidden=(32,), batch=64, regression=True)
+    assert r2 > 0.5 and abs(r2 - ours) < 0.1, (r2, ours)
+    _, predict_seconds, _ = _fit_jax(data, 1, hidden=(8,), batch=64, predict_repeats=3)
+    assert predict_seconds > 0
 
 
 @pytest.mark.numba  # every backend

@@ -603,8 +603,10 @@ def test_decaying_schedules_span_the_fit(backend_name, monkeypatch, solver, sche
     X, y = _blobs()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
+        # threads as asked: default threads may split an epoch into parts (several
+        # calls) while another process keeps a core busy
         clf = FastMLP(solver=solver, learning_rate=schedule, max_iter=3, random_state=0,
-                      backend=backend_name).fit(X, y)
+                      backend=backend_name, n_jobs=2).fit(X, y)
         clf.set_params(warm_start=True).fit(X, y)  # a new fit starts its schedule anew
     n = len(y)
     assert [(s.schedule, s.seen, s.horizon) for s in seen] == 2 * [

@@ -227,10 +227,14 @@ def test_divergence_and_ctrl_c_keep_the_last_finite_epoch(backend_name, monkeypa
     monkeypatch.setattr(backend, "train_epoch", interrupted)
     X = X / 1e3
     with pytest.warns(UserWarning, match="interrupted by the user during epoch 2"):
-        reg = FastMLPRegressor(max_iter=5, random_state=0, backend=backend_name).fit(X, y)
+        # threads as asked: default threads may split an epoch into parts (several
+        # calls) while another process keeps a core busy
+        reg = FastMLPRegressor(max_iter=5, random_state=0, backend=backend_name,
+                               n_jobs=2).fit(X, y)
     monkeypatch.setattr(backend, "train_epoch", real)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        one = FastMLPRegressor(max_iter=1, random_state=0, backend=backend_name).fit(X, y)
+        one = FastMLPRegressor(max_iter=1, random_state=0, backend=backend_name,
+                               n_jobs=2).fit(X, y)
     assert reg.n_iter_ == 1
     np.testing.assert_array_equal(reg.predict(X), one.predict(X))

@@ -276,11 +276,13 @@ def test_keyboard_interrupt_keeps_the_last_completed_epoch(backend_name, monkeyp
         return real(params, *args, **kwargs)
 
     monkeypatch.setattr(backend, "train_epoch", interrupted)
-    clf = FastMLP(max_iter=10, random_state=0, backend=backend_name)
+    # threads as asked: default threads may split an epoch into parts (several calls)
+    # while another process keeps a core busy
+    clf = FastMLP(max_iter=10, random_state=0, backend=backend_name, n_jobs=2)
     with pytest.warns(UserWarning, match="interrupted by the user during epoch 3"):
         clf.fit(X, y)
     monkeypatch.setattr(backend, "train_epoch", real)
-    two = _fit(backend_name, X, y, max_iter=2)
+    two = _fit(backend_name, X, y, max_iter=2, n_jobs=2)
     assert clf.n_iter_ == 2 and len(clf.loss_curve_) == 2
     np.testing.assert_array_equal(clf._params, two._params)
     np.testing.assert_array_equal(clf.predict(X), two.predict(X))
