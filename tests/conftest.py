@@ -42,6 +42,7 @@ def pytest_configure(config):
 # it before the first numba case. A second run finds them compiled and starts nothing.
 
 _NUMBA_WARMUP = {"started": False, "waited": False}
+WARMUP_WAIT = 900.0
 
 
 def _uses_numba(item):
@@ -91,13 +92,16 @@ def pytest_collection_finish(session):
             or jit_cache.state("numba", "float32") != "not compiled"):
         return
     env = dict(os.environ, FASTMLP_BACKGROUND_COMPILE="0")
-    log = jit_cache.log_path("numba", "float32")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as out:
-        subprocess.Popen([sys.executable, "-m", "fastmlp.warmup", "--background",
-                          "--backend", "numba", "--dtype", "float32"],
-                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                         env=env)
+    try:
+        log = jit_cache.log_path("numba", "float32")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as out:
+            subprocess.Popen([sys.executable, "-m", "fastmlp.warmup", "--background",
+                              "--backend", "numba", "--dtype", "float32"],
+                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                             env=env)
+    except OSError:  # no warm-up: the numba cases compile what they use, as they run
+        return
     _NUMBA_WARMUP["started"] = True
 
 
@@ -110,8 +114,14 @@ def pytest_runtest_setup(item):
         while (jit_cache.state("numba", "float32") == "not compiled"
                and time.monotonic() < deadline):
             time.sleep(0.2)
-        with jit_cache.compile_lock("numba", "float32", wait=True):
-            pass
+        # then until it lets go of the lock, at most WARMUP_WAIT seconds (a warm-up that
+        # never ends must not hang the suite: the numba cases would compile themselves)
+        deadline = time.monotonic() + WARMUP_WAIT
+        while time.monotonic() < deadline:
+            with jit_cache.compile_lock("numba", "float32", wait=False) as held:
+                if held:
+                    break
+            time.sleep(0.5)
         _NUMBA_WARMUP["waited"] = True
 
 
