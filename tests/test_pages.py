@@ -2,6 +2,8 @@
 values at a 2 MB boundary, made only where it pays and where the system allows it, and
 predictions bit for bit those made from the caller's array."""
 
+import mmap
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -119,3 +121,49 @@ def test_estimator_predicts_the_same_from_either_copy(monkeypatch):
     by_blocks = clf.predict_proba(X8)
     monkeypatch.setattr(pages, "HUGE_PAGE_MIN_ROWS", 10**9)
     np.testing.assert_array_equal(by_blocks, clf.predict_proba(X8))
+
+
+def _huge_page_kb(a):
+    """AnonHugePages of the mapping that holds the middle of ``a`` (/proc/self/smaps)."""
+    address, mapped, huge = a.ctypes.data + a.nbytes // 2, False, None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            first = line.split()[0]
+            if "-" in first and all(c in "0123456789abcdef-" for c in first):
+                start, stop = (int(v, 16) for v in first.split("-"))
+                mapped = start <= address < stop
+            elif mapped and first == "AnonHugePages:":
+                huge = int(line.split()[1])
+    return huge
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float64])
+def test_small_page_arrays_hold_what_is_written(dtype):
+    n = pages.SMALL_PAGE_MIN_BYTES // np.dtype(dtype).itemsize + 3
+    a = pages.small_page_empty(n, dtype)
+    assert a.shape == (n,) and a.dtype == dtype and a.flags.writeable and a.flags.c_contiguous
+    a[:] = np.arange(n) % 1000
+    view = a[-10:]
+    del a
+    np.testing.assert_array_equal(view, np.arange(n - 10, n) % 1000)
+    # below NumPy's own huge-page size, no advice
+    small = pages.small_page_empty(100, dtype)
+    assert small.shape == (100,)
+    assert pages.small_page_empty(0, dtype).shape == (0,)
+
+
+@needs_huge_pages
+def test_small_page_arrays_are_not_on_huge_pages():
+    if not hasattr(mmap, "MADV_NOHUGEPAGE"):
+        pytest.skip("no madvise(MADV_NOHUGEPAGE) on this system")
+    try:
+        open("/proc/self/smaps").close()
+    except OSError:
+        pytest.skip("no /proc/self/smaps")
+    asked = pages.huge_page_empty(8 * pages.HUGE_PAGE_BYTES, np.uint8)
+    asked.fill(1)
+    if not _huge_page_kb(asked):
+        pytest.skip("the system gave no huge page even where asked: nothing to tell apart")
+    a = pages.small_page_empty(8 * pages.HUGE_PAGE_BYTES, np.uint8)
+    a.fill(1)
+    assert _huge_page_kb(a) == 0

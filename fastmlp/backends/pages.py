@@ -13,8 +13,10 @@ transparent huge pages (Linux's madvise(MADV_HUGEPAGE)). The copy changes no val
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import mmap
+import sys
 
 import numpy as np
 
@@ -24,6 +26,10 @@ HUGE_PAGE_MIN_BYTES = 256 * 2**10
 # predicting fewer rows than this keeps the caller's array: a fresh huge page costs the
 # kernel about 100 us to clear, a tenth of predicting 1,000 rows through 784-128-10
 HUGE_PAGE_MIN_ROWS = 1024
+
+# NumPy itself asks for huge pages from this size up; below it small_page_empty is
+# np.empty
+SMALL_PAGE_MIN_BYTES = 4 * 2**20
 
 _THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
 
@@ -72,6 +78,53 @@ def huge_page_empty(n: int, dtype) -> np.ndarray:
     except OSError:
         return np.empty(n, dtype)
     return raw[start : start + nbytes].view(dtype)
+
+
+def small_page_empty(n: int, dtype) -> np.ndarray:
+    """An uninitialised 1-D array of ``n`` values of ``dtype`` whose pages are advised
+    against huge pages (Linux's madvise(MADV_NOHUGEPAGE)) before anything touches them;
+    a plain array where that advice is not available or the array is small. It is a
+    NumPy allocation still (freed as any, counted by tracemalloc).
+
+    For arrays a fit writes once and then reads a row's stretch at a time (the compressed
+    input), where the TLB's reach matters little and the first touch a lot: NumPy asks
+    for huge pages from 4 MB up, and a fresh process's huge pages are often memory the
+    machine (or, under virtualisation, its host) has not backed yet, which faulted in
+    several times slower than small pages the system had just freed
+    (docs/performance.md)."""
+    dtype = np.dtype(dtype)
+    a = np.empty(n, dtype)
+    if a.nbytes >= SMALL_PAGE_MIN_BYTES:
+        _advise_small_pages(a)
+    return a
+
+
+def _advise_small_pages(a: np.ndarray) -> None:
+    """madvise(MADV_NOHUGEPAGE) over the whole pages inside ``a``; nothing where the
+    system has no such call. Advice only: a failure changes no value."""
+    madvise = _madvise()
+    if madvise is None:
+        return
+    page = mmap.PAGESIZE
+    start = -(-a.ctypes.data // page) * page
+    stop = (a.ctypes.data + a.nbytes) // page * page
+    if stop > start:
+        madvise(ctypes.c_void_p(start), ctypes.c_size_t(stop - start),
+                mmap.MADV_NOHUGEPAGE)
+
+
+@functools.lru_cache(maxsize=1)
+def _madvise():
+    """The C library's madvise, or None (not Linux, no MADV_NOHUGEPAGE)."""
+    if not hasattr(mmap, "MADV_NOHUGEPAGE") or not sys.platform.startswith("linux"):
+        return None
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    madvise.restype = ctypes.c_int
+    return madvise
 
 
 def huge_page_copy(a: np.ndarray) -> np.ndarray:

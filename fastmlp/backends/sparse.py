@@ -7,6 +7,8 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
+from .pages import small_page_empty
+
 
 class SparseRows(NamedTuple):
     """X as compressed sparse rows, the form ``prepare_inputs`` of the compiled backends
@@ -96,15 +98,15 @@ DIRECT_DTYPES = (np.dtype(np.uint8),)
 def _buffer(buffers, name, size, dtype):
     """A 1-D array of ``size`` elements of ``dtype``: a view of the one kept in
     ``buffers`` under ``name`` when it is large enough (a streamed fit compresses block
-    after block into the same memory), else a new one (kept there, with room to grow),
-    touched once here first: pages first touched from worker threads took several times
-    longer to fault in than the pass that fills them (docs/performance.md)."""
+    after block into the same memory), else a new one (kept there, with room to grow)
+    on small pages (pages.small_page_empty), left for the backend's parallel pass to
+    touch first as it fills it: a fit's first touch of fresh huge pages, even from one
+    thread ahead of the pass, cost more than the pass (docs/performance.md)."""
     kept = None if buffers is None else buffers.get(name)
     if kept is not None and kept.dtype == dtype and kept.shape[0] >= size:
         return kept[:size]
     capacity = size if buffers is None else size + size // 4
-    kept = np.empty(capacity, dtype=dtype)
-    kept.fill(0)
+    kept = small_page_empty(capacity, dtype)
     if buffers is not None:
         buffers[name] = kept
     return kept[:size]
