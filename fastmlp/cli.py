@@ -48,10 +48,51 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _load_train_data(args):
+    """(X_train, y_train, X_test, y_test, input_scale) for ``fastmlp train``."""
+    from .datasets import load_mnist
+
+    if args.data is not None and Path(args.data).is_file():
+        # digits written by fastmlp.datasets.write_deformed_mnist, read from the file's
+        # memory map as uint8 and scaled to [0, 1] as MNIST is (input_scale: no float
+        # copy), tested on MNIST's test set, given the same way
+        from .deformed import load_deformed_mnist
+
+        X_train, y_train = load_deformed_mnist(args.data)
+        _, (X_test, y_test) = load_mnist(raw=True)
+        return X_train, y_train, X_test.reshape(X_test.shape[0], -1), y_test, 1.0 / 255.0
+    (X_train, y_train), (X_test, y_test) = load_mnist(args.data)
+    return X_train, y_train, X_test, y_test, None
+
+
+def _in_background(function, *args):
+    """Start ``function(*args)`` on a thread; the returned callable waits for it and gives
+    its result or raises its exception. For reading data (decompression and NumPy's
+    conversions release the GIL) while the estimators' modules import."""
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = function(*args)
+        except BaseException as exc:  # handed to the caller, raised there
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="fastmlp-load", daemon=True)
+    thread.start()
+
+    def result():
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    return result
+
+
 def cmd_train(args) -> int:
     from .backends import backend_names
-    from .datasets import load_mnist
-    from .estimator import FastMLP
 
     if args.backend not in ("auto", *backend_names()):
         print(f"fastmlp train: unknown backend {args.backend!r}; choose from auto, "
@@ -63,19 +104,10 @@ def cmd_train(args) -> int:
         except ImportError:
             raise ImportError("--plot needs matplotlib, which is not installed; install it "
                               "with pip install 'fastmlp[plot]'") from None
-    input_scale = None
-    if args.data is not None and Path(args.data).is_file():
-        # digits written by fastmlp.datasets.write_deformed_mnist, read from the file's
-        # memory map as uint8 and scaled to [0, 1] as MNIST is (input_scale: no float
-        # copy), tested on MNIST's test set, given the same way
-        from .deformed import load_deformed_mnist
+    data = _in_background(_load_train_data, args)
+    from .estimator import FastMLP  # scikit-learn's import, while the data is read
 
-        X_train, y_train = load_deformed_mnist(args.data)
-        _, (X_test, y_test) = load_mnist(raw=True)
-        X_test = X_test.reshape(X_test.shape[0], -1)
-        input_scale = 1.0 / 255.0
-    else:
-        (X_train, y_train), (X_test, y_test) = load_mnist(args.data)
+    X_train, y_train, X_test, y_test, input_scale = data()
     clf = FastMLP(
         hidden_layer_sizes=args.hidden,
         solver=args.solver,
