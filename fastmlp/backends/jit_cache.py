@@ -116,9 +116,20 @@ def _marker(name: str, dtype: str, kind: str) -> Path:
 
 
 def _dtype_name(dtype) -> str:
-    import numpy as np
+    try:
+        return _DTYPE_NAMES[dtype]
+    except (KeyError, TypeError):  # not seen yet, or not hashable
+        import numpy as np
 
-    return np.dtype(dtype).name
+        name = np.dtype(dtype).name
+    with contextlib.suppress(TypeError):
+        _DTYPE_NAMES[dtype] = name
+    return name
+
+
+# dtype as given -> its name: auto asks ready() on every predict, where np.dtype(...).name
+# would cost more than a one-row prediction's kernel
+_DTYPE_NAMES: dict = {}
 
 
 def jit_disabled() -> bool:
@@ -130,7 +141,7 @@ def ready(name: str, dtype) -> bool:
     """Whether backend ``name``'s kernels for ``dtype`` are compiled, in this process or
     in the cache (a stat of one file)."""
     dtype = _dtype_name(dtype)
-    if jit_disabled() or (name, dtype) in _ready_here:
+    if (name, dtype) in _ready_here or jit_disabled():
         return True
     try:
         found = _marker(name, dtype, "ready").exists()
