@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+import scipy.sparse as sp
 
 from .backends import available_backends, get_backend
 from .backends.codes import ADAM, IDENTITY, RELU, optimizer_step
@@ -485,6 +486,16 @@ def _peers():
     return torch, jax_ok
 
 
+def needed_flops(X, sizes):
+    """Floating-point operations one epoch over X needs through layers ``sizes``: the
+    first layer's forward and weight gradient on X's non-zero inputs only (2 each per
+    non-zero and unit; no gradient with respect to X), every other layer's forward and
+    two backward products in full (6 per row, input and output)."""
+    nonzeros = X.nnz if sp.issparse(X) else np.count_nonzero(X)
+    first = 4.0 * nonzeros * sizes[1]
+    return first + 6.0 * X.shape[0] * sum(i * o for i, o in zip(sizes[1:-1], sizes[2:]))
+
+
 def shape_rows(data, threads, repeats, progress, shapes=tuple(SHAPES), predict_repeats=5,
                tabular_rows=TABULAR_ROWS, peers=True):
     """Fit time of every backend, ``auto`` and (when installed, and ``peers``) PyTorch
@@ -493,8 +504,8 @@ def shape_rows(data, threads, repeats, progress, shapes=tuple(SHAPES), predict_r
     ``compile_seconds``); and after each fit, the median time of predict_proba (predict,
     for the regression) on the test rows over ``predict_repeats`` calls. MNIST's shapes
     train on ``data``, the tabular ones on ``tabular_rows`` rows of tabular_data.
-    GFLOP/s counts the dense arithmetic of the forward and both backward products
-    (6 * rows * sum of inputs x outputs per epoch)."""
+    GFLOP/s counts the arithmetic each shape needs (needed_flops), the same for every
+    engine."""
     torch, jax_ok = _peers() if peers else (None, False)
     engines = {name: name for name in available_backends()}
     engines["auto"] = "auto"
@@ -538,7 +549,7 @@ def shape_rows(data, threads, repeats, progress, shapes=tuple(SHAPES), predict_r
         n_rows = shape_data[0][0].shape[0]
         sizes = [shape_data[0][0].shape[1], *hidden,
                  1 if regression else int(shape_data[0][1].max()) + 1]
-        flops = 6.0 * n_rows * epochs * sum(i * o for i, o in zip(sizes[:-1], sizes[1:]))
+        flops = epochs * needed_flops(shape_data[0][0], sizes)
         medians = {name: statistics.median(t) for name, t in times.items()}
         predicts = {name: statistics.median(t) if predict_repeats else None
                     for name, t in predict_times.items()}
