@@ -48,8 +48,9 @@ def main(argv=None):
                                     shapes=shapes,
                                     tabular_rows=min(args.rows, compare.TABULAR_ROWS))
     gemm = compare.gemm_gflops()
-    print(f"{args.threads} threads, {data[0][0].shape[0]} rows, medians of {args.repeats}; "
-          f"auto picks {get_backend('auto').NAME}; float32 GEMM {gemm:.0f} GFLOP/s")
+    print(f"{args.threads} threads (auto: its default threads), {data[0][0].shape[0]} rows, "
+          f"medians of {args.repeats}; auto picks {get_backend('auto').NAME}; "
+          f"float32 GEMM {gemm:.0f} GFLOP/s")
     print(compare.format_shape_table(rows, gemm))
     if note:
         print(f"note: {note}")

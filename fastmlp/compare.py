@@ -498,8 +498,9 @@ def needed_flops(X, sizes):
 
 def shape_rows(data, threads, repeats, progress, shapes=tuple(SHAPES), predict_repeats=5,
                tabular_rows=TABULAR_ROWS, peers=True):
-    """Fit time of every backend, ``auto`` and (when installed, and ``peers``) PyTorch
-    and JAX on each network shape: medians of ``repeats`` fits measured in alternating
+    """Fit time of every backend on ``threads`` threads, ``auto`` on its default threads
+    (what a user gets) and (when installed, and ``peers``) PyTorch and JAX on each
+    network shape: medians of ``repeats`` fits measured in alternating
     order, each after a warm-up fit on a few rows (JAX: its compile timed apart, in
     ``compile_seconds``); and after each fit, the median time of predict_proba (predict,
     for the regression) on the test rows over ``predict_repeats`` calls. MNIST's shapes
@@ -531,7 +532,9 @@ def shape_rows(data, threads, repeats, progress, shapes=tuple(SHAPES), predict_r
                 if engine == "jax":
                     return _fit_jax(shape_data, epochs, hidden, batch, predict_repeats,
                                     regression)
-                return _fit_fastmlp(engine, shape_data, epochs, threads, hidden, batch,
+                # auto as a user gets it: its own threads for the work (n_jobs=None)
+                return _fit_fastmlp(engine, shape_data, epochs,
+                                    None if engine == "auto" else threads, hidden, batch,
                                     predict_repeats, regression)
 
         runners = ([*engines] + (["pytorch"] if torch is not None else [])
