@@ -97,6 +97,7 @@ def test_plot_is_written(monkeypatch, small_mnist, tmp_path, capsys):
 
 
 @pytest.mark.numba  # every backend
+@pytest.mark.exhaustive  # a whole quick comparison again, for its last message
 def test_plot_without_matplotlib_explains(monkeypatch, small_mnist, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
     png = tmp_path / "chart.png"
