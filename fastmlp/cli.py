@@ -65,32 +65,6 @@ def _load_train_data(args):
     return X_train, y_train, X_test, y_test, None
 
 
-def _in_background(function, *args):
-    """Start ``function(*args)`` on a thread; the returned callable waits for it and gives
-    its result or raises its exception. For reading data (decompression and NumPy's
-    conversions release the GIL) while the estimators' modules import."""
-    import threading
-
-    outcome = {}
-
-    def run():
-        try:
-            outcome["value"] = function(*args)
-        except BaseException as exc:  # handed to the caller, raised there
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, name="fastmlp-load", daemon=True)
-    thread.start()
-
-    def result():
-        thread.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["value"]
-
-    return result
-
-
 def cmd_train(args) -> int:
     from .backends import backend_names
 
@@ -104,10 +78,15 @@ def cmd_train(args) -> int:
         except ImportError:
             raise ImportError("--plot needs matplotlib, which is not installed; install it "
                               "with pip install 'fastmlp[plot]'") from None
-    data = _in_background(_load_train_data, args)
-    from .estimator import FastMLP  # scikit-learn's import, while the data is read
+    # the data read on a thread (decompression and NumPy's conversion release the GIL)
+    # while scikit-learn imports; result() raises what the reading raised
+    from concurrent.futures import ThreadPoolExecutor
 
-    X_train, y_train, X_test, y_test, input_scale = data()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastmlp-load") as pool:
+        data = pool.submit(_load_train_data, args)
+        from .estimator import FastMLP
+
+        X_train, y_train, X_test, y_test, input_scale = data.result()
     clf = FastMLP(
         hidden_layer_sizes=args.hidden,
         solver=args.solver,
