@@ -40,8 +40,27 @@ def pytest_configure(config):
 # and (3) compiles numba's float32 kernels in the background while the other cases run,
 # with the product's own warm-up (python -m fastmlp.warmup --background), and waits for
 # it before the first numba case. A second run finds them compiled and starts nothing.
+# The standalone kernels that `fastmlp compare` times (no fit uses them) compile in a
+# second process during that wait, on the core the other cases leave free.
 
 _NUMBA_WARMUP = {"started": False, "waited": False}
+
+_COMPILE_COMPARE_KERNELS = """
+import numpy as np
+from fastmlp import compare
+from fastmlp.backends import get_backend, jit_cache
+from fastmlp.backends.codes import RELU
+jit_cache.lower_priority()
+rng = np.random.default_rng(0)
+X = rng.random((256, 784), dtype=np.float32)
+backend = get_backend("numba")
+for case in compare.kernel_cases(X, np.arange(256) % 10, X[:8], batches=(64,),
+                                 dtypes=("float32",)):
+    if case.kernel not in ("train_epoch", "predict_proba"):  # the warm-up compiles these
+        case.make(backend)[0]()
+z = rng.random((6, 11), dtype=np.float32)
+backend.activation_backward(z.copy(), z, RELU)
+"""
 WARMUP_WAIT = 900.0
 
 
@@ -76,10 +95,19 @@ def _float64(item):
     return "float64" in item.name or any(is_f64(v) for v in callspec.params.values())
 
 
+def _reference_case(item):
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and callspec.params.get("backend_name") == REFERENCE
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if _uses_numba(item) and _float64(item):
+            item.add_marker(pytest.mark.exhaustive)
+        # a whole-process or whole-MNIST check that the compiled backends need and the
+        # reference, whose kernels every other test checks, repeats at length
+        if item.get_closest_marker("reference_exhaustive") and _reference_case(item):
             item.add_marker(pytest.mark.exhaustive)
     items.sort(key=_uses_numba)  # stable: the numba cases last, in their order
 
@@ -109,6 +137,14 @@ def pytest_runtest_setup(item):
     if _NUMBA_WARMUP["started"] and not _NUMBA_WARMUP["waited"] and _uses_numba(item):
         from fastmlp.backends import jit_cache
 
+        kernels = None
+        try:  # on the core that the cases before this one kept busy
+            kernels = subprocess.Popen(
+                [sys.executable, "-c", _COMPILE_COMPARE_KERNELS], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=dict(os.environ, FASTMLP_BACKGROUND_COMPILE="0"))
+        except OSError:  # the kernel tests compile them as they run
+            pass
         # the warm-up holds this lock while it compiles; give it a moment to take it
         deadline = time.monotonic() + 10
         while (jit_cache.state("numba", "float32") == "not compiled"
@@ -122,6 +158,11 @@ def pytest_runtest_setup(item):
                 if held:
                     break
             time.sleep(0.5)
+        if kernels is not None:
+            try:
+                kernels.wait(max(deadline - time.monotonic(), 1.0))
+            except subprocess.TimeoutExpired:
+                kernels.kill()
         _NUMBA_WARMUP["waited"] = True
 
 

@@ -106,6 +106,7 @@ def test_xor_needs_a_hidden_layer(backend_name):
         assert deep.fit(XOR_X, XOR_Y).score(XOR_X, XOR_Y) == 1.0
 
 
+@pytest.mark.reference_exhaustive
 def test_mnist_accuracy(backend_name, mnist):
     (X, y), (X_test, y_test) = mnist
     clf = FastMLP(max_iter=5, n_iter_no_change=99, random_state=0, backend=backend_name)

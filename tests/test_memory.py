@@ -44,6 +44,7 @@ print(json.dumps({"rss_after_10": rss[9], "rss_after_60": rss[59], "base": base,
 """
 
 
+@pytest.mark.reference_exhaustive
 def test_memory(backend_name):
     out = subprocess.run([sys.executable, "-c", SCRIPT, backend_name], capture_output=True,
                          text=True, timeout=900)

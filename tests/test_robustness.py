@@ -414,6 +414,7 @@ def test_pickle_and_joblib_round_trips(fitted, tmp_path):
     np.testing.assert_array_equal(mapped.predict_proba(X), expected)
 
 
+@pytest.mark.reference_exhaustive
 def test_pickled_model_predicts_in_a_new_process(fitted, tmp_path):
     clf, X = fitted
     (tmp_path / "m.pkl").write_bytes(pickle.dumps(clf))
