@@ -95,3 +95,22 @@ def test_output_cut_short_by_its_reader_ends_quietly():
         os.close(write_end)
     assert writer.returncode == 1
     assert "Traceback" not in writer.stderr and "BrokenPipe" not in writer.stderr
+
+
+def test_the_command_ends_without_walking_the_garbage_collector_over_its_objects():
+    # the console script is run(): main's exit code, then the collector's objects frozen
+    # so that the interpreter's exit does not walk them
+    from importlib.metadata import entry_points
+
+    assert [e.value for e in entry_points(group="console_scripts", name="fastmlp")] == [
+        "fastmlp.cli:run"]
+    script = ("import gc, sys\nfrom fastmlp.cli import run\n"
+              "code = run(sys.argv[1:])\nprint('frozen', code, gc.get_freeze_count() > 1000)")
+    done = subprocess.run([sys.executable, "-c", script, "info"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.splitlines()[-1] == "frozen 0 True", done.stderr
+    # a command that fails keeps its exit code
+    failed = subprocess.run([sys.executable, "-c", script, "train", "--data", "/nonexistent"],
+                            capture_output=True, text=True, timeout=120)
+    assert failed.stdout.splitlines()[-1] == "frozen 1 True", failed.stderr
+    assert "fastmlp train: error:" in failed.stderr
