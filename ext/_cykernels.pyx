@@ -47,6 +47,14 @@ cdef extern from "simd.h":
     void fastmlp_sum_rows_d(double* out, const double* init, const double* w,
                             Py_ssize_t stride, const double* x, const int* idx, Py_ssize_t n,
                             Py_ssize_t width, int by_idx) nogil
+    void fastmlp_sum_rows4_f(float* out, Py_ssize_t ostride, const float* init,
+                             const float* w, Py_ssize_t stride, const float* x0,
+                             const float* x1, const float* x2, const float* x3,
+                             Py_ssize_t n, Py_ssize_t width) nogil
+    void fastmlp_sum_rows4_d(double* out, Py_ssize_t ostride, const double* init,
+                             const double* w, Py_ssize_t stride, const double* x0,
+                             const double* x1, const double* x2, const double* x3,
+                             Py_ssize_t n, Py_ssize_t width) nogil
     void fastmlp_vector_sum_f(float* out, const float* w, Py_ssize_t stride, const float* x,
                               const int* idx, Py_ssize_t n) nogil
     void fastmlp_vector_sum_d(double* out, const double* w, Py_ssize_t stride,
@@ -403,6 +411,18 @@ cdef inline void _sum_rows(floating* out, const floating* init, const floating* 
         fastmlp_sum_rows_d(out, init, w, stride, x, idx, n, width, by_idx)
 
 
+cdef inline void _sum_rows4(floating* out, Py_ssize_t ostride, const floating* init,
+                            const floating* w, const floating* x0, const floating* x1,
+                            const floating* x2, const floating* x3, Py_ssize_t n,
+                            Py_ssize_t width) noexcept nogil:
+    # four rows whose n inputs are all stored, out + r * ostride = init + their inputs
+    # times w (n, width): each row the sums of _sum_rows, w read once (FASTMLP_SUM_ROWS4)
+    if floating is float:
+        fastmlp_sum_rows4_f(out, ostride, init, w, width, x0, x1, x2, x3, n, width)
+    else:
+        fastmlp_sum_rows4_d(out, ostride, init, w, width, x0, x1, x2, x3, n, width)
+
+
 cdef inline void _vector_sums(floating* out, const floating* w, Py_ssize_t k_pad,
                               const floating* x, const int* idx, Py_ssize_t n) noexcept nogil:
     # out[0:k_pad] = the rows of w (n_in, k_pad) picked by idx (without idx, its first n
@@ -681,9 +701,26 @@ cdef void _forward_first(const floating* params, const Layout* net, const Rows* 
     cdef const floating* b = params + net.sizes[0] * n_out
     cdef floating* o
     cdef long long row
+    cdef Py_ssize_t n_in = net.sizes[0], quads = n // 4, g, i
+    # every row of the batch holds all its inputs (dense tabular data): blocks of four
+    # rows read each row of W once for the four (FASTMLP_SUM_ROWS4), the same sums
+    for r in range(n):
+        if indptr[rows[r] + 1] - indptr[rows[r]] != n_in:
+            quads = 0
+            break
     with parallel(num_threads=n_blocks):
         mode = fastmlp_flush_subnormals()
-        for r in prange(n, schedule="static"):
+        for g in prange(quads, schedule="static"):
+            _sum_rows4(acts + 4 * g * n_out, n_out, b, w, values + indptr[rows[4 * g]],
+                       values + indptr[rows[4 * g + 1]], values + indptr[rows[4 * g + 2]],
+                       values + indptr[rows[4 * g + 3]], n_in, n_out)
+            for i in range(4 * g, 4 * g + 4):
+                if hidden:
+                    _activate(acts + i * n_out, n_out, act)
+                else:
+                    _output_row(acts + i * n_out, deltas + i * n_out, n_out, x, rows[i],
+                                inv_n, &row_loss[i], &row_hit[i])
+        for r in prange(4 * quads, n, schedule="static"):
             o = acts + r * n_out
             row = rows[r]
             # summed in registers, not in o (see FASTMLP_SUM_ROWS)

@@ -69,6 +69,8 @@ from .inline import (
 )
 from .inputs import as_sparse_rows, prepare_inputs
 from .intrinsics import (
+    BLOCK_ROWS,
+    add_rows_block,
     add_rows_wide_csr,
     flush_subnormals,
     panel,
@@ -93,6 +95,13 @@ def hidden_forward(params, net, data, rows, act_buf, act, n_blocks):
     n = rows.shape[0]
     top = usizes.shape[0] - 2
     n_in0 = usizes[0]
+    # every row of the batch holds all its inputs (dense tabular data): the first layer
+    # goes through blocks of rows (_first_layer_dense_rows)
+    complete = True
+    for r in range(n):
+        if U(indptr[rows[r] + 1] - indptr[rows[r]]) != n_in0:
+            complete = False
+            break
     for layer in range(top):
         n_i = usizes[layer]
         n_o = usizes[layer + 1]
@@ -101,7 +110,10 @@ def hidden_forward(params, net, data, rows, act_buf, act, n_blocks):
         for k in prange(n_blocks):
             mode = flush_subnormals()
             o_base, width, c0, c1 = segment(a_offs[layer], b_rows, n_o, n_blocks, k, True)
-            if layer == 0:
+            if layer == 0 and complete:
+                _first_layer_dense_rows(act_buf, o_base, width, params, b_off + c0,
+                                        n_in0 * c0, values, indices, indptr, rows, act)
+            elif layer == 0:
                 for r in range(min(n, PREFETCH_AHEAD)):
                     prefetch_row_f(indices, values, indptr[rows[r]], indptr[rows[r] + 1])
                 for r in range(n):
@@ -140,6 +152,46 @@ def _first_layer_row_f(act_buf, o, params, b_off, w_base, width, values, indices
         for q in range(q0, q1):
             axpy_f(act_buf, o + p0, values[q], params, w_base + U(indices[q]) * width + p0,
                    width - p0)
+
+
+@jit
+def _first_layer_dense_rows(act_buf, o_base, width, params, b_off, w_base, values, indices,
+                            indptr, rows, act):
+    """The first layer's outputs for a thread's block of units (act_buf from o_base, rows
+    width apart; W's block row-major from w_base, rows width apart) when every row of the
+    batch holds all of its inputs: the bias, then BLOCK_ROWS rows at a time through each
+    whole panel of columns (add_rows_block), the columns and rows left over one row at a
+    time, then the activation. The same sums in the same order as _first_layer_row_f,
+    which reads one row of W per FMA where a block of rows shares it."""
+    one = params.dtype.type(1)
+    lanes = vector_width(params)
+    n = U(rows.shape[0])
+    block = U(BLOCK_ROWS)
+    whole = n // block * block
+    for r0 in range(U(0), whole, block):
+        o = o_base + r0 * width
+        for r in range(block):
+            scale_f(act_buf, o + r * width, one, params, b_off, width)
+        k = U(indptr[rows[r0] + 1] - indptr[rows[r0]])
+        p0 = U(0)
+        while p0 + lanes <= width:
+            add_rows_block(act_buf, o + p0, width, params, w_base + p0, width, values,
+                           U(indptr[rows[r0]]), U(indptr[rows[r0 + U(1)]]),
+                           U(indptr[rows[r0 + U(2)]]), U(indptr[rows[r0 + U(3)]]), k)
+            p0 += lanes
+        for r in range(block):
+            if p0 < width:
+                row = rows[r0 + r]
+                for q in range(indptr[row], indptr[row + 1]):
+                    axpy_f(act_buf, o + r * width + p0, values[q], params,
+                           w_base + U(indices[q]) * width + p0, width - p0)
+            activate_f(act_buf, o + r * width, width, act)
+    for r in range(whole, n):
+        o = o_base + r * width
+        row = rows[r]
+        _first_layer_row_f(act_buf, o, params, b_off, w_base, width, values, indices,
+                           U(indptr[row]), U(indptr[row + 1]))
+        activate_f(act_buf, o, width, act)
 
 
 @jit
