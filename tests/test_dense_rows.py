@@ -1,9 +1,11 @@
-"""The numba backend's training forward sends the first layer of a batch whose rows hold
-all their inputs (dense tabular data) through blocks of four rows
-(epoch._first_layer_dense_rows, intrinsics.add_rows_block), and any other batch one row
-at a time (epoch._first_layer_row_f). Both add the same terms in the same order, so they
-must give the same bits, whatever the width of the thread's block of units, the number
-of rows (whole blocks and the rows left over), the dtype and the activation."""
+"""The numba backend's training epoch sends the first layer of a batch whose rows hold all
+their inputs (dense tabular data) through blocks: the forward four rows at a time
+(epoch._first_layer_dense_rows, intrinsics.add_rows_block), the weight gradient four
+inputs at a time (epoch._first_layer_dense_grads, intrinsics.add_cols_block); any other
+batch one row at a time (epoch._first_layer_row_f, inline.scatter_rows_f). Both add the
+same terms in the same order, so they must give the same bits, whatever the width of the
+thread's block of units, the number of rows and inputs (whole blocks and those left
+over), the dtype and the activation."""
 
 import numpy as np
 import pytest
@@ -60,3 +62,38 @@ def test_blocks_of_rows_give_the_bits_of_one_row_at_a_time(dtype, width, n_rows,
     got = blocks[o_base:o_base + n_rows * width].reshape(n_rows, width)
     np.testing.assert_allclose(got, expected, rtol=1e-4 if dtype == np.float32 else 1e-12,
                                atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_in", [5, 8, 37])
+@pytest.mark.parametrize("width", [8, 16, 24, 64, 100])
+@pytest.mark.parametrize("n_rows", [1, 7, 13])
+def test_the_gradient_by_blocks_of_inputs_gives_the_bits_of_scattered_rows(dtype, n_in,
+                                                                         width, n_rows):
+    # the backward's first layer of a batch whose rows hold all their inputs
+    # (epoch._first_layer_dense_grads, intrinsics.add_cols_block) against the row path's
+    # scatter (inline.scatter_rows_f), which adds each row's terms in the batch's order
+    U = np.uint64
+    _, _, _, values, indices, indptr, rows = _batch(dtype, n_in, width, n_rows,
+                                                    seed=n_in + width + n_rows)
+    rng = np.random.default_rng(n_in * width)
+    d_base, d_stride = 5, width + 3  # a block of output gradients inside a larger buffer
+    d_buf = rng.standard_normal(d_base + n_rows * d_stride + 4).astype(dtype)
+    w_base = 9
+    size = w_base + n_in * width + 6
+    blocks = np.zeros(size, dtype=dtype)
+    epoch._first_layer_dense_grads(blocks, U(w_base), U(width), U(n_in), values, indptr,
+                                   rows, d_buf, U(d_base), U(d_stride))
+    scattered = np.zeros(size, dtype=dtype)
+    acc = np.empty(64, dtype=dtype)
+    for r, row in enumerate(rows):
+        epoch.scatter_rows_f(scattered, U(w_base), U(width), values, indices, indptr[row],
+                             indptr[row + 1], d_buf, U(d_base + r * d_stride), U(width), acc)
+    np.testing.assert_array_equal(blocks, scattered)
+    X = values.reshape(-1, n_in)[rows].astype(np.float64)
+    dZ = np.stack([d_buf[d_base + r * d_stride:d_base + r * d_stride + width]
+                   for r in range(n_rows)]).astype(np.float64)
+    got = blocks[w_base:w_base + n_in * width].reshape(n_in, width)
+    np.testing.assert_allclose(got, X.T @ dZ, rtol=1e-4 if dtype == np.float32 else 1e-12,
+                               atol=1e-5 if dtype == np.float32 else 1e-12)
+    assert not blocks[:w_base].any() and not blocks[w_base + n_in * width:].any()

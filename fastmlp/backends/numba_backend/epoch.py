@@ -70,6 +70,7 @@ from .inline import (
 from .inputs import as_sparse_rows, prepare_inputs
 from .intrinsics import (
     BLOCK_ROWS,
+    add_cols_block,
     add_rows_block,
     add_rows_wide_csr,
     flush_subnormals,
@@ -369,6 +370,13 @@ def _first_layer_block(state, n_in, n_out, d_buf, d_base, d_stride, data, rows, 
     n_rows = rows.shape[0]
     b_off = n_in * n_out
     column_sums_f(grads, b_off + c0, d_buf, d_base, d_stride, n_rows, width)
+    if not (update and opt.lazy) and _rows_complete(indptr, rows, n_in):
+        _first_layer_dense_grads(grads, w_base, width, n_in, values, indptr, rows, d_buf,
+                                 d_base, d_stride)
+        pen = _step_rows_f(params, grads, m, v, w_base, n_in * width, alpha_n, update, opt)
+        if update:
+            update_f(params, grads, m, v, b_off + c0, width, opt)
+        return pen
     if update and not opt.lazy and cols[0].shape[0] > 0:
         pen = _columns_step(params, m, v, w_base, width, n_in, d_buf, d_base, d_stride, cols,
                             alpha_n, opt)
@@ -387,6 +395,48 @@ def _first_layer_block(state, n_in, n_out, d_buf, d_base, d_stride, data, rows, 
     if update:
         update_f(params, grads, m, v, b_off + c0, width, opt)
     return pen
+
+
+@jit
+def _rows_complete(indptr, rows, n_in):
+    """Whether every row of the batch holds all n_in of its inputs."""
+    for r in range(rows.shape[0]):
+        if U(indptr[rows[r] + 1] - indptr[rows[r]]) != n_in:
+            return False
+    return True
+
+
+@jit
+def _first_layer_dense_grads(grads, w_base, width, n_in, values, indptr, rows, d_buf,
+                             d_base, d_stride):
+    """The gradient of a thread's block of the first layer's W (n_in rows of width at
+    w_base in grads, zero on entry) when every row of the batch holds all its inputs:
+    BLOCK_ROWS inputs at a time, a panel of columns at a time, summed over the batch's
+    rows in registers (add_cols_block); the inputs and columns left over one FMA at a
+    time. Each gradient adds the rows' terms in their order from zero, as scatter_rows_f
+    (and _columns_step) add them, so the same bits; each row of the output gradient it
+    loads serves four inputs."""
+    n = rows.shape[0]
+    starts = np.empty(n, dtype=np.uint64)
+    for r in range(n):
+        starts[r] = U(indptr[rows[r]])
+    lanes = vector_width(grads)
+    block = U(BLOCK_ROWS)
+    whole = n_in // block * block
+    p_end = width // lanes * lanes
+    for i0 in range(U(0), whole, block):
+        for p0 in range(U(0), p_end, lanes):
+            add_cols_block(grads, w_base + i0 * width + p0, width, d_buf, d_base + p0,
+                           d_stride, values, starts, i0, U(n))
+    for i in range(n_in):
+        c_from = p_end if i < whole else U(0)
+        if c_from < width:
+            go = w_base + U(i) * width
+            for r in range(n):
+                a = values[starts[r] + U(i)]
+                so = d_base + U(r) * d_stride
+                for c in range(c_from, width):
+                    grads[go + c] += a * d_buf[so + c]
 
 
 @jit

@@ -179,64 +179,103 @@ add_rows_wide_csr = _vector_sum_kernel(WIDE_BYTES, 1, False, accumulate=True)
 # block's outputs stay in registers (four rows of L values), and each row of W it loads
 # serves all four rows of the block: one vector load for four FMAs, where a row at a time
 # needs one for each, which is what limits it on dense inputs.
+#
+# add_cols_block is the same sum for a weight gradient, X^T times the output gradient,
+# over a batch whose rows hold all their inputs: out's rows are BLOCK_ROWS inputs
+# i0 + r, the j are the batch's rows, and a_r for row j is vals[starts[j] + i0 + r] (the
+# value of input i0 + r in the row stored from starts[j]). Each output again adds the
+# rows j in order, as scatter_rows_f does, one chain of FMAs.
 BLOCK_ROWS = 4
 
 if numba.config.DISABLE_JIT:
 
-    def add_rows_block(out, oo, o_stride, w, w_base, w_stride, vals, a0, a1, a2, a3, k):
+    def _block_sum(out, oo, o_stride, w, w_base, w_stride, k, a_of):
         lanes = VECTOR_BYTES // w.dtype.itemsize
-        for r, a in enumerate((a0, a1, a2, a3)):
+        for r in range(BLOCK_ROWS):
             o = int(oo + U(r) * o_stride)
             acc = out[o : o + lanes].copy()
             for j in range(int(k)):
                 off = int(w_base + U(j) * w_stride)
-                acc += vals[int(a) + j] * w[off : off + lanes]
+                acc += a_of(r, j) * w[off : off + lanes]
             out[o : o + lanes] = acc
 
+    def add_rows_block(out, oo, o_stride, w, w_base, w_stride, vals, a0, a1, a2, a3, k):
+        starts = (a0, a1, a2, a3)
+        _block_sum(out, oo, o_stride, w, w_base, w_stride, k,
+                   lambda r, j: vals[int(starts[r]) + j])
+
+    def add_cols_block(out, oo, o_stride, w, w_base, w_stride, vals, starts, i0, k):
+        _block_sum(out, oo, o_stride, w, w_base, w_stride, k,
+                   lambda r, j: vals[int(starts[j]) + int(i0) + r])
+
 else:
+
+    def _block_codegen(context, builder, signature, args, a_index):
+        """The loop of add_rows_block and add_cols_block: a_index(builder, j, r) is the
+        place in vals of the value that multiplies row j of w for output row r."""
+        out_v, oo_v, os_v, w_v, base_v, ws_v, vals_v = args[:7]
+        k_v = args[-1]
+        out_t, _, _, w_t, _, _, vals_t = signature.args[:7]
+        lanes = VECTOR_BYTES // w_t.dtype.bitwidth * 8
+        ftype = context.get_data_type(w_t.dtype)
+        vtype = ir.VectorType(ftype, lanes)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        align = w_t.dtype.bitwidth // 8
+
+        def data(ty, value):
+            return context.make_array(ty)(context, builder, value).data
+
+        out_p, w_p, vals_p = data(out_t, out_v), data(w_t, w_v), data(vals_t, vals_v)
+        rows = [builder.bitcast(
+            builder.gep(out_p, [builder.add(oo_v, builder.mul(ir.Constant(i64, r), os_v))]),
+            vtype.as_pointer()) for r in range(BLOCK_ROWS)]
+        sums = [cgutils.alloca_once_value(builder, builder.load(row, align=align))
+                for row in rows]
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vtype, [vtype] * 3),
+            f"llvm.fma.v{lanes}f{w_t.dtype.bitwidth}")
+        splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+        with cgutils.for_range(builder, k_v) as loop:
+            j = loop.index
+            row_j = builder.gep(w_p, [builder.add(base_v, builder.mul(j, ws_v))])
+            wv = builder.load(builder.bitcast(row_j, vtype.as_pointer()), align=align)
+            for r in range(BLOCK_ROWS):
+                a = builder.load(builder.gep(vals_p, [a_index(builder, j, r)]))
+                av = builder.shuffle_vector(
+                    builder.insert_element(ir.Constant(vtype, None), a, ir.Constant(i32, 0)),
+                    ir.Constant(vtype, None), splat)
+                builder.store(builder.call(fma, [av, wv, builder.load(sums[r])]), sums[r])
+        for r in range(BLOCK_ROWS):
+            builder.store(builder.load(sums[r]), rows[r], align=align)
+        return context.get_dummy_value()
 
     @intrinsic
     def add_rows_block(typingctx, out, oo, o_stride, w, w_base, w_stride, vals, a0, a1, a2,
                        a3, k):
-        lanes = VECTOR_BYTES // w.dtype.bitwidth * 8
-
         def codegen(context, builder, signature, args):
-            out_v, oo_v, os_v, w_v, base_v, ws_v, vals_v, *starts, k_v = args
-            out_t, _, _, w_t, _, _, vals_t = signature.args[:7]
-            ftype = context.get_data_type(w_t.dtype)
-            vtype = ir.VectorType(ftype, lanes)
-            i32, i64 = ir.IntType(32), ir.IntType(64)
-            align = w_t.dtype.bitwidth // 8
-
-            def data(ty, value):
-                return context.make_array(ty)(context, builder, value).data
-
-            out_p, w_p, vals_p = data(out_t, out_v), data(w_t, w_v), data(vals_t, vals_v)
-            rows = [builder.bitcast(
-                builder.gep(out_p, [builder.add(oo_v, builder.mul(ir.Constant(i64, r), os_v))]),
-                vtype.as_pointer()) for r in range(BLOCK_ROWS)]
-            sums = [cgutils.alloca_once_value(builder, builder.load(row, align=align))
-                    for row in rows]
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vtype, [vtype] * 3),
-                f"llvm.fma.v{lanes}f{w_t.dtype.bitwidth}")
-            splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
-            with cgutils.for_range(builder, k_v) as loop:
-                j = loop.index
-                row_j = builder.gep(w_p, [builder.add(base_v, builder.mul(j, ws_v))])
-                wv = builder.load(builder.bitcast(row_j, vtype.as_pointer()), align=align)
-                for r in range(BLOCK_ROWS):
-                    a = builder.load(builder.gep(vals_p, [builder.add(starts[r], j)]))
-                    av = builder.shuffle_vector(
-                        builder.insert_element(ir.Constant(vtype, None), a, ir.Constant(i32, 0)),
-                        ir.Constant(vtype, None), splat)
-                    builder.store(builder.call(fma, [av, wv, builder.load(sums[r])]), sums[r])
-            for r in range(BLOCK_ROWS):
-                builder.store(builder.load(sums[r]), rows[r], align=align)
-            return context.get_dummy_value()
+            starts = args[7:11]
+            return _block_codegen(context, builder, signature, args,
+                                  lambda b, j, r: b.add(starts[r], j))
 
         u64 = types.uint64
         return types.void(out, u64, u64, w, u64, u64, vals, u64, u64, u64, u64, u64), codegen
+
+    @intrinsic
+    def add_cols_block(typingctx, out, oo, o_stride, w, w_base, w_stride, vals, starts, i0,
+                       k):
+        def codegen(context, builder, signature, args):
+            starts_p = context.make_array(signature.args[7])(context, builder, args[7]).data
+            i0_v = args[8]
+            i64 = ir.IntType(64)
+
+            def a_index(b, j, r):
+                start = b.load(b.gep(starts_p, [j]))
+                return b.add(b.add(start, i0_v), ir.Constant(i64, r))
+
+            return _block_codegen(context, builder, signature, args, a_index)
+
+        u64 = types.uint64
+        return types.void(out, u64, u64, w, u64, u64, vals, starts, u64, u64), codegen
 
 
 def _lane_count(n_bytes):
