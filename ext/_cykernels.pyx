@@ -55,6 +55,14 @@ cdef extern from "simd.h":
                              const double* w, Py_ssize_t stride, const double* x0,
                              const double* x1, const double* x2, const double* x3,
                              Py_ssize_t n, Py_ssize_t width) nogil
+    void fastmlp_sum_cols4_f(float* out, Py_ssize_t ostride, const float* init,
+                             Py_ssize_t istride, const float* w, Py_ssize_t stride,
+                             const float* vals, const Py_ssize_t* starts, Py_ssize_t n,
+                             Py_ssize_t width) nogil
+    void fastmlp_sum_cols4_d(double* out, Py_ssize_t ostride, const double* init,
+                             Py_ssize_t istride, const double* w, Py_ssize_t stride,
+                             const double* vals, const Py_ssize_t* starts, Py_ssize_t n,
+                             Py_ssize_t width) nogil
     void fastmlp_vector_sum_f(float* out, const float* w, Py_ssize_t stride, const float* x,
                               const int* idx, Py_ssize_t n) nogil
     void fastmlp_vector_sum_d(double* out, const double* w, Py_ssize_t stride,
@@ -421,6 +429,19 @@ cdef inline void _sum_rows4(floating* out, Py_ssize_t ostride, const floating* i
         fastmlp_sum_rows4_f(out, ostride, init, w, width, x0, x1, x2, x3, n, width)
     else:
         fastmlp_sum_rows4_d(out, ostride, init, w, width, x0, x1, x2, x3, n, width)
+
+
+cdef inline void _sum_cols4(floating* out, Py_ssize_t ostride, const floating* init,
+                            Py_ssize_t istride, const floating* w, Py_ssize_t stride,
+                            const floating* vals, const Py_ssize_t* starts, Py_ssize_t n,
+                            Py_ssize_t width) noexcept nogil:
+    # four inputs' gradients over a batch whose rows hold all their inputs: out + r *
+    # ostride = init + r * istride + sum over the rows q of vals[starts[q] + r] times row
+    # q of w (FASTMLP_SUM_COLS4)
+    if floating is float:
+        fastmlp_sum_cols4_f(out, ostride, init, istride, w, stride, vals, starts, n, width)
+    else:
+        fastmlp_sum_cols4_d(out, ostride, init, istride, w, stride, vals, starts, n, width)
 
 
 cdef inline void _vector_sums(floating* out, const floating* w, Py_ssize_t k_pad,
@@ -947,8 +968,19 @@ cdef void _first_layer_step(floating* params, floating* grads, floating* m, floa
     cdef Py_ssize_t tail = n_pix * n_out, per = (n_pix + n_blocks - 1) // n_blocks
     cdef Py_ssize_t tail_per = _round_up((total - tail + n_blocks - 1) // n_blocks,
                                          ALIGN_VALUES)
-    cdef Py_ssize_t k, j0, j1, t0, t1
+    cdef Py_ssize_t k, j0, j1, t0, t1, r
     cdef double* pen_rows = buf.pen_rows + pen_off
+    # every row of the batch holds all its inputs (dense tabular data): each row's start,
+    # for the gradient four inputs at a time (_first_layer_dense)
+    cdef Py_ssize_t* starts = NULL
+    if opt != NULL and not opt.lazy:
+        starts = <Py_ssize_t*>malloc((x.n + 1) * sizeof(Py_ssize_t))
+        for r in range(x.n):
+            if starts == NULL or x.indptr[x.rows[r] + 1] - x.indptr[x.rows[r]] != n_pix:
+                free(starts)
+                starts = NULL
+                break
+            starts[r] = x.indptr[x.rows[r]]
     _sum_bias_grad(grads + tail, <const floating*>buf.deltas + net.a_offs[0], x.n, n_out)
     with parallel(num_threads=n_blocks):
         mode = fastmlp_flush_subnormals()
@@ -957,7 +989,10 @@ cdef void _first_layer_step(floating* params, floating* grads, floating* m, floa
             j1 = j0 + per
             if j1 > n_pix:
                 j1 = n_pix
-            if opt != NULL and opt.lazy:
+            if starts != NULL and _first_layer_dense(params, m, v, net, x, buf, opt, alpha_n,
+                                                     pen_rows, starts, j0, j1):
+                pass
+            elif opt != NULL and opt.lazy:
                 _first_layer_lazy(params, grads, m, v, net, x, buf, opt, alpha_n, pen_rows,
                                   j0, j1)
             elif opt == NULL or not _first_layer_fused(params, m, v, net, x, buf, opt,
@@ -974,6 +1009,64 @@ cdef void _first_layer_step(floating* params, floating* grads, floating* m, floa
                 if t0 < t1:
                     _update(params + t0, grads + t0, m + t0, v + t0, t1 - t0, opt)
         fastmlp_restore_fp_mode(mode)
+    free(starts)
+
+
+cdef bint _first_layer_dense(floating* params, floating* m, floating* v, const Layout* net,
+                             const Rows* x, const Batch* buf, const OptimizerStep* opt,
+                             floating alpha_n, double* pen_rows, const Py_ssize_t* starts,
+                             Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """_first_layer_fused for a batch whose rows all hold every input (row r's values
+    from starts[r]): rows j0..j1 of W four at a time, each gradient the L2 term plus the
+    rows' terms in the batch's order, summed in registers with each row of deltas loaded
+    once for the four (FASTMLP_SUM_COLS4), the last rows one at a time
+    (FASTMLP_SUM_ROWS); then the step. The same sums in the same order and the same step
+    as _first_layer_fused, so the same bits. Returns False (and does nothing) when there
+    is no memory for its buffers."""
+    cdef const floating* values = <const floating*>x.values
+    cdef const floating* deltas = <const floating*>buf.deltas + net.a_offs[0]
+    cdef Py_ssize_t n = x.n, n_out = net.sizes[1], r, c, i, i0, whole
+    cdef floating* acc
+    cdef floating* column
+    cdef int* batch_rows
+    cdef floating* w
+    if j1 <= j0:
+        return True
+    acc = <floating*>malloc(8 * n_out * sizeof(floating))
+    column = <floating*>malloc((n + 1) * sizeof(floating))
+    batch_rows = <int*>malloc((n + 1) * sizeof(int))
+    if acc == NULL or column == NULL or batch_rows == NULL:
+        free(acc)
+        free(column)
+        free(batch_rows)
+        return False
+    for r in range(n):
+        batch_rows[r] = <int>r
+    whole = j0 + (j1 - j0) // 4 * 4
+    for i0 in range(j0, whole, 4):
+        for i in range(i0, i0 + 4):
+            w = params + i * n_out
+            pen_rows[i] = _dot(w, w, n_out)
+            for c in range(n_out):
+                acc[(4 + i - i0) * n_out + c] = alpha_n * w[c]
+        _sum_cols4(acc, n_out, acc + 4 * n_out, n_out, deltas, n_out, values + i0, starts, n,
+                   n_out)
+        for i in range(i0, i0 + 4):
+            _update(params + i * n_out, acc + (i - i0) * n_out, m + i * n_out,
+                    v + i * n_out, n_out, opt)
+    for i in range(whole, j1):
+        w = params + i * n_out
+        pen_rows[i] = _dot(w, w, n_out)
+        for c in range(n_out):
+            acc[n_out + c] = alpha_n * w[c]
+        for r in range(n):
+            column[r] = values[starts[r] + i]
+        _sum_rows(acc, acc + n_out, deltas, n_out, column, batch_rows, n, n_out, 0)
+        _update(w, acc, m + i * n_out, v + i * n_out, n_out, opt)
+    free(acc)
+    free(column)
+    free(batch_rows)
+    return True
 
 
 cdef bint _first_layer_fused(floating* params, floating* m, floating* v, const Layout* net,
