@@ -40,8 +40,9 @@ def pytest_configure(config):
 # and (3) compiles numba's float32 kernels in the background while the other cases run,
 # with the product's own warm-up (python -m fastmlp.warmup --background), and waits for
 # it before the first numba case. A second run finds them compiled and starts nothing.
-# The standalone kernels that `fastmlp compare` times (no fit uses them) compile in a
-# second process during that wait, on the core the other cases leave free.
+# The standalone kernels that `fastmlp compare` times, and the epoch's helpers that
+# tests call on their own (no fit compiles them as entry points), compile in a second
+# process during that wait, on the core the other cases leave free.
 
 _NUMBA_WARMUP = {"started": False, "waited": False}
 
@@ -60,6 +61,19 @@ for case in compare.kernel_cases(X, np.arange(256) % 10, X[:8], batches=(64,),
         case.make(backend)[0]()
 z = rng.random((6, 11), dtype=np.float32)
 backend.activation_backward(z.copy(), z, RELU)
+# the dense first layer's blocks and row paths, as tests/test_dense_rows.py calls them
+from fastmlp.backends.numba_backend import epoch
+U = np.uint64
+f = rng.random(400, dtype=np.float32)
+idx = np.tile(np.arange(5, dtype=np.int32), 8)
+ptr = np.arange(0, 45, 5, dtype=np.int64)
+rows = np.arange(6, dtype=np.int64)
+epoch._first_layer_dense_rows(f.copy(), U(0), U(16), f, U(0), U(0), f, idx, ptr, rows, RELU)
+epoch._first_layer_row_f(f.copy(), U(0), f, U(0), U(0), U(16), f, idx, U(0), U(5))
+epoch.activate_f(f.copy(), U(0), U(16), RELU)
+epoch._first_layer_dense_grads(f.copy(), U(0), U(16), U(5), f, ptr, rows, f, U(0), U(16))
+epoch.scatter_rows_f(f.copy(), U(0), U(16), f, idx, ptr[0], ptr[1], f, U(0), U(16),
+                     np.empty(64, dtype=np.float32))
 """
 WARMUP_WAIT = 900.0
 
