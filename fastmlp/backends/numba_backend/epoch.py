@@ -98,11 +98,7 @@ def hidden_forward(params, net, data, rows, act_buf, act, n_blocks):
     n_in0 = usizes[0]
     # every row of the batch holds all its inputs (dense tabular data): the first layer
     # goes through blocks of rows (_first_layer_dense_rows)
-    complete = True
-    for r in range(n):
-        if U(indptr[rows[r] + 1] - indptr[rows[r]]) != n_in0:
-            complete = False
-            break
+    complete = _rows_complete(indptr, rows, n_in0)
     for layer in range(top):
         n_i = usizes[layer]
         n_o = usizes[layer + 1]
