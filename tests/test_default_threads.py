@@ -143,12 +143,12 @@ def test_default_numpy_epochs_run_on_one_thread_and_give_its_bits(monkeypatch, r
 
 def test_work_too_small_to_split_trains_on_one_thread(monkeypatch):
     # numba's stages are parallel regions whose meetings cost more than a second thread
-    # gives when a mini-batch holds little work (a small dense network)
+    # gives when a mini-batch holds little work (a tiny dense network)
     numba = get_backend("numba")
-    small = threads.batch_work([40, 64, 64, 1], 128)
-    large = threads.batch_work([100, 256, 256, 2], 256)
-    assert small == 3 * 128 * (40 * 64 + 64 * 64 + 64) + 10 * (40 * 64 + 64 + 64 * 64 + 64
-                                                                 + 64 + 1)
+    small = threads.batch_work([40, 16, 16, 1], 64)
+    large = threads.batch_work([40, 64, 64, 1], 128)
+    assert small == 3 * 64 * (40 * 16 + 16 * 16 + 16) + 10 * (40 * 16 + 16 + 16 * 16 + 16
+                                                                + 16 + 1)
     assert threads.batch_work([784, 128, 10], 64, density=0.25) == (
         3 * 64 * (0.25 * 784 * 128 + 1280) + 10 * (784 * 128 + 128 + 1290))
     assert small < numba.SMALL_BATCH_WORK < large
@@ -156,8 +156,8 @@ def test_work_too_small_to_split_trains_on_one_thread(monkeypatch):
     assert threads.epoch_threads(None, numba, large) is None
     assert threads.epoch_threads(2, numba, small) == 2  # an explicit count as asked
     monkeypatch.setattr(threads, "default_threads", lambda: (2, "test"))
-    assert threads.adaptive_team(None, numba, 128, work=small) is None
-    assert isinstance(threads.adaptive_team(None, numba, 256, work=large),
+    assert threads.adaptive_team(None, numba, 64, work=small) is None
+    assert isinstance(threads.adaptive_team(None, numba, 128, work=large),
                       threads.AdaptiveTeam)
     monkeypatch.undo()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
@@ -165,7 +165,7 @@ def test_work_too_small_to_split_trains_on_one_thread(monkeypatch):
     # and the model is the one of n_jobs=1
     X = np.random.default_rng(1).random((500, 40)).astype(np.float32)
     y = X[:, 0] + X[:, 1]
-    kw = dict(hidden_layer_sizes=(64, 64), batch_size=128, max_iter=2, random_state=0,
+    kw = dict(hidden_layer_sizes=(16, 16), batch_size=64, max_iter=2, random_state=0,
               backend="numba")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

@@ -51,6 +51,10 @@ def platform_key() -> str:
     import numba
     import threadpoolctl
 
+    # the BLAS libraries a fit loads (scikit-learn's and SciPy's), so that the key is the
+    # same in the test as when the hashes are recorded
+    import fastmlp.estimator  # noqa: F401
+
     blas = [f"{i.get('internal_api')}-{i.get('version')}-{i.get('architecture')}"
             for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
     cpu = numba.config.CPU_NAME or llvm.get_host_cpu_name()

@@ -42,10 +42,9 @@ NAME = "numba"
 # fixes their count
 THREAD_INVARIANT = False
 # a mini-batch of fewer multiply-adds than this (threads.batch_work) trains faster as one
-# block on one thread: each of its stages is a parallel region, and the threads' meetings
-# and the dense layers' products on narrow blocks cost more than a second thread gives
-# on small dense networks (docs/performance.md, 2026-12-07)
-SMALL_BATCH_WORK = 3.5e6
+# block on one thread: each of its stages is a parallel region, and below it the
+# threads' meetings cost more than a second thread gives (docs/performance.md)
+SMALL_BATCH_WORK = 4e5
 # predict_proba raises ValueError for NaN or infinity in X, checked in the same pass that
 # gathers each row's non-zero inputs; the estimator then skips its own pass over X
 CHECKS_FINITE_INPUT = True

@@ -9,7 +9,8 @@ parallel region split into one block per thread:
 1. ``hidden_forward``: the hidden layers, split by output units: a thread owns a block of
    hidden units, and its slice of W (with the Adam moments) stays in that core's cache;
    the first layer sums the rows of W picked by each row's non-zero inputs, the dense
-   layers above it are matrix products (BLAS's GEMM on the thread's block, see blas.py);
+   layers above it are matrix products (BLAS's GEMM on the thread's block, see blas.py),
+   or register blocks for small ones (workspace.SMALL_DENSE_BYTES);
 2. ``output_loss``: the output layer, split by rows: logits, the output function
    (softmax, logistic, identity or exp), loss, correct count and the gradient of the
    loss in one pass per row; when the first layer is wide, each thread also groups its
@@ -17,18 +18,19 @@ parallel region split into one block per thread:
 3. ``backward_update``: one region per weight layer above the first, split by that
    layer's input units: a thread computes the input gradient of its units from the *old*
    weights, then the weight gradient of its block, then updates it in place (Adam or
-   SGD) while it is still in cache; for a dense hidden layer both products are GEMMs,
-   for the narrow output layer plain loops. The first layer needs no input gradient, so
-   it is done block by block in the region of the layer above it: a wide block sums
-   each row of its gradient from the inputs grouped by column and steps it at once
-   (``_columns_step``), a narrow one scatters the gradient by rows
-   (workspace.column_buffers says which).
+   SGD) while it is still in cache; for a dense hidden layer both products are GEMMs
+   (register blocks for a small one), for the narrow output layer plain loops. The
+   first layer needs no input gradient, so it is done block by block in the region of
+   the layer above it: a wide block sums each row of its gradient from the inputs
+   grouped by column and steps it at once (``_columns_step``), a narrow one scatters the
+   gradient by rows (workspace.column_buffers says which).
 
 No block is written by two threads, so no reduction across threads is needed. The
 stages take the workspace's tuples (see workspace.Workspace): ``state`` (params, grads,
 m, v), ``net`` (usizes, p_offs, a_offs, rows per buffer), ``data`` (indptr, indices,
 values, and the labels, flat values and weights of a codes.Target, whose output code
-goes alongside) and ``bufs`` (act_buf, delta_buf, row_loss, row_hit, pen_parts, top_w), and
+goes alongside) and ``bufs`` (act_buf, delta_buf, row_loss, row_hit, pen_parts, top_w,
+fwd_w, fwd_offs), and
 ``opt``, a codes.OptimizerStep whose fields have the parameters' dtype.
 
 Legend: N rows in the batch, I inputs of a layer, O its outputs, K classes, I0 input
@@ -73,6 +75,7 @@ from .intrinsics import (
     add_cols_block,
     add_rows_block,
     add_rows_wide_csr,
+    add_strided_cols_block,
     flush_subnormals,
     panel,
     panel_width,
@@ -87,11 +90,12 @@ from .workspace import Workspace, segment
 
 
 @pjit
-def hidden_forward(params, net, data, rows, act_buf, act, n_blocks):
+def hidden_forward(params, net, data, rows, bufs, act, n_blocks):
     """Activations of the hidden layers for the rows ``rows`` of X, split by output
     units; W of layer 0 by blocks of columns, the layers above transposed (see
-    workspace._to_work_layout)."""
+    workspace._to_work_layout), the small ones read from their forward copies."""
     usizes, p_offs, a_offs, b_rows = net
+    act_buf, fwd_w, fwd_offs = bufs[0], bufs[6], bufs[7]
     indptr, indices, values = data[0], data[1], data[2]
     n = rows.shape[0]
     top = usizes.shape[0] - 2
@@ -124,6 +128,10 @@ def hidden_forward(params, net, data, rows, act_buf, act, n_blocks):
                     _first_layer_row_f(act_buf, o, params, b_off + c0, n_in0 * c0, width,
                                        values, indices, U(indptr[row]), U(indptr[row + 1]))
                     activate_f(act_buf, o, width, act)
+            elif fwd_offs[layer] >= 0:
+                _small_dense_forward(act_buf, o_base, width, c0, params, b_off, fwd_w,
+                                     U(fwd_offs[layer]), a_offs[layer - 1], b_rows, n_i,
+                                     n_o, n, act, n_blocks)
             else:
                 _dense_forward_block(act_buf, o_base, width, c0, params, w_off, b_off,
                                      a_offs[layer - 1], b_rows, n_i, n_o, n, act, n_blocks)
@@ -174,7 +182,7 @@ def _first_layer_dense_rows(act_buf, o_base, width, params, b_off, w_base, value
         while p0 + lanes <= width:
             add_rows_block(act_buf, o + p0, width, params, w_base + p0, width, values,
                            U(indptr[rows[r0]]), U(indptr[rows[r0 + U(1)]]),
-                           U(indptr[rows[r0 + U(2)]]), U(indptr[rows[r0 + U(3)]]), k)
+                           U(indptr[rows[r0 + U(2)]]), U(indptr[rows[r0 + U(3)]]), k, lanes)
             p0 += lanes
         for r in range(block):
             if p0 < width:
@@ -213,6 +221,60 @@ def _dense_forward_block(act_buf, o_base, width, c0, params, w_off, b_off, i_off
         activate_f(act_buf, o, width, act)
 
 
+@inline
+def _tail_fits(out, o_last, w, w_last, lanes):
+    """Whether a partial block's whole-vector loads, the last at o_last in out and at
+    w_last in w, lie inside the arrays (see intrinsics.BLOCK_ROWS)."""
+    return o_last + lanes <= U(out.shape[0]) and w_last + lanes <= U(w.shape[0])
+
+
+@jit
+def _small_dense_forward(act_buf, o_base, width, c0, params, b_off, fwd_w, f_off, i_off,
+                         b_rows, n_i, n_o, n, act, n_blocks):
+    """A small dense layer's outputs c0:c1 for n rows (the block at o_base, rows width
+    apart), W read from its forward copy (I, O) row-major at f_off: the bias, then the
+    rows of W added in the order of the input units, BLOCK_ROWS rows of the batch at a
+    time through each vector of columns, the last one partial (add_rows_block: each row
+    of W loaded once for the four), the rows left over one FMA at a time, then the
+    activation. Each output is one chain of FMAs over the inputs in order, whatever the
+    blocks and the CPU."""
+    one = params.dtype.type(1)
+    lanes = vector_width(params)
+    block = U(BLOCK_ROWS)
+    un = U(n)
+    whole = un // block * block
+    for r in range(un):
+        scale_f(act_buf, o_base + U(r) * width, one, params, b_off + c0, width)
+    for k2 in range(n_blocks):
+        i_base, wi, i0, i1 = segment(i_off, b_rows, n_i, n_blocks, k2, True)
+        w_base = f_off + i0 * n_o + c0
+        for r0 in range(U(0), whole, block):
+            o = o_base + r0 * width
+            a0 = i_base + r0 * wi
+            p0 = U(0)
+            while p0 < width:
+                cols = min(lanes, width - p0)
+                if cols < lanes and not _tail_fits(act_buf, o + U(3) * width + p0, fwd_w,
+                                                   w_base + (wi - U(1)) * n_o + p0, lanes):
+                    break
+                add_rows_block(act_buf, o + p0, width, fwd_w, w_base + p0, n_o, act_buf, a0,
+                               a0 + wi, a0 + U(2) * wi, a0 + U(3) * wi, wi, cols)
+                p0 += cols
+            if p0 < width:
+                for r in range(block):
+                    ao = a0 + r * wi
+                    for i in range(wi):
+                        axpy_f(act_buf, o + r * width + p0, act_buf[ao + U(i)], fwd_w,
+                               w_base + U(i) * n_o + p0, width - p0)
+        for r in range(whole, un):
+            o = o_base + U(r) * width
+            ao = i_base + U(r) * wi
+            for i in range(wi):
+                axpy_f(act_buf, o, act_buf[ao + U(i)], fwd_w, w_base + U(i) * n_o, width)
+    for r in range(un):
+        activate_f(act_buf, o_base + U(r) * width, width, act)
+
+
 # --------------------------------------------------------------------------- stage 2
 
 
@@ -225,7 +287,7 @@ def output_loss(params, net, data, output, rows, bufs, inv, n_blocks, cols):
     for backward_update (_group_by_column)."""
     usizes, p_offs, a_offs, b_rows = net
     indptr, indices, values, labels, t_values, weights = data
-    act_buf, delta_buf, row_loss, row_hit, _, top_w = bufs
+    act_buf, delta_buf, row_loss, row_hit, _, top_w, _, _ = bufs
     n = rows.shape[0]
     top = usizes.shape[0] - 2
     n_in0 = usizes[0]
@@ -423,7 +485,7 @@ def _first_layer_dense_grads(grads, w_base, width, n_in, values, indptr, rows, d
     for i0 in range(U(0), whole, block):
         for p0 in range(U(0), p_end, lanes):
             add_cols_block(grads, w_base + i0 * width + p0, width, d_buf, d_base + p0,
-                           d_stride, values, starts, i0, U(n))
+                           d_stride, values, starts, i0, U(n), lanes)
     for i in range(n_in):
         c_from = p_end if i < whole else U(0)
         if c_from < width:
@@ -586,6 +648,81 @@ def _dense_gradients(grads, params, delta_buf, act_buf, wt_base, i_base, wi, n, 
              width, one, grads, wt_base + c0 * wi, wi)
 
 
+@jit
+def _small_dense_gradients(grads, params, delta_buf, act_buf, wt_base, i_base, wi, n, o_off,
+                           b_rows, n_o, n_blocks, alpha_n, act):
+    """_dense_gradients for a small dense layer, through register blocks instead of
+    matrix products. The input gradient of a row adds the output units' terms in their
+    order from zero, BLOCK_ROWS rows at a time through each vector of the block's input
+    units, the last one partial (add_rows_block over W's work block, whose rows are the
+    output units); the weight gradient adds the rows' terms in their order to
+    alpha_n * W, BLOCK_ROWS output units at a time (add_strided_cols_block: each row of
+    the block's inputs loaded once for the four). What is left over goes one FMA at a
+    time, in the same order, so every value is one chain of FMAs whatever the blocks and
+    the CPU."""
+    zero = params.dtype.type(0)
+    lanes = vector_width(params)
+    block = U(BLOCK_ROWS)
+    un = U(n)
+    whole = un // block * block
+    for r in range(un):
+        dio = i_base + U(r) * wi
+        for i in range(wi):
+            delta_buf[dio + U(i)] = zero
+    for k2 in range(n_blocks):
+        d_base, width, c0, c1 = segment(o_off, b_rows, n_o, n_blocks, k2, True)
+        w_base = wt_base + c0 * wi
+        for r0 in range(U(0), whole, block):
+            o = i_base + r0 * wi
+            d0 = d_base + r0 * width
+            p0 = U(0)
+            while p0 < wi:
+                cols = min(lanes, wi - p0)
+                if cols < lanes and not _tail_fits(delta_buf, o + U(3) * wi + p0, params,
+                                                   w_base + (width - U(1)) * wi + p0, lanes):
+                    break
+                add_rows_block(delta_buf, o + p0, wi, params, w_base + p0, wi, delta_buf, d0,
+                               d0 + width, d0 + U(2) * width, d0 + U(3) * width, width, cols)
+                p0 += cols
+            if p0 < wi:
+                for r in range(block):
+                    for c in range(width):
+                        axpy_f(delta_buf, o + r * wi + p0, delta_buf[d0 + r * width + U(c)],
+                               params, w_base + U(c) * wi + p0, wi - p0)
+        for r in range(whole, un):
+            for c in range(width):
+                axpy_f(delta_buf, i_base + U(r) * wi, delta_buf[d_base + U(r) * width + U(c)],
+                       params, w_base + U(c) * wi, wi)
+    for r in range(un):
+        dio = i_base + U(r) * wi
+        act_derivative_f(delta_buf, dio, act_buf, dio, wi, act)
+    scale_f(grads, wt_base, alpha_n, params, wt_base, n_o * wi)
+    for k2 in range(n_blocks):
+        d_base, width, c0, c1 = segment(o_off, b_rows, n_o, n_blocks, k2, True)
+        c_whole = width // block * block
+        for cc in range(U(0), c_whole, block):
+            go = wt_base + (c0 + cc) * wi
+            p0 = U(0)
+            while p0 < wi:
+                cols = min(lanes, wi - p0)
+                if cols < lanes and not _tail_fits(grads, go + U(3) * wi + p0, act_buf,
+                                                   i_base + (un - U(1)) * wi + p0, lanes):
+                    break
+                add_strided_cols_block(grads, go + p0, wi, act_buf, i_base + p0, wi,
+                                       delta_buf, d_base + cc, width, un, cols)
+                p0 += cols
+            if p0 < wi:
+                for c in range(block):
+                    for r in range(un):
+                        axpy_f(grads, go + c * wi + p0, delta_buf[d_base + U(r) * width + cc + c],
+                               act_buf, i_base + U(r) * wi + p0, wi - p0)
+        for c in range(c_whole, width):
+            go = wt_base + (c0 + U(c)) * wi
+            for r in range(un):
+                axpy_f(grads, go, delta_buf[d_base + U(r) * width + U(c)], act_buf,
+                       i_base + U(r) * wi, wi)
+
+
 @pjit
 def backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update, n_blocks,
                     cols):
@@ -595,7 +732,7 @@ def backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update
     none when that is 0)."""
     params, grads, m, v = state
     usizes, p_offs, a_offs, b_rows = net
-    act_buf, delta_buf, _, _, pen_parts, top_w = bufs
+    act_buf, delta_buf, _, _, pen_parts, top_w, fwd_w, fwd_offs = bufs
     n = rows.shape[0]
     top = usizes.shape[0] - 2
     n_in0 = usizes[0]
@@ -609,11 +746,16 @@ def backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update
         w_off = p_offs[layer]
         b_off = w_off + n_i * n_o
         out_blocked = layer < top
+        f_off = fwd_offs[layer]
         for k in prange(n_blocks):
             mode = flush_subnormals()
             i_base, wi, i0, i1 = segment(a_offs[layer - 1], b_rows, n_i, n_blocks, k, True)
             wt_base = w_off + n_o * i0
-            if out_blocked:
+            if f_off >= 0:
+                # a small dense hidden layer: register blocks
+                _small_dense_gradients(grads, params, delta_buf, act_buf, wt_base, i_base, wi,
+                                       n, a_offs[layer], b_rows, n_o, n_blocks, alpha_n, act)
+            elif out_blocked:
                 # a dense hidden layer: matrix products
                 _dense_gradients(grads, params, delta_buf, act_buf, wt_base, i_base, wi, n,
                                  a_offs[layer], b_rows, n_o, n_blocks, alpha_n, act)
@@ -635,6 +777,12 @@ def backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update
                     for i in range(wi):
                         for c in range(n_o):
                             top_w[(i0 + i) * k_pad + c] = params[wt_base + c * wi + i]
+                elif f_off >= 0:
+                    # the forward copy of a small dense layer's block (see fwd_w)
+                    for i in range(wi):
+                        fo = U(f_off) + (i0 + U(i)) * n_o
+                        for c in range(n_o):
+                            fwd_w[fo + U(c)] = params[wt_base + U(c) * wi + U(i)]
             # this block's share of the layer's biases
             d_base, d_stride, c0, c1 = segment(a_offs[layer], b_rows, n_o, n_blocks, k,
                                                out_blocked)
@@ -682,12 +830,12 @@ def _batch(state, net, data, output, rows, bufs, act, alpha, opt, update, n_bloc
         denom = 0.0
         for r in range(rows.shape[0]):
             denom += weights[rows[r]]
-    hidden_forward(state[0], net, data, rows, bufs[0], act, n_blocks)
+    hidden_forward(state[0], net, data, rows, bufs, act, n_blocks)
     output_loss(state[0], net, data, output, rows, bufs, 1.0 / denom if denom > 0.0 else 0.0,
                 n_blocks, cols)
     backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update, n_blocks,
                     cols)
-    _, _, row_loss, row_hit, pen_parts, _ = bufs
+    row_loss, row_hit, pen_parts = bufs[2], bufs[3], bufs[4]
     loss = 0.0
     hits = 0
     for r in range(rows.shape[0]):

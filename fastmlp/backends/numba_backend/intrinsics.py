@@ -185,36 +185,56 @@ add_rows_wide_csr = _vector_sum_kernel(WIDE_BYTES, 1, False, accumulate=True)
 # i0 + r, the j are the batch's rows, and a_r for row j is vals[starts[j] + i0 + r] (the
 # value of input i0 + r in the row stored from starts[j]). Each output again adds the
 # rows j in order, as scatter_rows_f does, one chain of FMAs.
+#
+# add_strided_cols_block is add_cols_block with the values of row j at
+# vals[v_base + j * v_stride + r], for a dense layer's weight gradient (the output
+# gradient of a block of units, rows v_stride apart).
 BLOCK_ROWS = 4
+#
+# The last argument of each, ``cols``, is how many of the L values of each output row are
+# stored: L for a whole vector, fewer for the last, partial vector of a row. A partial
+# block loads and adds whole vectors as a whole one does, and stores only its first
+# ``cols`` values, so each output is still the same chain of FMAs; the vectors it loads
+# beyond ``cols`` must lie inside their arrays (the caller's layout sees to it), and
+# what it computes from them is never stored.
 
-if numba.config.DISABLE_JIT:
 
-    def _block_sum(out, oo, o_stride, w, w_base, w_stride, k, a_of):
-        lanes = VECTOR_BYTES // w.dtype.itemsize
-        for r in range(BLOCK_ROWS):
-            o = int(oo + U(r) * o_stride)
-            acc = out[o : o + lanes].copy()
-            for j in range(int(k)):
-                off = int(w_base + U(j) * w_stride)
-                acc += a_of(r, j) * w[off : off + lanes]
-            out[o : o + lanes] = acc
+def _block_kernels():
+    """add_rows_block, add_cols_block and add_strided_cols_block."""
+    if numba.config.DISABLE_JIT:
 
-    def add_rows_block(out, oo, o_stride, w, w_base, w_stride, vals, a0, a1, a2, a3, k):
-        starts = (a0, a1, a2, a3)
-        _block_sum(out, oo, o_stride, w, w_base, w_stride, k,
-                   lambda r, j: vals[int(starts[r]) + j])
+        def block_sum(out, oo, o_stride, w, w_base, w_stride, k, a_of, cols):
+            cols = int(cols)
+            for r in range(BLOCK_ROWS):
+                o = int(oo + U(r) * o_stride)
+                acc = out[o : o + cols].copy()
+                for j in range(int(k)):
+                    off = int(w_base + U(j) * w_stride)
+                    acc += a_of(r, j) * w[off : off + cols]
+                out[o : o + cols] = acc
 
-    def add_cols_block(out, oo, o_stride, w, w_base, w_stride, vals, starts, i0, k):
-        _block_sum(out, oo, o_stride, w, w_base, w_stride, k,
-                   lambda r, j: vals[int(starts[j]) + int(i0) + r])
+        def rows_block(out, oo, o_stride, w, w_base, w_stride, vals, a0, a1, a2, a3, k,
+                       cols):
+            starts = (a0, a1, a2, a3)
+            block_sum(out, oo, o_stride, w, w_base, w_stride, k,
+                      lambda r, j: vals[int(starts[r]) + j], cols)
 
-else:
+        def cols_block(out, oo, o_stride, w, w_base, w_stride, vals, starts, i0, k, cols):
+            block_sum(out, oo, o_stride, w, w_base, w_stride, k,
+                      lambda r, j: vals[int(starts[j]) + int(i0) + r], cols)
 
-    def _block_codegen(context, builder, signature, args, a_index):
-        """The loop of add_rows_block and add_cols_block: a_index(builder, j, r) is the
-        place in vals of the value that multiplies row j of w for output row r."""
+        def strided_cols_block(out, oo, o_stride, w, w_base, w_stride, vals, v_base,
+                               v_stride, k, cols):
+            block_sum(out, oo, o_stride, w, w_base, w_stride, k,
+                      lambda r, j: vals[int(v_base) + j * int(v_stride) + r], cols)
+
+        return rows_block, cols_block, strided_cols_block
+
+    def block_codegen(context, builder, signature, args, a_index):
+        """The loop of the three: a_index(builder, j, r) is the place in vals of the
+        value that multiplies row j of w for output row r."""
         out_v, oo_v, os_v, w_v, base_v, ws_v, vals_v = args[:7]
-        k_v = args[-1]
+        k_v, cols_v = args[-2], args[-1]
         out_t, _, _, w_t, _, _, vals_t = signature.args[:7]
         lanes = VECTOR_BYTES // w_t.dtype.bitwidth * 8
         ftype = context.get_data_type(w_t.dtype)
@@ -226,11 +246,11 @@ else:
             return context.make_array(ty)(context, builder, value).data
 
         out_p, w_p, vals_p = data(out_t, out_v), data(w_t, w_v), data(vals_t, vals_v)
-        rows = [builder.bitcast(
-            builder.gep(out_p, [builder.add(oo_v, builder.mul(ir.Constant(i64, r), os_v))]),
-            vtype.as_pointer()) for r in range(BLOCK_ROWS)]
-        sums = [cgutils.alloca_once_value(builder, builder.load(row, align=align))
-                for row in rows]
+        rows = [builder.gep(out_p, [builder.add(oo_v, builder.mul(ir.Constant(i64, r), os_v))])
+                for r in range(BLOCK_ROWS)]
+        sums = [cgutils.alloca_once_value(
+            builder, builder.load(builder.bitcast(row, vtype.as_pointer()), align=align))
+            for row in rows]
         fma = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vtype, [vtype] * 3),
             f"llvm.fma.v{lanes}f{w_t.dtype.bitwidth}")
@@ -245,24 +265,38 @@ else:
                     builder.insert_element(ir.Constant(vtype, None), a, ir.Constant(i32, 0)),
                     ir.Constant(vtype, None), splat)
                 builder.store(builder.call(fma, [av, wv, builder.load(sums[r])]), sums[r])
-        for r in range(BLOCK_ROWS):
-            builder.store(builder.load(sums[r]), rows[r], align=align)
+        whole = builder.icmp_unsigned("==", cols_v, ir.Constant(i64, lanes))
+        with builder.if_else(whole) as (then, otherwise):
+            with then:
+                for row, acc in zip(rows, sums):
+                    builder.store(builder.load(acc), builder.bitcast(row, vtype.as_pointer()),
+                                  align=align)
+            with otherwise:
+                for row, acc in zip(rows, sums):
+                    total = builder.load(acc)
+                    for c in range(lanes):
+                        with builder.if_then(builder.icmp_unsigned(
+                                "<", ir.Constant(i64, c), cols_v)):
+                            builder.store(builder.extract_element(total, ir.Constant(i32, c)),
+                                          builder.gep(row, [ir.Constant(i64, c)]))
         return context.get_dummy_value()
 
+    u64 = types.uint64
+
     @intrinsic
-    def add_rows_block(typingctx, out, oo, o_stride, w, w_base, w_stride, vals, a0, a1, a2,
-                       a3, k):
+    def rows_block(typingctx, out, oo, o_stride, w, w_base, w_stride, vals, a0, a1, a2, a3,
+                   k, cols):
         def codegen(context, builder, signature, args):
             starts = args[7:11]
-            return _block_codegen(context, builder, signature, args,
-                                  lambda b, j, r: b.add(starts[r], j))
+            return block_codegen(context, builder, signature, args,
+                                 lambda b, j, r: b.add(starts[r], j))
 
-        u64 = types.uint64
-        return types.void(out, u64, u64, w, u64, u64, vals, u64, u64, u64, u64, u64), codegen
+        return types.void(out, u64, u64, w, u64, u64, vals, u64, u64, u64, u64, u64,
+                          u64), codegen
 
     @intrinsic
-    def add_cols_block(typingctx, out, oo, o_stride, w, w_base, w_stride, vals, starts, i0,
-                       k):
+    def cols_block(typingctx, out, oo, o_stride, w, w_base, w_stride, vals, starts, i0, k,
+                   cols):
         def codegen(context, builder, signature, args):
             starts_p = context.make_array(signature.args[7])(context, builder, args[7]).data
             i0_v = args[8]
@@ -272,10 +306,28 @@ else:
                 start = b.load(b.gep(starts_p, [j]))
                 return b.add(b.add(start, i0_v), ir.Constant(i64, r))
 
-            return _block_codegen(context, builder, signature, args, a_index)
+            return block_codegen(context, builder, signature, args, a_index)
 
-        u64 = types.uint64
-        return types.void(out, u64, u64, w, u64, u64, vals, starts, u64, u64), codegen
+        return types.void(out, u64, u64, w, u64, u64, vals, starts, u64, u64, u64), codegen
+
+    @intrinsic
+    def strided_cols_block(typingctx, out, oo, o_stride, w, w_base, w_stride, vals, v_base,
+                           v_stride, k, cols):
+        def codegen(context, builder, signature, args):
+            v_base_v, v_stride_v = args[7], args[8]
+            i64 = ir.IntType(64)
+
+            def a_index(b, j, r):
+                return b.add(b.add(v_base_v, b.mul(j, v_stride_v)), ir.Constant(i64, r))
+
+            return block_codegen(context, builder, signature, args, a_index)
+
+        return types.void(out, u64, u64, w, u64, u64, vals, u64, u64, u64, u64), codegen
+
+    return rows_block, cols_block, strided_cols_block
+
+
+add_rows_block, add_cols_block, add_strided_cols_block = _block_kernels()
 
 
 def _lane_count(n_bytes):

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import numba
 import numpy as np
 
-from ..layout import padded_top
+from ..layout import VECTOR_BYTES, padded_top
 from ._config import U, inline, jit
 from .inline import ublock
 from .intrinsics import PANEL_LANES
@@ -131,6 +131,39 @@ def aligned_empty(n, dtype, align=64):
 COLUMNS_MIN_WIDTH = 128
 
 
+# A hidden layer above the first whose widest thread's block of W (its inputs times the
+# thread's outputs) takes at most this many bytes, half of a core's L1 data cache, runs
+# its three products through register blocks (epoch._small_dense_forward and
+# _small_dense_gradients), each output a chain of FMAs in a fixed order; larger blocks
+# go through BLAS, whose cache blocking wins there (docs/performance.md).
+SMALL_DENSE_BYTES = 16 * 1024
+
+
+def small_dense_copies(params, sizes, n_blocks):
+    """The forward copies of the small dense layers (see SMALL_DENSE_BYTES) when the work
+    is split into n_blocks: (fwd_w, fwd_offs), fwd_w holding each such layer's W (I, O)
+    row-major as in the plain layout, fwd_offs (L,) int64 where each starts in fwd_w, -1
+    for the other layers (the first, the top one and large ones)."""
+    sizes = [int(s) for s in sizes]
+    n_layers = len(sizes) - 1
+    offs = np.full(n_layers, -1, dtype=np.int64)
+    starts = np.concatenate(([0], np.cumsum([i * o + o for i, o in zip(sizes, sizes[1:])])))
+    total = 0
+    for layer in range(1, n_layers - 1):
+        block = max(_block_widths(sizes[layer + 1], n_blocks))
+        if sizes[layer] * block * params.dtype.itemsize <= SMALL_DENSE_BYTES:
+            offs[layer] = total
+            total += sizes[layer] * sizes[layer + 1]
+    # a vector's slack at the end, so that the last row's partial blocks load whole
+    # vectors inside the array (see intrinsics.BLOCK_ROWS)
+    fwd_w = aligned_empty(total + VECTOR_BYTES // params.dtype.itemsize, params.dtype)
+    fwd_w[total:] = 0
+    for layer in np.flatnonzero(offs >= 0):
+        n = sizes[layer] * sizes[layer + 1]
+        fwd_w[offs[layer] : offs[layer] + n] = params[starts[layer] : starts[layer] + n]
+    return fwd_w, offs
+
+
 def _block_widths(n_o, n_blocks):
     return [int(c1 - c0) for c0, c1 in (ublock(U(n_o), n_blocks, k) for k in range(n_blocks))]
 
@@ -174,10 +207,11 @@ class Workspace:
     - ``net()``: (usizes (L+1,) uint64 layer widths, p_offs (L,) start of each layer in
       params, a_offs (L,) start of each layer's outputs in the activation and delta
       buffers, which hold ``rows`` rows per layer, rows as uint64);
-    - ``buffers()``: (act_buf, delta_buf, row_loss, row_hit, pen_parts, top_w), top_w the
-      top layer's W (I, Kp) in the plain layout with its columns padded to whole vectors
-      (layout.padded_top), kept in step with its work-layout copy (empty without hidden
-      layers);
+    - ``buffers()``: (act_buf, delta_buf, row_loss, row_hit, pen_parts, top_w, fwd_w,
+      fwd_offs), top_w the top layer's W (I, Kp) in the plain layout with its columns
+      padded to whole vectors (layout.padded_top), kept in step with its work-layout copy
+      (empty without hidden layers); fwd_w and fwd_offs the same for the small dense
+      layers, unpadded (small_dense_copies);
     - ``columns()``: the buffers of the first layer's gradient by columns (see
       column_buffers; empty unless ``x``, X's SparseRows, is given).
     """
@@ -205,6 +239,7 @@ class Workspace:
             top = padded_top(params, sizes)
             self.top_w = aligned_empty(top.shape[0], dtype)
             self.top_w[:] = top
+        self.fwd_w, self.fwd_offs = small_dense_copies(params, sizes, self.n_blocks)
         self.cols = column_buffers(sizes, rows, self.n_blocks, x, dtype)
         self.originals = (params, m, v)
         # a large model is put in the work layout in its own arrays, one array at a time
@@ -236,7 +271,7 @@ class Workspace:
 
     def buffers(self):
         return (self.act_buf, self.delta_buf, self.row_loss, self.row_hit, self.pen_parts,
-                self.top_w)
+                self.top_w, self.fwd_w, self.fwd_offs)
 
     def columns(self):
         return self.cols
