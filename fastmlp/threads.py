@@ -138,9 +138,9 @@ def thread_limit(n_jobs, backend=None):
 def serial_blas_between(backend):
     """BLAS on one thread while a compiled backend's kernels alternate with small BLAS
     calls of other code (SciPy's L-BFGS-B, between loss evaluations). BLAS threads left
-    spinning after each call compete with the kernels' own threads for the cores: on 2
-    cores a small L-BFGS fit took 0.76 s instead of 0.016 s. The NumPy backend computes
-    with BLAS itself, so it keeps BLAS's threads."""
+    spinning after each call compete with the kernels' own threads for the cores, and a
+    small L-BFGS fit took many times as long (docs/performance.md). The NumPy backend
+    computes with BLAS itself, so it keeps BLAS's threads."""
     from .backends import REFERENCE
 
     if backend.NAME == REFERENCE:
@@ -226,8 +226,7 @@ class AdaptiveTeam:
 
     A team of several threads meets at every mini-batch. When another process takes a
     core, one of the team waits for the scheduler at each meeting, and the epoch runs
-    many times slower than on one thread (two default fits at once on 2 cores: 43x with
-    numba, without this; a batch of a collapsed team took 24 ms instead of 0.25). So
+    many times slower than on one thread (docs/performance.md, "Fits side by side"). So
     the epoch runs in parts, each timed, and now and then (after 1, 2, 4 ... PROBE_MAX
     parts, each wait drawn at random between that and twice it, so that fits started
     together do not look together) the team looks at the machine:

@@ -5,8 +5,8 @@ of W at random, all over it. On 4 KB pages a 784-128 W spans 100 pages and a 784
 800, more than the first-level TLB holds (64 entries), so most of those reads wait for an
 address translation as well. Whether an array lands on 2 MB pages was left to chance:
 NumPy asks the kernel for huge pages only for arrays of 4 MB or more, and the allocator
-reuses freed memory that was asked for before; so the same predict took 1.0x or 1.5-1.8x
-the time from one process to the next (docs/performance.md). ``huge_page_copy`` makes it
+reuses freed memory that was asked for before; so the same predict took up to twice the
+time from one process to the next (docs/performance.md). ``huge_page_copy`` makes it
 certain where the kernel allows it: a copy of the parameters in memory advised for
 transparent huge pages (Linux's madvise(MADV_HUGEPAGE)). The copy changes no value.
 """

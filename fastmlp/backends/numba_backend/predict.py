@@ -40,9 +40,9 @@ from .intrinsics import (
 PREDICT_CHUNK = 64
 SERIAL_PREDICT_ROWS = 2 * PREDICT_CHUNK - 1
 # rows per block of _predict_blocks: through the first layer panel by panel, and per
-# matrix product through the dense hidden layers. 256 rather than 128: predicting
-# 784-512-512-10 and 784-256x4-10 took 6-9 % less with AVX-512 and AVX2 code alike
-# (larger products), 784-128-10 the same (docs/performance.md)
+# matrix product through the dense hidden layers. 256 rather than 128: larger products
+# made the deep networks' predict faster with AVX-512 and AVX2 code alike, and
+# 784-128-10's no slower (docs/performance.md)
 PREDICT_BLOCK = 256
 # Predicting at least this many rows, the first layer reads a copy of its W in panel-major
 # order (first_layer_panels), when the inputs are few enough for a panel of W to fit in
