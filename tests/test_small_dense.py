@@ -17,6 +17,8 @@ from fastmlp.backends.numba_backend.inline import ublock  # noqa: E402
 
 pytestmark = pytest.mark.numba
 U = np.uint64
+# the arguments have the types the epoch passes (offsets uint64, row and block counts
+# int64), so these calls reuse the code compiled for the epoch
 TOL = {np.float32: dict(rtol=1e-4, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
 
 
@@ -64,7 +66,7 @@ def _forward(A, W, b, n_blocks, act, slack):
     for c0, c1 in _blocks(n_o, n_blocks):
         epoch._small_dense_forward(act_buf, U(o_off + n * c0), U(c1 - c0), U(c0), params,
                                    U(2), fwd_w, U(5), U(i_off), U(n), U(n_i), U(n_o), n,
-                                   act, U(n_blocks))
+                                   act, n_blocks)
     return _from_blocked(act_buf, o_off, n, n_o, n_blocks)
 
 
@@ -104,7 +106,7 @@ def _gradients(A, W, dZ, n_blocks, alpha, slack):
     for i0, i1 in _blocks(n_i, n_blocks):
         epoch._small_dense_gradients(grads, params, delta_buf, act_buf, U(w_off + n_o * i0),
                                      U(i_off + n * i0), U(i1 - i0), n, U(o_off), U(n),
-                                     U(n_o), U(n_blocks), dtype.type(alpha), RELU)
+                                     U(n_o), n_blocks, dtype.type(alpha), RELU)
     G = np.empty((n_i, n_o), dtype=dtype)
     for i0, i1 in _blocks(n_i, n_blocks):
         G[i0:i1] = grads[w_off + n_o * i0:w_off + n_o * i1].reshape(n_o, i1 - i0).T
