@@ -222,6 +222,15 @@ def _dense_forward_block(act_buf, o_base, width, c0, params, w_off, b_off, i_off
 
 
 @inline
+def _fma_row(y, yo, a, x, xo, n):
+    # y[yo : yo + n] += a * x[xo : xo + n]: axpy_f's arithmetic in one plain loop, for
+    # the small dense layers' leftovers, where axpy_f's loops of constant length would
+    # only add to the compile
+    for c in range(n):
+        y[yo + c] += a * x[xo + c]
+
+
+@inline
 def _tail_fits(out, o_last, w, w_last, lanes):
     """Whether a partial block's whole-vector loads, the last at o_last in out and at
     w_last in w, lie inside the arrays (see intrinsics.BLOCK_ROWS)."""
@@ -264,13 +273,13 @@ def _small_dense_forward(act_buf, o_base, width, c0, params, b_off, fwd_w, f_off
                 for r in range(block):
                     ao = a0 + r * wi
                     for i in range(wi):
-                        axpy_f(act_buf, o + r * width + p0, act_buf[ao + U(i)], fwd_w,
-                               w_base + U(i) * n_o + p0, width - p0)
+                        _fma_row(act_buf, o + r * width + p0, act_buf[ao + U(i)], fwd_w,
+                                 w_base + U(i) * n_o + p0, width - p0)
         for r in range(whole, un):
             o = o_base + U(r) * width
             ao = i_base + U(r) * wi
             for i in range(wi):
-                axpy_f(act_buf, o, act_buf[ao + U(i)], fwd_w, w_base + U(i) * n_o, width)
+                _fma_row(act_buf, o, act_buf[ao + U(i)], fwd_w, w_base + U(i) * n_o, width)
     for r in range(un):
         activate_f(act_buf, o_base + U(r) * width, width, act)
 
@@ -687,12 +696,13 @@ def _small_dense_gradients(grads, params, delta_buf, act_buf, wt_base, i_base, w
             if p0 < wi:
                 for r in range(block):
                     for c in range(width):
-                        axpy_f(delta_buf, o + r * wi + p0, delta_buf[d0 + r * width + U(c)],
-                               params, w_base + U(c) * wi + p0, wi - p0)
+                        _fma_row(delta_buf, o + r * wi + p0, delta_buf[d0 + r * width + U(c)],
+                                 params, w_base + U(c) * wi + p0, wi - p0)
         for r in range(whole, un):
             for c in range(width):
-                axpy_f(delta_buf, i_base + U(r) * wi, delta_buf[d_base + U(r) * width + U(c)],
-                       params, w_base + U(c) * wi, wi)
+                _fma_row(delta_buf, i_base + U(r) * wi,
+                         delta_buf[d_base + U(r) * width + U(c)], params, w_base + U(c) * wi,
+                         wi)
     for r in range(un):
         dio = i_base + U(r) * wi
         act_derivative_f(delta_buf, dio, act_buf, dio, wi, act)
@@ -714,13 +724,14 @@ def _small_dense_gradients(grads, params, delta_buf, act_buf, wt_base, i_base, w
             if p0 < wi:
                 for c in range(block):
                     for r in range(un):
-                        axpy_f(grads, go + c * wi + p0, delta_buf[d_base + U(r) * width + cc + c],
-                               act_buf, i_base + U(r) * wi + p0, wi - p0)
+                        _fma_row(grads, go + c * wi + p0,
+                                 delta_buf[d_base + U(r) * width + cc + c], act_buf,
+                                 i_base + U(r) * wi + p0, wi - p0)
         for c in range(c_whole, width):
             go = wt_base + (c0 + U(c)) * wi
             for r in range(un):
-                axpy_f(grads, go, delta_buf[d_base + U(r) * width + U(c)], act_buf,
-                       i_base + U(r) * wi, wi)
+                _fma_row(grads, go, delta_buf[d_base + U(r) * width + U(c)], act_buf,
+                         i_base + U(r) * wi, wi)
 
 
 @pjit

@@ -272,13 +272,13 @@ def _block_kernels():
                     builder.store(builder.load(acc), builder.bitcast(row, vtype.as_pointer()),
                                   align=align)
             with otherwise:
-                for row, acc in zip(rows, sums):
-                    total = builder.load(acc)
-                    for c in range(lanes):
-                        with builder.if_then(builder.icmp_unsigned(
-                                "<", ir.Constant(i64, c), cols_v)):
-                            builder.store(builder.extract_element(total, ir.Constant(i32, c)),
-                                          builder.gep(row, [ir.Constant(i64, c)]))
+                totals = [builder.load(acc) for acc in sums]
+                with cgutils.for_range(builder, cols_v) as loop:
+                    c = loop.index
+                    lane = builder.trunc(c, i32)
+                    for row, total in zip(rows, totals):
+                        builder.store(builder.extract_element(total, lane),
+                                      builder.gep(row, [c]))
         return context.get_dummy_value()
 
     u64 = types.uint64
