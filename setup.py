@@ -73,7 +73,7 @@ class OptionalBuildExt(build_ext):
                 compile_args.append("-march=native")
                 # on AVX-512 CPUs, 256-bit vectors for the loops the compiler vectorises:
                 # with 512-bit ones the dense hidden layers of 784-512-512-10 trained 2.3x
-                # slower on an Intel Xeon (Emerald Rapids; docs/performance.md). The
+                # slower on an Intel Xeon (Emerald Rapids; docs/archive/performance-log.md). The
                 # explicit vector sums of ext/simd.h keep their width; a no-op on AVX2.
                 if _compiles(compiler, ["-march=native", "-mprefer-vector-width=256"],
                              "int main(void){return 0;}"):

@@ -12,7 +12,7 @@ the table gives the median of several timings of each, alternating, and checks t
 both give the same outputs to float32 rounding. Run with OPENBLAS_NUM_THREADS=1 and
 NUMBA_NUM_THREADS=1 to compare one thread against one thread.
 
-This is the study behind the plan for small dense layers (docs/performance.md); the
+This is the study behind the plan for small dense layers (docs/archive/performance-log.md); the
 epochs do not use the micro-kernel yet.
 """
 

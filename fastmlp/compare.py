@@ -643,7 +643,7 @@ def kernel_rows(cases, backends, thread_counts, min_time, progress):
     Every measurement is followed by a short pause: OpenBLAS's threads keep spinning for
     about 0.1 s after a call (and this process may hold two OpenBLAS copies, NumPy's and
     SciPy's), and a parallel kernel measured while they spin shares the cores with them
-    (docs/performance.md). numpy runs last for each case."""
+    (docs/archive/performance-log.md). numpy runs last for each case."""
     rows, gemm = [], {}
     numpy_backend = get_backend("numpy")
     order = [name for name in backends if name != "numpy"] + ["numpy"]

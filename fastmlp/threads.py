@@ -31,7 +31,7 @@ def _read(path):
 def cgroup_cpu_quota() -> float | None:
     """The CPU time this process's cgroup may use, in CPUs (a container's ``--cpus``), or
     None without a quota: cgroup v2's cpu.max, else v1's cfs quota and period. Read once
-    per process (reading the files cost 25 us, more than predicting one row)."""
+    per process (reading the files costs more than predicting one row)."""
     try:
         quota, period = _read("/sys/fs/cgroup/cpu.max")[:2]
         if quota != "max" and int(period) > 0:
@@ -139,7 +139,7 @@ def serial_blas_between(backend):
     """BLAS on one thread while a compiled backend's kernels alternate with small BLAS
     calls of other code (SciPy's L-BFGS-B, between loss evaluations). BLAS threads left
     spinning after each call compete with the kernels' own threads for the cores, and a
-    small L-BFGS fit took many times as long (docs/performance.md). The NumPy backend
+    small L-BFGS fit took many times as long (docs/archive/performance-log.md). The NumPy backend
     computes with BLAS itself, so it keeps BLAS's threads."""
     from .backends import REFERENCE
 
@@ -157,8 +157,8 @@ _controller_modules = -1
 def _threadpool_controller():
     """One ThreadpoolController for the process, looked up again when modules have been
     imported since (a new extension module may bring a BLAS or OpenMP library of its
-    own): a fresh one reads every loaded library from /proc/self/maps (2-3 ms), a cached
-    one costs microseconds. ``thread_limit`` runs on every fit and predict with n_jobs
+    own): a fresh one reads every loaded library from /proc/self/maps, which costs
+    milliseconds; a cached one costs microseconds. ``thread_limit`` runs on every fit and predict with n_jobs
     set, where threadpoolctl's own threadpool_limits, which looks up afresh each time,
     took a quarter of predicting 10,000 rows through 784-128-10."""
     global _controller, _controller_modules
@@ -226,7 +226,7 @@ class AdaptiveTeam:
 
     A team of several threads meets at every mini-batch. When another process takes a
     core, one of the team waits for the scheduler at each meeting, and the epoch runs
-    many times slower than on one thread (docs/performance.md, "Fits side by side"). So
+    many times slower than on one thread (docs/archive/performance-log.md, "Fits side by side"). So
     the epoch runs in parts, each timed, and now and then (after 1, 2, 4 ... PROBE_MAX
     parts, each wait drawn at random between that and twice it, so that fits started
     together do not look together) the team looks at the machine:
@@ -399,7 +399,7 @@ def epoch_threads(n_jobs, backend, work=None):
     thread_invariant) trains on one thread. So a default fit on the numpy backend gives
     the same model on any machine and under any load, and two of them side by side do
     not wait on each other's threads (on 2 cores its BLAS team took several times as
-    long as one thread each; alone, its second thread bought little: docs/performance.md).
+    long as one thread each; alone, its second thread bought little: docs/archive/performance-log.md).
     A default fit whose mini-batches hold too little work to split (``work``, see
     too_small_to_split) trains on one thread too."""
     if n_jobs is None and (not thread_invariant(backend) or too_small_to_split(backend, work)):

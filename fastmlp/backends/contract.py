@@ -133,7 +133,7 @@ def kernel_names(used_by=None) -> tuple[str, ...]:
 
 
 def summary() -> str:
-    """The contract as a Markdown table (the README's Backends section shows it)."""
+    """The contract as a Markdown table (docs/design.md shows it)."""
     lines = ["| kernel | arguments | shapes | used by |", "|---|---|---|---|"]
     for name, k in KERNELS.items():
         lines.append(f"| `{name}` | `{k.params}` | {k.shapes} | {k.used_by} |")

@@ -6,7 +6,7 @@ of W at random, all over it. On 4 KB pages a 784-128 W spans 100 pages and a 784
 address translation as well. Whether an array lands on 2 MB pages was left to chance:
 NumPy asks the kernel for huge pages only for arrays of 4 MB or more, and the allocator
 reuses freed memory that was asked for before; so the same predict took up to twice the
-time from one process to the next (docs/performance.md). ``huge_page_copy`` makes it
+time from one process to the next (docs/archive/performance-log.md). ``huge_page_copy`` makes it
 certain where the kernel allows it: a copy of the parameters in memory advised for
 transparent huge pages (Linux's madvise(MADV_HUGEPAGE)). The copy changes no value.
 """
@@ -91,7 +91,7 @@ def small_page_empty(n: int, dtype) -> np.ndarray:
     for huge pages from 4 MB up, and a fresh process's huge pages are often memory the
     machine (or, under virtualisation, its host) has not backed yet, which faulted in
     several times slower than small pages the system had just freed
-    (docs/performance.md)."""
+    (docs/archive/performance-log.md)."""
     dtype = np.dtype(dtype)
     a = np.empty(n, dtype)
     if a.nbytes >= SMALL_PAGE_MIN_BYTES:

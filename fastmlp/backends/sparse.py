@@ -101,7 +101,7 @@ def _buffer(buffers, name, size, dtype):
     after block into the same memory), else a new one (kept there, with room to grow)
     on small pages (pages.small_page_empty), left for the backend's parallel pass to
     touch first as it fills it: a fit's first touch of fresh huge pages, even from one
-    thread ahead of the pass, cost more than the pass (docs/performance.md)."""
+    thread ahead of the pass, cost more than the pass (docs/archive/performance-log.md)."""
     kept = None if buffers is None else buffers.get(name)
     if kept is not None and kept.dtype == dtype and kept.shape[0] >= size:
         return kept[:size]

@@ -43,7 +43,7 @@ NAME = "numba"
 THREAD_INVARIANT = False
 # a mini-batch of fewer multiply-adds than this (threads.batch_work) trains faster as one
 # block on one thread: each of its stages is a parallel region, and below it the
-# threads' meetings cost more than a second thread gives (docs/performance.md)
+# threads' meetings cost more than a second thread gives (docs/archive/performance-log.md)
 SMALL_BATCH_WORK = 4e5
 # predict_proba raises ValueError for NaN or infinity in X, checked in the same pass that
 # gathers each row's non-zero inputs; the estimator then skips its own pass over X

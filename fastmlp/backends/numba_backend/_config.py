@@ -10,7 +10,7 @@
   checks that detect a diverging model.
 - error_model "numpy": a float division by zero gives inf/nan as in NumPy instead of
   raising; Python's check before every division otherwise stops LLVM from vectorising
-  any loop that divides (the Adam update, docs/performance.md).
+  any loop that divides (the Adam update, docs/archive/performance-log.md).
 - cache: compiled machine code is written to the user's cache folder (see _cache.py and
   backends/jit_cache.py), so a new process loads it instead of compiling again.
 - threading layer: per-mini-batch parallel regions are only affordable where a launch

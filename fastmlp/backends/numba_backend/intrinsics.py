@@ -23,7 +23,7 @@ from ._config import U, inline_always
 # forward pass and for the first layer's gradient): 64 float32 take eight of the 16 AVX2
 # registers. The lane count is the same for float64 (sixteen registers, some spilled):
 # with 32 lanes LLVM unrolled the 32-step loops in full and then left them scalar, slower
-# than plain loops. Figures in docs/performance.md.
+# than plain loops. Figures in docs/archive/performance-log.md.
 PANEL_LANES = 64
 
 if numba.config.DISABLE_JIT:

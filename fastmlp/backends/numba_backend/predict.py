@@ -42,7 +42,7 @@ SERIAL_PREDICT_ROWS = 2 * PREDICT_CHUNK - 1
 # rows per block of _predict_blocks: through the first layer panel by panel, and per
 # matrix product through the dense hidden layers. 256 rather than 128: larger products
 # made the deep networks' predict faster with AVX-512 and AVX2 code alike, and
-# 784-128-10's no slower (docs/performance.md)
+# 784-128-10's no slower (docs/archive/performance-log.md)
 PREDICT_BLOCK = 256
 # Predicting at least this many rows, the first layer reads a copy of its W in panel-major
 # order (first_layer_panels), when the inputs are few enough for a panel of W to fit in

@@ -127,7 +127,7 @@ def aligned_empty(n, dtype, align=64):
 
 # A thread's block of the first layer at least this wide sums its gradient by columns
 # (epoch._columns_step); narrower blocks scatter it by rows. Measured in
-# docs/performance.md.
+# docs/archive/performance-log.md.
 COLUMNS_MIN_WIDTH = 128
 
 
@@ -135,7 +135,7 @@ COLUMNS_MIN_WIDTH = 128
 # thread's outputs) takes at most this many bytes, half of a core's L1 data cache, runs
 # its three products through register blocks (epoch._small_dense_forward and
 # _small_dense_gradients), each output a chain of FMAs in a fixed order; larger blocks
-# go through BLAS, whose cache blocking wins there (docs/performance.md).
+# go through BLAS, whose cache blocking wins there (docs/archive/performance-log.md).
 SMALL_DENSE_BYTES = 16 * 1024
 
 
