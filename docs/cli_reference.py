@@ -27,13 +27,19 @@ class FastmlpCli(SphinxDirective):
         from fastmlp.cli import build_parser
 
         parser = build_parser()
-        out = [nodes.literal_block(text=_help(parser, "fastmlp"))]
+        out = [_block(_help(parser, "fastmlp"))]
         for name, sub in _subcommands(parser):
             section = nodes.section(ids=[f"cli-{name}"])
             section += nodes.title(text=f"fastmlp {name}")
-            section += nodes.literal_block(text=_help(sub, f"fastmlp {name}"))
+            section += _block(_help(sub, f"fastmlp {name}"))
             out.append(section)
         return out
+
+
+def _block(text: str) -> nodes.literal_block:
+    block = nodes.literal_block(text=text)
+    block["language"] = "text"  # help text, not code to highlight
+    return block
 
 
 def _help(parser: argparse.ArgumentParser, prog: str) -> str:

@@ -42,7 +42,9 @@ root_doc = "index"
 autosummary_generate = True
 autodoc_default_options = {
     "members": True,
-    "inherited-members": False,
+    # what the shared base class gives both estimators (save, load, summary, ...), but
+    # not scikit-learn's own BaseEstimator methods, which scikit-learn documents
+    "inherited-members": "BaseEstimator",
     # scikit-learn's metadata-routing setters, generated on every estimator and
     # documented by scikit-learn itself
     "exclude-members": "set_fit_request,set_partial_fit_request,set_score_request,"

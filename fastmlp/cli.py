@@ -1,5 +1,5 @@
-"""The ``fastmlp`` command: ``train`` (MNIST or any MNIST-style IDX data), ``info``,
-``warmup`` and ``compare``."""
+"""Train multi-layer perceptrons on MNIST-style data, and inspect and time fastmlp's
+backends. "fastmlp COMMAND --help" shows a command's options."""
 
 from __future__ import annotations
 
@@ -211,7 +211,8 @@ def cmd_info(args) -> int:
         openmp = "OpenMP" if cython_backend.OPENMP else "serial (built without OpenMP)"
         print(f"cython: extension built, {openmp}, {cython_backend.max_threads()} threads")
     else:
-        print("cython: extension not built (see the install notes in README.md)")
+        print("cython: extension not built (see 'Building the extension' in "
+              "docs/guide/backends.md)")
     if status.get("numba") is None:
         import numba
 
@@ -254,23 +255,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastmlp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train an MLP on MNIST (or IDX data) and report accuracy")
+    train = sub.add_parser(
+        "train", help="train an MLP on MNIST (or IDX data) and report accuracy",
+        description="Train an MLP on MNIST (or any MNIST-style IDX data) with FastMLP, "
+                    "printing the loss and the training and test accuracy after every "
+                    "epoch.")
     train.add_argument("--hidden", type=_hidden_sizes, default=(128,),
                        help="hidden layer sizes, comma separated (default 128; 'none' for none)")
     train.add_argument("--epochs", type=_positive_int, default=5, help="epochs (default 5)")
     train.add_argument("--batch-size", type=_positive_int, default=64,
                        help="mini-batch size (default 64)")
-    # the defaults were chosen by measuring test accuracy over seeds (README, Quick start)
+    # the defaults were chosen by measuring test accuracy over seeds (docs/performance.md)
     train.add_argument("--lr", type=_positive_float, default=4e-3,
                        help="initial learning rate (default 4e-3)")
     train.add_argument("--schedule", choices=("cosine", "linear", "constant"), default="cosine",
                        help="learning-rate decay over the epochs, applied before every "
                             "mini-batch (default cosine)")
-    train.add_argument("--solver", choices=("adam", "sgd"), default="adam")
+    train.add_argument("--solver", choices=("adam", "sgd"), default="adam",
+                       help="optimizer (default adam)")
     train.add_argument("--backend", default="auto", help="kernel backend (default auto)")
     train.add_argument("--threads", type=_positive_int, default=None,
                        help="threads for kernels and BLAS (default: library defaults)")
-    train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    train.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                       help="floating-point type of the weights and arithmetic (default "
+                            "float32)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--data", default=None,
                        help="folder with the four MNIST-style IDX files (default: bundled "
@@ -287,26 +295,40 @@ def build_parser() -> argparse.ArgumentParser:
     deform = sub.add_parser(
         "deform", help="write deformed MNIST training digits (elastic distortion, rotation, "
                        "shift) to a uint8 .npy file and their labels beside it, for "
-                       "fastmlp train --data")
+                       "fastmlp train --data",
+        description="Write deformed copies of MNIST's training digits (elastic "
+                    "distortion, rotation, shift) to a uint8 .npy file, and their labels "
+                    "to NAME.labels.npy beside it; fastmlp train --data NAME.npy trains "
+                    "on them.")
     deform.add_argument("path", help="the .npy file to write (labels: NAME.labels.npy)")
     deform.add_argument("--rows", type=int, required=True, help="how many digits")
-    deform.add_argument("--seed", type=int, default=0)
+    deform.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     deform.set_defaults(func=cmd_deform)
 
-    info = sub.add_parser("info", help="version, backends, threads and BLAS")
+    info = sub.add_parser(
+        "info", help="version, backends, threads and BLAS",
+        description="Show fastmlp's version, its backends and which one auto picks, the "
+                    "default thread count and what set it, and the BLAS in use.")
     info.set_defaults(func=cmd_info)
 
     warmup = sub.add_parser(
         "warmup", help="compile the numba backend's kernels now, with progress (auto uses "
                        "numba only once they are compiled; otherwise a fit starts their "
-                       "compile in the background)")
+                       "compile in the background)",
+        description="Compile the numba backend's kernels now, with progress, into the "
+                    "cache every later process reads. Until they are compiled, "
+                    "backend='auto' uses another backend and a fit starts their compile "
+                    "in the background.")
     warmup.add_argument("--dtype", choices=("float32", "float64", "all"), default="float32",
                         help="the kernels of which dtype (default float32)")
     warmup.set_defaults(func=cmd_warmup)
 
     compare = sub.add_parser(
         "compare", help="every kernel on every backend, and the MNIST fit against "
-                        "scikit-learn (and PyTorch when installed)")
+                        "scikit-learn (and PyTorch when installed)",
+        description="Time every kernel on every backend, and the MNIST fit against "
+                    "scikit-learn's MLPClassifier (and PyTorch when installed), at one "
+                    "thread and at the larger thread count.")
     compare.add_argument("--quick", action="store_true",
                          help="float32, batches 64 and 256, a 10,000-row epoch and a 1-epoch "
                               "fit: well under a minute once kernels are compiled")

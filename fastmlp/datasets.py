@@ -38,7 +38,13 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 
 def bundled_data_dir() -> Path:
-    """Folder of the MNIST files shipped inside the package."""
+    """The folder of the MNIST files shipped inside the package.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder, which `load_mnist` reads when given no other.
+    """
     return Path(__file__).resolve().parent / "data"
 
 
@@ -56,6 +62,10 @@ def _read_bytes(path: Path) -> bytes:
 def load_idx(path: str | os.PathLike) -> np.ndarray:
     """Read one IDX file, gzipped or not, into a NumPy array.
 
+    IDX is the format of the MNIST files: a 4-byte magic number
+    ``0x00 0x00 <type> <ndim>``, then ``ndim`` big-endian uint32 dimension sizes, then
+    the values in C order, big-endian.
+
     Parameters
     ----------
     path : str or path-like
@@ -70,7 +80,27 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
     ------
     ValueError
         If the file is empty, truncated, has trailing data, a bad magic number or an
-        unknown element type.
+        unknown element type, or is a corrupt gzip stream.
+
+    See Also
+    --------
+    load_mnist : Read the four IDX files of an MNIST-style data set.
+
+    Examples
+    --------
+    A file of 2 x 3 unsigned bytes (element type 0x08):
+
+    >>> import os, tempfile
+    >>> from fastmlp import load_idx
+    >>> header = bytes([0, 0, 0x08, 2]) + (2).to_bytes(4, "big") + (3).to_bytes(4, "big")
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "small-idx2-ubyte")
+    ...     with open(path, "wb") as f:
+    ...         _ = f.write(header + bytes(range(6)))
+    ...     array = load_idx(path)
+    >>> array
+    array([[0, 1, 2],
+           [3, 4, 5]], dtype=uint8)
     """
     path = Path(path)
     raw = _read_bytes(path)
@@ -144,16 +174,44 @@ def load_mnist(data_dir: str | os.PathLike | None = None, *, raw: bool = False):
     ----------
     data_dir : str or path-like, optional
         Folder holding ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
-        ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte`` (each optionally
-        ``.gz``). Defaults to the copy of MNIST bundled with fastmlp.
+        ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``, each optionally
+        gzipped (``.gz``); names with ``.idx`` in place of ``-idx``, as some mirrors
+        write them, are found too. Defaults to the copy of MNIST bundled with fastmlp.
     raw : bool, default False
-        If True, images are returned as uint8 pixels of shape (n, rows, cols) as stored.
+        If True, the images are returned as stored: uint8 pixels of shape
+        (n_samples, rows, cols).
 
     Returns
     -------
-    (X_train, y_train), (X_test, y_test)
-        X of shape (n_samples, rows * cols), float32 scaled to [0, 1] (or raw uint8);
-        y of shape (n_samples,), int64 class labels.
+    train : tuple of (ndarray, ndarray)
+        ``(X_train, y_train)``: the images, float32 of shape (n_samples, rows * cols)
+        scaled to [0, 1] (with ``raw``, as stored), and their int64 class labels, of
+        shape (n_samples,).
+    test : tuple of (ndarray, ndarray)
+        ``(X_test, y_test)``, in the same form.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``data_dir`` is not a folder or lacks one of the four files.
+    ValueError
+        If a file is not a valid IDX file, or a split's images and labels differ in
+        number.
+
+    See Also
+    --------
+    load_idx : Read one IDX file.
+
+    Examples
+    --------
+    >>> from fastmlp import load_mnist
+    >>> (X_train, y_train), (X_test, y_test) = load_mnist()
+    >>> X_train.shape, X_train.dtype
+    ((60000, 784), dtype('float32'))
+    >>> X_test.shape, y_test[:5]
+    ((10000, 784), array([7, 2, 1, 0, 4]))
+    >>> bool(X_train.min() == 0.0 and X_train.max() == 1.0)
+    True
     """
     directory = Path(data_dir) if data_dir is not None else bundled_data_dir()
     if not directory.is_dir():
@@ -180,19 +238,54 @@ def make_text_classification(n_train=11_000, n_test=7_500, *, n_classes=20,
                              n_terms=100_000, terms_per_doc=120, topic_terms=3_000,
                              topic_pool=8_000, topic_share=0.095, group_overlap=0.8,
                              zipf=1.1, random_state=0):
-    """A deterministic text-classification problem shaped like 20 Newsgroups as TF-IDF
-    features: ``(X_train, y_train), (X_test, y_test)``, X float32 CSR with rows of unit
-    L2 norm, y int64 in [0, n_classes).
+    """A deterministic text-classification problem shaped like 20 Newsgroups, as TF-IDF.
 
     Every document draws its words from a vocabulary of ``n_terms`` terms whose
-    frequencies follow a Zipf law (exponent ``zipf``); a share ``topic_share`` of its
-    words comes instead from its class's own ``topic_terms`` terms (picked at random from
-    a pool of ``topic_pool`` terms that the classes share, so topics overlap;
-    Zipf-weighted too; both are capped at ``n_terms``). Words are drawn until the
+    frequencies follow a Zipf law; a share ``topic_share`` of its words comes instead
+    from its class's own ``topic_terms`` terms, picked from a pool of ``topic_pool``
+    terms that the classes share, so that topics overlap. Words are drawn until the
     document has about ``terms_per_doc`` distinct terms. Features are (1 + log count)
     times the smoothed IDF of the training documents, as
-    TfidfVectorizer(sublinear_tf=True) computes them. The same arguments give the same
-    matrices on every machine.
+    ``TfidfVectorizer(sublinear_tf=True)`` computes them, with rows of unit L2 norm.
+    The same arguments give the same matrices on every machine, with no download.
+
+    Parameters
+    ----------
+    n_train, n_test : int, default 11000 and 7500
+        Training and test documents.
+    n_classes : int, default 20
+        Classes (topics).
+    n_terms : int, default 100000
+        Vocabulary size: the number of columns.
+    terms_per_doc : int, default 120
+        Distinct terms a document holds, about.
+    topic_terms : int, default 3000
+        Terms of each class's own topic (at most ``topic_pool``).
+    topic_pool : int, default 8000
+        Terms the topics are drawn from (at most ``n_terms``).
+    topic_share : float, default 0.095
+        Share of a document's words drawn from its topic.
+    group_overlap : float, default 0.8
+        Classes come in groups of four (as the comp.* or rec.* newsgroups do): this share
+        of each class's topic terms is that of its group's first class.
+    zipf : float, default 1.1
+        Exponent of the Zipf law of term frequencies.
+    random_state : int, default 0
+        Seed.
+
+    Returns
+    -------
+    (X_train, y_train), (X_test, y_test)
+        X float32 SciPy CSR matrices of shape (n_documents, n_terms); y int64 labels in
+        [0, n_classes).
+
+    Examples
+    --------
+    >>> from fastmlp.datasets import make_text_classification
+    >>> (X, y), (X_test, y_test) = make_text_classification(
+    ...     n_train=200, n_test=50, n_classes=4, n_terms=2000)
+    >>> X.format, X.shape, X_test.shape, sorted(set(y.tolist()))
+    ('csr', (200, 2000), (50, 2000), [0, 1, 2, 3])
     """
     import scipy.sparse as sp
 

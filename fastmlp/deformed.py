@@ -54,11 +54,62 @@ def _deform(images, rng, max_shift, max_rotation, alpha, sigma):
 def write_deformed_mnist(path, n, *, random_state=0, max_shift=2.0, max_rotation=15.0,
                          elastic_alpha=34.0, elastic_sigma=4.0, block_rows=8192,
                          progress=None, source=None):
-    """Write ``n`` deformed MNIST training digits to ``path`` (uint8 .npy, (n, 784)) and
-    their labels to ``labels_path(path)``; returns (path, labels path). See the module's
-    docstring for the deformation. ``progress``: show a progress bar (None: when stderr
-    is a terminal). ``source``: (images (m, 784) uint8, labels (m,)) to deform instead of
-    the bundled MNIST training set."""
+    """Write ``n`` deformed MNIST training digits, and their labels, to ``.npy`` files.
+
+    Row i deforms MNIST training image ``i % 60000``: an elastic distortion (uniform
+    noise in [-1, 1] smoothed by a Gaussian of ``elastic_sigma`` pixels and scaled by
+    ``elastic_alpha``, after Simard, Steinkraus and Platt, 2003), then a rotation and a
+    shift about the centre, sampled bilinearly. The file is filled through a memory map
+    block by block, so ``n`` may exceed memory; block k draws from its own generator
+    seeded by ``(random_state, k)``, so the same arguments give the same file, byte for
+    byte.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.npy`` file to write: uint8, shape (n, 784). The labels go beside it, as
+        ``NAME.labels.npy`` (int64, shape (n,)).
+    n : int
+        How many digits.
+    random_state : int, default 0
+        Seed of the deformations.
+    max_shift : float, default 2.0
+        Largest shift, in pixels, along each axis.
+    max_rotation : float, default 15.0
+        Largest rotation, in degrees, either way.
+    elastic_alpha : float, default 34.0
+        Scale of the elastic displacement field.
+    elastic_sigma : float, default 4.0
+        Width, in pixels, of the Gaussian that smooths the displacement field.
+    block_rows : int, default 8192
+        Digits deformed and written at a time.
+    progress : bool or None, default None
+        Show a progress bar; None shows one when stderr is a terminal.
+    source : tuple of (ndarray, ndarray), optional
+        ``(images, labels)`` to deform instead of the bundled MNIST training set:
+        uint8 images of shape (m, 784) and m labels.
+
+    Returns
+    -------
+    tuple of Path
+        The digits' path and the labels' path.
+
+    See Also
+    --------
+    load_deformed_mnist : Open the files again, the digits as a memory map.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from fastmlp.datasets import load_deformed_mnist, write_deformed_mnist
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> digits, labels = write_deformed_mnist(folder / "digits.npy", 3, progress=False)
+    >>> labels.name
+    'digits.labels.npy'
+    >>> X, y = load_deformed_mnist(digits)
+    >>> X.shape, X.dtype.name, y.tolist()
+    ((3, 784), 'uint8', [5, 0, 4])
+    """
     from .datasets import load_mnist
 
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
@@ -101,8 +152,33 @@ def write_deformed_mnist(path, n, *, random_state=0, max_shift=2.0, max_rotation
 
 
 def load_deformed_mnist(path):
-    """(X, y) of a file written by ``write_deformed_mnist``: X a read-only uint8 memory
-    map (n, 784), y int64 (n,)."""
+    """Open digits written by `write_deformed_mnist`, the pixels as a memory map.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The digits' ``.npy`` file; its labels must lie beside it as ``NAME.labels.npy``.
+
+    Returns
+    -------
+    X : numpy.memmap
+        Read-only uint8 pixels, shape (n, 784). Train on it with
+        ``input_scale=1/255``: no float copy is made, and a file of 1 GiB or more is
+        streamed in blocks.
+    y : ndarray
+        int64 labels, shape (n,).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file or its labels are missing.
+    ValueError
+        If the arrays are not uint8 digits of 784 pixels with one label each.
+
+    See Also
+    --------
+    write_deformed_mnist : Write such files.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")

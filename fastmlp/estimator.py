@@ -28,27 +28,28 @@ _TINY = np.finfo(np.float64).tiny
 
 
 class FastMLP(ClassifierMixin, BaseMLP):
-    """Multi-layer perceptron classifier trained with compiled mini-batch kernels.
+    """Multi-layer perceptron classifier trained by compiled mini-batch kernels.
 
-    Dense layers with one activation between them and a softmax cross-entropy output
-    (for a 2-D indicator ``y``, multilabel: a logistic output per label with binary
-    cross-entropy), trained by Adam, SGD or L-BFGS. Parameters mirror scikit-learn's
-    ``MLPClassifier``; ``class_weight``, ``backend``, ``dtype`` and ``n_jobs`` are
-    fastmlp's own.
+    Dense layers with one activation between them and a softmax output trained on the
+    cross-entropy; for a 2-D 0/1 indicator ``y`` (multilabel), a logistic output per label
+    trained on the binary cross-entropy. Adam, SGD or L-BFGS train it. The parameters are
+    those of scikit-learn's ``MLPClassifier`` and mean what they mean there;
+    ``class_weight``, ``backend``, ``dtype``, ``n_jobs``, ``input_scale`` and ``stream``
+    are fastmlp's own.
 
-    The defaults are chosen for image-like data such as MNIST: one hidden layer of 128 ReLU
-    units, mini-batches of 64 rows and Adam at a learning rate of 2e-3. Small batches give
-    many updates per epoch (938 per MNIST epoch), which is what makes 5 epochs enough for
-    the 784-128-10 network to reach about 97.5 % test accuracy. The learning rate of 2e-3
-    was chosen over Adam's customary 1e-3 by test accuracy over several seeds (the
-    README gives the figures).
-    ``max_iter=200`` with ``tol`` and ``n_iter_no_change`` stop training when the loss has
-    stopped improving, exactly as in scikit-learn.
+    The defaults suit image-like data such as MNIST: one hidden layer of 128 ReLU units,
+    mini-batches of 64 rows and Adam at a learning rate of 2e-3. Small batches give many
+    updates per epoch (938 per MNIST epoch), so that a few epochs train the 784-128-10
+    network well; 2e-3 was preferred to Adam's customary 1e-3 for its test accuracy on
+    MNIST over several seeds (see :doc:`Performance, The reference task </performance>`).
+    ``max_iter=200`` with ``tol`` and ``n_iter_no_change`` stops training once the loss
+    has stopped improving, as in scikit-learn.
 
     Parameters
     ----------
-    hidden_layer_sizes : tuple of int, default (128,)
-        Width of each hidden layer; ``()`` gives multinomial logistic regression.
+    hidden_layer_sizes : int or tuple of int, default (128,)
+        Width of each hidden layer, from the input side; an int is one layer, and ``()``
+        gives no hidden layer (multinomial logistic regression).
     activation : {"relu", "tanh", "logistic", "identity"}, default "relu"
         Activation of the hidden layers.
     solver : {"adam", "sgd", "lbfgs", "lazy_adam"}, default "adam"
@@ -59,8 +60,8 @@ class FastMLP(ClassifierMixin, BaseMLP):
         mini-batch steps only the rows of the first layer's weights whose input feature
         is non-zero in at least one of its rows (their moments and L2 term included);
         the other rows wait until their feature appears. Each step then costs in
-        proportion to the features present, not to the width of the input (README,
-        "Sparse input").
+        proportion to the features present, not to the width of the input (see the
+        :doc:`user guide, Sparse input </guide/data>`).
     alpha : float, default 1e-4
         L2 penalty. Each mini-batch of n rows minimises
         ``mean cross-entropy + alpha / (2 n) * sum(W ** 2)``, as scikit-learn does.
@@ -69,12 +70,17 @@ class FastMLP(ClassifierMixin, BaseMLP):
         than the data are clamped with a warning.
     learning_rate : {"constant", "invscaling", "adaptive", "cosine", "linear"}, \
 default "constant"
-        "invscaling" and "adaptive" are SGD's, as in scikit-learn (Adam keeps a constant
-        base rate with them). "cosine" and "linear", fastmlp's own, decay the rate of Adam
-        and SGD alike before every mini-batch, from ``learning_rate_init`` to 0 over the
-        ``max_iter`` epochs of a fit: ``(1 + cos(pi * s)) / 2`` or ``1 - s`` of it, s being
-        the fraction of the fit's samples seen.
+        Schedule of the learning rate. "invscaling" and "adaptive" are SGD's, as in
+        scikit-learn (Adam keeps a constant rate with them): after every epoch
+        "invscaling" sets the rate to ``learning_rate_init / (t_ + 1) ** power_t``, and
+        "adaptive" divides it by 5 whenever training would stop for lack of improvement,
+        stopping only once it falls below 1e-6. "cosine" and "linear", fastmlp's own,
+        decay the rate of Adam and SGD alike before every mini-batch, from
+        ``learning_rate_init`` to 0 over the ``max_iter`` epochs of a fit:
+        ``(1 + cos(pi * s)) / 2`` or ``1 - s`` of it, s being the fraction of the fit's
+        samples seen.
     learning_rate_init : float, default 2e-3
+        Initial step size of Adam and SGD.
     power_t : float, default 0.5
         Exponent of the inverse-scaling schedule.
     max_iter : int, default 200
@@ -82,31 +88,54 @@ default "constant"
     shuffle : bool, default True
         Shuffle the rows before every epoch.
     random_state : int, RandomState or None, default None
-        Seeds the initial weights, the shuffles and the validation split.
+        Seeds the initial weights, the shuffles and the validation split; an int makes
+        a fit repeatable.
     tol : float, default 1e-4
-    max_fun : int, default 15000
-        "lbfgs" only: the most loss evaluations; with ``tol`` (the gradient's largest
-        projected entry at which it stops) and ``max_iter`` as in scikit-learn.
-    n_iter_no_change : int or np.inf, default 10
-        Epochs without an improvement of at least ``tol`` before training stops;
-        ``np.inf`` never stops early.
+        Smallest change that counts as an improvement: of the training loss, or with
+        ``early_stopping`` of the validation score (see ``n_iter_no_change``). For
+        "lbfgs", the largest entry of the projected gradient at which it stops.
+    verbose : bool, default False
+        Print one line per epoch, such as
+        ``Epoch [1/5], Train Loss: 0.2858, Train Accuracy: 91.70%, Test Accuracy: 95.62%``,
+        and, when stderr is a terminal, a progress bar during each epoch; "lbfgs" prints
+        the loss of each iteration.
+    warm_start : bool, default False
+        Start ``fit`` from the weights of the previous fit. A network of another shape,
+        dtype or output starts afresh.
+    momentum : float, default 0.9
+        SGD's momentum, in [0, 1].
+    nesterovs_momentum : bool, default True
+        Whether SGD uses Nesterov's momentum.
     early_stopping : bool, default False
         Hold out a stratified ``validation_fraction`` of the data, stop when its accuracy
         stops improving and keep the best weights. Data from which no such split can be
         made (a class of one member, a validation set of fewer than two rows) is a
         ValueError, and ``partial_fit`` refuses it, as in scikit-learn.
     validation_fraction : float, default 0.1
-    momentum : float, default 0.9
-    nesterovs_momentum : bool, default True
-    beta_1, beta_2, epsilon : float, defaults 0.9, 0.999, 1e-8
-        Adam's parameters.
-    warm_start : bool, default False
-        Start ``fit`` from the weights of the previous fit.
-    verbose : bool, default False
-        Print one line per epoch:
-        ``Epoch [1/5], Train Loss: 0.2858, Train Accuracy: 91.70%, Test Accuracy: 95.62%``.
+        Share of the rows held out by ``early_stopping``, in (0, 1).
+    beta_1 : float, default 0.9
+        Adam's decay rate of the first-moment estimates, in [0, 1).
+    beta_2 : float, default 0.999
+        Adam's decay rate of the second-moment estimates, in [0, 1).
+    epsilon : float, default 1e-8
+        Added to the denominator of Adam's step, for numerical stability.
+    n_iter_no_change : int or np.inf, default 10
+        Epochs without an improvement of at least ``tol`` before training stops (or, with
+        the "adaptive" schedule, before the rate is lowered); ``np.inf`` never stops
+        early.
+    max_fun : int, default 15000
+        "lbfgs" only: the largest number of loss evaluations.
+    class_weight : None, "balanced" or dict, default None
+        Weights of the classes: every row's weight (its ``sample_weight``, or 1) is
+        multiplied by its class's. "balanced" gives class c the weight
+        ``n_samples / (n_classes * count(c))`` over the y of ``fit`` (it is refused by
+        ``partial_fit``, which sees one part of the data); a dict maps labels to weights,
+        1 for labels it leaves out. Not for multilabel y.
     backend : str, default "auto"
-        Kernel backend, one of ``fastmlp.available_backends()``, or "auto".
+        Kernel backend: "auto", or one of :func:`fastmlp.available_backends`. "auto"
+        takes the fastest backend that is ready without compiling (see
+        :func:`fastmlp.get_backend` and the :doc:`user guide, Backends </guide/backends>`);
+        every backend computes the same function.
     dtype : {"float32", "float64"}, default "float32"
         Floating-point type of the weights and of the arithmetic.
     n_jobs : int or None, default None
@@ -114,15 +143,15 @@ default "constant"
         affinity, capped by a cgroup CPU quota). None uses that many too, or fewer when
         ``OMP_NUM_THREADS``, a threadpoolctl limit on OpenMP (as joblib puts on its
         workers) or the Dask worker it runs in says so; ``fastmlp info`` shows the count
-        and what set it.
+        and what set it (see the :doc:`user guide, Threads </guide/backends>`).
     input_scale : float or None, default None
         A constant factor applied to every input as X is prepared (None means 1): images
         stored as uint8 train as values in [0, 1] with ``input_scale=1/255``, without a
         float copy of X. Integer X (uint8 pixels, a ``np.memmap`` of them) is kept as it
         is stored and converted by blocks of rows where it is read; its values keep their
         meaning (a uint8 255 is 255.0 times ``input_scale``). Prediction applies the same
-        factor.
-    stream : "auto", bool, default "auto"
+        factor. See the :doc:`user guide, Stored inputs </guide/data>`.
+    stream : "auto" or bool, default "auto"
         How ``fit`` and ``partial_fit`` read a dense X. True streams it in blocks of rows:
         each epoch visits the blocks in a random order and the rows of each block in a
         random order of their own, and a background thread reads the next block while
@@ -131,42 +160,52 @@ default "constant"
         trains in a few hundred MiB; any other integer X (uint8 pixels, in memory or a
         smaller map) it prepares a part of about 32 MiB at a time, in the order of the
         whole-X fit, so the model is the one a fit of X prepared whole gives, bit for
-        bit, without its compressed rows (1.6 times a uint8 X's size). False prepares
-        every X whole. Streaming in blocks changes the order rows are visited in (so the
-        weights), not what an epoch computes; sparse X is always prepared whole.
-    class_weight : None, "balanced" or dict, default None
-        Weights of the classes: every row's weight (its ``sample_weight``, or 1) is
-        multiplied by its class's. "balanced" gives class c the weight
-        ``n_samples / (n_classes * count(c))`` over the y of ``fit`` (it is refused by
-        ``partial_fit``, which sees one part of the data); a dict maps labels to weights,
-        1 for labels it leaves out. Not for multilabel y.
+        bit, without holding the prepared form of all of X (for uint8 pixels, often
+        larger than X itself). False prepares every X whole. Streaming in blocks changes
+        the order rows are visited in (so the weights), not what an epoch computes;
+        sparse X is always prepared whole. See the
+        :doc:`user guide, Data larger than memory </guide/data>`.
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
-        The labels; for multilabel y, ``0 .. n_labels - 1``.
-    coefs_ : list of ndarray, the i-th of shape (layer_sizes[i], layer_sizes[i + 1])
-        Views into one contiguous parameter vector.
-    intercepts_ : list of ndarray, the i-th of shape (layer_sizes[i + 1],)
+        The class labels, sorted; for multilabel y, ``0 .. n_labels - 1``.
+    coefs_ : list of ndarray
+        Weight matrices, the i-th of shape ``(layer_sizes[i], layer_sizes[i + 1])``:
+        views into one contiguous parameter vector.
+    intercepts_ : list of ndarray
+        Bias vectors, the i-th of shape ``(layer_sizes[i + 1],)``.
     n_features_in_ : int
-    feature_names_in_ : ndarray of str (only when X had string column names)
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of str
+        Names of the features seen in ``fit``; only when X had column names that are
+        all strings.
     n_iter_ : int
         Epochs run by the last call to ``fit`` or ``partial_fit`` (as in scikit-learn,
-        each call counts from zero; ``t_`` and ``loss_curve_`` go on across calls).
+        each call counts from zero; ``t_`` and ``loss_curve_`` go on across calls). For
+        "lbfgs", its iterations.
     t_ : int
-        Training samples seen.
+        Training samples seen by the epochs, across calls.
     loss_ : float
         Mean loss of the last epoch (cross-entropy plus the L2 term; with weights, the
         weighted mean).
     loss_curve_ : list of float
+        ``loss_`` of every epoch (for "lbfgs", of every iteration), across calls.
     train_scores_ : list of float
         Each epoch's training accuracy: the fraction of the epoch's rows the network
         classified correctly as it trained on them (the "Train Accuracy" of ``verbose``;
         for multilabel y, rows with every label right). Kept across calls, as
-        ``loss_curve_``.
+        ``loss_curve_``; not set by "lbfgs".
+    eval_scores_ : list of float
+        Accuracy on the ``eval_set`` of ``fit`` after every epoch; only after a fit given
+        one.
     best_loss_ : float or None
+        Lowest ``loss_`` so far; None with ``early_stopping``.
     validation_scores_ : list of float or None
+        Accuracy on the held-out rows after every epoch; None without ``early_stopping``.
     best_validation_score_ : float or None
+        Best of ``validation_scores_``, whose weights the model keeps; None without
+        ``early_stopping``.
     n_layers_ : int
         Layers including input and output.
     n_outputs_ : int
@@ -176,6 +215,31 @@ default "constant"
         "softmax", or "logistic" for multilabel y.
     backend_ : str
         Name of the backend that ran.
+    n_parameters_ : int
+        Number of trainable parameters (weights and biases).
+
+    See Also
+    --------
+    FastMLPRegressor : The same network for regression.
+    sklearn.neural_network.MLPClassifier : The scikit-learn classifier with these parameters.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.model_selection import train_test_split
+    >>> from fastmlp import FastMLP
+    >>> X, y = load_iris(return_X_y=True)
+    >>> X_train, X_test, y_train, y_test = train_test_split(X, y, stratify=y,
+    ...                                                     random_state=0)
+    >>> clf = FastMLP(max_iter=500, random_state=0).fit(X_train, y_train)
+    >>> clf.classes_
+    array([0, 1, 2])
+    >>> clf.predict(X_test[:4]).shape
+    (4,)
+    >>> clf.predict_proba(X_test[:4]).shape
+    (4, 3)
+    >>> clf.score(X_test, y_test) > 0.9
+    True
     """
 
     def __init__(self, hidden_layer_sizes=(128,), activation="relu", *, solver="adam",
@@ -204,7 +268,10 @@ default "constant"
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training rows. Integer X (uint8 pixels, a memory map of them) is kept as it
+            is stored (see ``input_scale`` and ``stream``); SciPy sparse X is taken as
+            compressed sparse rows.
         y : array-like of shape (n_samples,) or (n_samples, n_labels)
             Class labels of any type, or a 0/1 indicator matrix (multilabel).
         sample_weight : array-like of shape (n_samples,), optional
@@ -217,16 +284,47 @@ default "constant"
 
         Returns
         -------
-        self
+        FastMLP
+            The fitted estimator, ``self``.
         """
         return self._fit(X, y, sample_weight, incremental=False, eval_set=eval_set)
 
     @available_if(BaseMLP._check_solver)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
-        """One epoch over (X, y), continuing from the current weights.
+        """Train one epoch over (X, y), continuing from the current weights.
 
-        ``classes`` (all labels that will ever be seen) is required on the first call,
-        unless y is a multilabel indicator matrix.
+        Only for the stochastic solvers ("adam", "sgd", "lazy_adam"); it refuses
+        ``early_stopping=True`` and ``class_weight="balanced"``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training rows, as for ``fit``.
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Class labels, or a 0/1 indicator matrix (multilabel).
+        sample_weight : array-like of shape (n_samples,), optional
+            Each row's weight in the loss and its gradient.
+        classes : array-like of shape (n_classes,), optional
+            Every label that will ever be seen. Required on the first call, unless y is
+            a multilabel indicator matrix; later calls may repeat it unchanged.
+
+        Returns
+        -------
+        FastMLP
+            The estimator, ``self``, trained one epoch further.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastmlp import FastMLP
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.random((100, 4))
+        >>> y = (X[:, 0] > 0.5).astype(int)
+        >>> clf = FastMLP(random_state=0)
+        >>> for part in np.array_split(np.arange(100), 4):
+        ...     _ = clf.partial_fit(X[part], y[part], classes=[0, 1])
+        >>> clf.n_iter_, clf.t_
+        (1, 100)
         """
         if self.early_stopping:
             # as in scikit-learn: a validation split of one batch means nothing, and
@@ -349,29 +447,85 @@ default "constant"
     # ------------------------------------------------------------------ prediction
 
     def predict_proba(self, X):
-        """Class probabilities, of shape (n_samples, n_classes), columns in ``classes_``
-        order; for multilabel, each label's probability (the rows need not sum to 1), in
-        float64 and inside the open interval (0, 1), as probabilities of a logistic
-        output are (a logit beyond about 37 would round to exactly 1)."""
+        """Return the probability of each class for each row of X.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Rows to predict.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+            Class probabilities, columns in ``classes_`` order, in the model's dtype.
+            For multilabel, each label's probability (the rows need not sum to 1), in
+            float64 and inside the open interval (0, 1), as probabilities of a logistic
+            output are (a logit beyond about 37 would round to exactly 1).
+        """
         if getattr(self, "out_activation_", None) == "logistic":
             proba = expit(self._predict_forward(X, IDENTITY).astype(np.float64))
             return np.clip(proba, _TINY, 1.0 - 2.0**-53, out=proba)
         return self._predict_forward(X)
 
     def predict_log_proba(self, X):
-        """Logarithm of ``predict_proba``."""
+        """Return the logarithm of ``predict_proba``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Rows to predict.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+            Natural logarithm of each class's probability; a probability that rounds to
+            0 gives ``-inf``.
+        """
         with np.errstate(divide="ignore"):
             return np.log(self.predict_proba(X))
 
     def predict(self, X):
-        """Most probable class of each row, of shape (n_samples,); for multilabel, the
-        indicator matrix of the labels whose probability exceeds 0.5."""
+        """Return the most probable class of each row of X.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Rows to predict.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_labels)
+            Labels from ``classes_``; for multilabel, the 0/1 indicator matrix of the
+            labels whose probability exceeds 0.5.
+        """
         # the largest logit is the largest probability, and a positive one a probability
         # above 0.5: no output function needed
         logits = self._predict_forward(X, IDENTITY)
         if self.out_activation_ == "logistic":
             return (logits > 0).astype(np.int64)
         return self.classes_[logits.argmax(axis=1)]
+
+    def score(self, X, y, sample_weight=None):
+        """Return the accuracy of ``predict(X)`` against y.
+
+        For multilabel y, a row counts as right only when every one of its labels is.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Rows to predict.
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            True labels.
+        sample_weight : array-like of shape (n_samples,), optional
+            Weights of the rows in the mean.
+
+        Returns
+        -------
+        float
+            Share of the rows predicted right (weighted by ``sample_weight``).
+        """
+        # ClassifierMixin's score, with fastmlp's docstring
+        return super().score(X, y, sample_weight=sample_weight)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -27,15 +27,16 @@ LOSSES = {"squared_error": "identity", "poisson": "exp"}
 
 
 class FastMLPRegressor(RegressorMixin, BaseMLP):
-    """Multi-layer perceptron regressor trained with compiled mini-batch kernels.
+    """Multi-layer perceptron regressor trained by compiled mini-batch kernels.
 
-    The network of FastMLP with an output for each target: the identity, trained on half
-    the squared error (``loss="squared_error"``), or the exponential, trained on half the
-    Poisson deviance (``loss="poisson"``, for counts and rates; y must be >= 0). One- and
-    multi-output y. Parameters mirror scikit-learn's ``MLPRegressor``; ``backend``,
-    ``dtype``, ``n_jobs``, ``input_scale`` and ``stream`` are fastmlp's own, and every parameter
-    FastMLP shares means what it means there (see ``FastMLP``), defaults included: one
-    hidden layer of 128 ReLU units, mini-batches of 64 rows, Adam at 2e-3.
+    The network of :class:`FastMLP` with an output for each target: the identity, trained
+    on half the squared error (``loss="squared_error"``), or the exponential, trained on
+    half the Poisson deviance (``loss="poisson"``, for counts and rates; y must be >= 0).
+    One- and multi-output y. The parameters are those of scikit-learn's ``MLPRegressor``
+    and mean what they mean there; ``backend``, ``dtype``, ``n_jobs``, ``input_scale``
+    and ``stream`` are fastmlp's own. Every parameter it shares with FastMLP has
+    FastMLP's meaning and default: one hidden layer of 128 ReLU units, mini-batches of
+    64 rows, Adam at 2e-3.
 
     Parameters
     ----------
@@ -45,24 +46,147 @@ class FastMLPRegressor(RegressorMixin, BaseMLP):
         ``sum(exp(z) - y z + y log y - y)`` (half the Poisson deviance, predictions
         ``exp(z)``), plus ``alpha / (2 n) * sum(W ** 2)``; with sample_weight, the
         weighted mean, as scikit-learn defines it.
-    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, \
-learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start, \
-momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2, \
-epsilon, n_iter_no_change, max_fun, backend, dtype, n_jobs, input_scale, stream
-        As in FastMLP. Early stopping holds out a random (not stratified)
-        ``validation_fraction`` and scores it with R^2.
+    hidden_layer_sizes : int or tuple of int, default (128,)
+        Width of each hidden layer, from the input side; an int is one layer, and ``()``
+        gives no hidden layer (a linear or Poisson regression).
+    activation : {"relu", "tanh", "logistic", "identity"}, default "relu"
+        Activation of the hidden layers.
+    solver : {"adam", "sgd", "lbfgs", "lazy_adam"}, default "adam"
+        As in FastMLP: "lbfgs" minimises the loss over all rows at once with SciPy's
+        L-BFGS-B and has no ``partial_fit``; "lazy_adam" steps only the first-layer
+        weights of the features present in a mini-batch, for wide sparse inputs.
+    alpha : float, default 1e-4
+        L2 penalty (see ``loss``).
+    batch_size : int or "auto", default "auto"
+        Rows per mini-batch; "auto" means ``min(64, n_samples)``. Explicit values larger
+        than the data are clamped with a warning.
+    learning_rate : {"constant", "invscaling", "adaptive", "cosine", "linear"}, \
+default "constant"
+        Schedule of the learning rate, as in FastMLP: "invscaling" and "adaptive" are
+        SGD's; "cosine" and "linear" decay the rate of Adam and SGD alike from
+        ``learning_rate_init`` to 0 over the ``max_iter`` epochs of a fit.
+    learning_rate_init : float, default 2e-3
+        Initial step size of Adam and SGD.
+    power_t : float, default 0.5
+        Exponent of the inverse-scaling schedule.
+    max_iter : int, default 200
+        Maximum number of epochs (for "lbfgs": of L-BFGS iterations).
+    shuffle : bool, default True
+        Shuffle the rows before every epoch.
+    random_state : int, RandomState or None, default None
+        Seeds the initial weights, the shuffles and the validation split; an int makes
+        a fit repeatable.
+    tol : float, default 1e-4
+        Smallest change that counts as an improvement: of the training loss, or with
+        ``early_stopping`` of the validation R^2 (see ``n_iter_no_change``). For
+        "lbfgs", the largest entry of the projected gradient at which it stops.
+    verbose : bool, default False
+        Print one line per epoch with the training loss (and the R^2 of the validation
+        or evaluation set), and, when stderr is a terminal, a progress bar during each
+        epoch; "lbfgs" prints the loss of each iteration.
+    warm_start : bool, default False
+        Start ``fit`` from the weights of the previous fit. A network of another shape,
+        dtype or output starts afresh.
+    momentum : float, default 0.9
+        SGD's momentum, in [0, 1].
+    nesterovs_momentum : bool, default True
+        Whether SGD uses Nesterov's momentum.
+    early_stopping : bool, default False
+        Hold out a random (not stratified) ``validation_fraction`` of the data, stop when
+        its R^2 stops improving and keep the best weights. ``partial_fit`` refuses it.
+    validation_fraction : float, default 0.1
+        Share of the rows held out by ``early_stopping``, in (0, 1).
+    beta_1 : float, default 0.9
+        Adam's decay rate of the first-moment estimates, in [0, 1).
+    beta_2 : float, default 0.999
+        Adam's decay rate of the second-moment estimates, in [0, 1).
+    epsilon : float, default 1e-8
+        Added to the denominator of Adam's step, for numerical stability.
+    n_iter_no_change : int or np.inf, default 10
+        Epochs without an improvement of at least ``tol`` before training stops (or, with
+        the "adaptive" schedule, before the rate is lowered); ``np.inf`` never stops
+        early.
+    max_fun : int, default 15000
+        "lbfgs" only: the largest number of loss evaluations.
+    backend : str, default "auto"
+        Kernel backend: "auto", or one of :func:`fastmlp.available_backends`. "auto"
+        takes the fastest backend that is ready without compiling (see
+        :func:`fastmlp.get_backend`); every backend computes the same function.
+    dtype : {"float32", "float64"}, default "float32"
+        Floating-point type of the weights and of the arithmetic.
+    n_jobs : int or None, default None
+        Threads for the kernels and BLAS; -1 uses every CPU the process may use. None
+        uses that many too, or fewer when ``OMP_NUM_THREADS``, a threadpoolctl limit or
+        the Dask worker it runs in says so (see FastMLP).
+    input_scale : float or None, default None
+        A constant factor applied to every input as X is prepared, for training and
+        prediction alike (None means 1); integer X is kept as it is stored and converted
+        by blocks of rows (see FastMLP).
+    stream : "auto" or bool, default "auto"
+        How ``fit`` and ``partial_fit`` read a dense X: True streams it in blocks of
+        rows, False prepares it whole, and "auto" streams a memory-mapped file of at
+        least 1 GiB and prepares any other integer X a part at a time (see FastMLP).
 
     Attributes
     ----------
-    coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, t_, loss_curve_, \
-best_loss_, validation_scores_, best_validation_score_, n_layers_, backend_
-        As in FastMLP.
+    coefs_ : list of ndarray
+        Weight matrices, the i-th of shape ``(layer_sizes[i], layer_sizes[i + 1])``:
+        views into one contiguous parameter vector.
+    intercepts_ : list of ndarray
+        Bias vectors, the i-th of shape ``(layer_sizes[i + 1],)``.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of str
+        Names of the features seen in ``fit``; only when X had column names that are
+        all strings.
+    n_iter_ : int
+        Epochs run by the last call to ``fit`` or ``partial_fit`` (each call counts from
+        zero). For "lbfgs", its iterations.
+    t_ : int
+        Training samples seen by the epochs, across calls.
     loss_ : float
-        Mean loss of the last epoch (the loss above plus the L2 term).
+        Mean loss of the last epoch (the loss above plus the L2 term; with weights, the
+        weighted mean).
+    loss_curve_ : list of float
+        ``loss_`` of every epoch (for "lbfgs", of every iteration), across calls.
+    eval_scores_ : list of float
+        R^2 on the ``eval_set`` of ``fit`` after every epoch; only after a fit given one.
+    best_loss_ : float or None
+        Lowest ``loss_`` so far; None with ``early_stopping``.
+    validation_scores_ : list of float or None
+        R^2 of the held-out rows after every epoch; None without ``early_stopping``.
+    best_validation_score_ : float or None
+        Best of ``validation_scores_``, whose weights the model keeps; None without
+        ``early_stopping``.
+    n_layers_ : int
+        Layers including input and output.
     n_outputs_ : int
         Number of targets.
     out_activation_ : str
         "identity" (squared error) or "exp" (Poisson).
+    backend_ : str
+        Name of the backend that ran.
+    n_parameters_ : int
+        Number of trainable parameters (weights and biases).
+
+    See Also
+    --------
+    FastMLP : The same network for classification.
+    sklearn.neural_network.MLPRegressor : The scikit-learn regressor with these parameters.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_regression
+    >>> from sklearn.model_selection import train_test_split
+    >>> from fastmlp import FastMLPRegressor
+    >>> X, y = make_regression(n_samples=200, n_features=5, noise=1.0, random_state=0)
+    >>> y = y / y.std()  # targets of about unit scale train quickly
+    >>> X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
+    >>> reg = FastMLPRegressor(random_state=0).fit(X_train, y_train)
+    >>> reg.predict(X_test[:4]).shape
+    (4,)
+    >>> reg.score(X_test, y_test) > 0.9
+    True
     """
 
     _SCORE_NAME = "R2"
@@ -91,8 +215,12 @@ best_loss_, validation_scores_, best_validation_score_, n_layers_, backend_
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training rows. Integer X (uint8 pixels, a memory map of them) is kept as it
+            is stored (see ``input_scale`` and ``stream``); SciPy sparse X is taken as
+            compressed sparse rows.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Target values; for ``loss="poisson"``, >= 0.
         sample_weight : array-like of shape (n_samples,), optional
             Each row's weight in the loss and its gradient; also weighs the R^2 of early
             stopping's validation set.
@@ -101,13 +229,32 @@ best_loss_, validation_scores_, best_validation_score_, n_layers_, backend_
 
         Returns
         -------
-        self
+        FastMLPRegressor
+            The fitted estimator, ``self``.
         """
         return self._fit(X, y, sample_weight, incremental=False, eval_set=eval_set)
 
     @available_if(BaseMLP._check_solver)
     def partial_fit(self, X, y, sample_weight=None):
-        """One epoch over (X, y), continuing from the current weights."""
+        """Train one epoch over (X, y), continuing from the current weights.
+
+        Only for the stochastic solvers ("adam", "sgd", "lazy_adam"); it refuses
+        ``early_stopping=True``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training rows, as for ``fit``.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Target values, as many outputs as in the first call.
+        sample_weight : array-like of shape (n_samples,), optional
+            Each row's weight in the loss and its gradient.
+
+        Returns
+        -------
+        FastMLPRegressor
+            The estimator, ``self``, trained one epoch further.
+        """
         if self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
         return self._fit(X, y, sample_weight, incremental=True)
@@ -143,9 +290,45 @@ best_loss_, validation_scores_, best_validation_score_, n_layers_, backend_
         return float(r2_score(target.values, pred, sample_weight=weights_or_none(target)))
 
     def predict(self, X):
-        """Predictions, of shape (n_samples,) for one output, else (n_samples, n_outputs)."""
+        """Return the predicted targets of each row of X.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Rows to predict.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            Predictions in float64: one column per output, or a 1-D array for a model
+            of one output.
+        """
         out = self._predict_forward(X).astype(np.float64)
         return out.ravel() if out.shape[1] == 1 else out
+
+    def score(self, X, y, sample_weight=None):
+        """Return the coefficient of determination R^2 of ``predict(X)`` against y.
+
+        R^2 is 1 minus the ratio of the residual sum of squares to the sum of squares of
+        y about its mean: 1 for perfect predictions, 0 for always predicting the mean,
+        and below 0 for worse. For several outputs, the mean of their R^2.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Rows to predict.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            True values.
+        sample_weight : array-like of shape (n_samples,), optional
+            Weights of the rows in the sums.
+
+        Returns
+        -------
+        float
+            R^2 of the predictions.
+        """
+        # RegressorMixin's score, with fastmlp's docstring
+        return super().score(X, y, sample_weight=sample_weight)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

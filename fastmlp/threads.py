@@ -158,9 +158,9 @@ def _threadpool_controller():
     """One ThreadpoolController for the process, looked up again when modules have been
     imported since (a new extension module may bring a BLAS or OpenMP library of its
     own): a fresh one reads every loaded library from /proc/self/maps, which costs
-    milliseconds; a cached one costs microseconds. ``thread_limit`` runs on every fit and predict with n_jobs
-    set, where threadpoolctl's own threadpool_limits, which looks up afresh each time,
-    took a quarter of predicting 10,000 rows through 784-128-10."""
+    milliseconds; a cached one costs microseconds. ``thread_limit`` runs on every fit and
+    predict with n_jobs set, where threadpoolctl's own threadpool_limits, which looks up
+    afresh each time, took a large part of a 10,000-row predict."""
     global _controller, _controller_modules
     n_modules = len(sys.modules)
     if _controller is None or n_modules != _controller_modules:
@@ -399,7 +399,8 @@ def epoch_threads(n_jobs, backend, work=None):
     thread_invariant) trains on one thread. So a default fit on the numpy backend gives
     the same model on any machine and under any load, and two of them side by side do
     not wait on each other's threads (on 2 cores its BLAS team took several times as
-    long as one thread each; alone, its second thread bought little: docs/archive/performance-log.md).
+    long as one thread each; alone, its second thread bought little:
+    docs/archive/performance-log.md).
     A default fit whose mini-batches hold too little work to split (``work``, see
     too_small_to_split) trains on one thread too."""
     if n_jobs is None and (not thread_invariant(backend) or too_small_to_split(backend, work)):

@@ -24,8 +24,8 @@ _REGISTRY = {name: f"{__name__}.{name}{_SUFFIX}"
 # on first use (RUN_TIME_COMPILED), whose kernels for the fit's dtype are compiled already
 # (jit_cache.ready); a backend not listed comes after them.
 # numba comes first: once compiled it is the fastest backend on the shapes benchmarked
-# (docs/performance.md, benchmarks/shape_grid.py). Its first use compiles for tens of
-# seconds, so until that is done, in a background process that auto starts or by
+# (docs/performance.md, benchmarks/shape_grid.py). Its first use compiles for a minute
+# or two, so until that is done, in a background process that auto starts or by
 # `fastmlp warmup`, auto takes cython, which compiles nothing at run time, and gives the
 # same bits at any thread count.
 AUTO_PREFERENCE = ("numba", "cython", "numpy")
@@ -81,13 +81,48 @@ def auto_may_use(name: str, dtype) -> bool:
 
 
 def get_backend(name: str = "auto", dtype="float32") -> ModuleType:
-    """The backend module called ``name``; ``"auto"`` picks the first in AUTO_ORDER that
-    loads and is ready for work of ``dtype`` without compiling. Passing over a backend
-    that is not compiled yet asks for its compile in the background, started when the
-    fit is done (jit_cache.request_background).
+    """Return the backend module called ``name``, loading it if need be.
 
-    Raises ValueError for an unknown name and ImportError (saying why and how to fix it)
-    for a known backend that cannot be loaded here.
+    ``"auto"`` picks the first backend of ``AUTO_ORDER`` (numba, cython, numpy) that
+    loads and is ready for work of ``dtype`` without compiling: numba only once its
+    kernels for that dtype are compiled, so "auto" never waits for a compile. Passing
+    over a backend that is not compiled yet asks for its compile in the background,
+    started when the fit is done (``jit_cache.request_background``). Should none of the
+    ready backends load, the first that compiles at run time is taken.
+
+    Parameters
+    ----------
+    name : str, default "auto"
+        "auto", or a backend's name: one of :func:`available_backends` on this machine.
+    dtype : {"float32", "float64"}, default "float32"
+        Floating-point type of the work, which decides whether a backend compiled at
+        run time is ready.
+
+    Returns
+    -------
+    module
+        The backend: a module exposing the kernels of ``fastmlp.backends.contract``,
+        and its ``NAME``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a registered backend.
+    ImportError
+        If the backend cannot be loaded here (or, for "auto", none can); the message
+        says why and how to fix it.
+
+    See Also
+    --------
+    available_backends : The backends that load on this machine.
+
+    Examples
+    --------
+    >>> from fastmlp import available_backends, get_backend
+    >>> get_backend("numpy").NAME
+    'numpy'
+    >>> get_backend("auto").NAME in available_backends()
+    True
     """
     if name == "auto":
         errors, to_compile = [], []
@@ -126,5 +161,24 @@ def backend_status() -> dict[str, str | None]:
 
 
 def available_backends() -> list[str]:
-    """Names of the backends that load on this machine, in registry order."""
+    """Return the names of the backends that load on this machine.
+
+    Every backend is imported to find out. numpy, the reference, is always there; the
+    compiled ones need numba installed (numba) or the extension built (cython).
+
+    Returns
+    -------
+    list of str
+        The names, in registry order (the reference backend, numpy, first).
+
+    See Also
+    --------
+    get_backend : Load a backend by name.
+
+    Examples
+    --------
+    >>> from fastmlp import available_backends
+    >>> "numpy" in available_backends()
+    True
+    """
     return [name for name, why in backend_status().items() if why is None]

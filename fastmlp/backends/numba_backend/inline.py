@@ -85,7 +85,8 @@ PREFETCH_AHEAD = 4
 def prefetch_row_f(indices, values, q0, q1):
     """Ask for the cache lines of a compressed row (its column indices and values at
     [q0, q1)) before it is read: the rows of a shuffled batch lie anywhere in X's
-    compressed form, and the first lines of each missed every cache (docs/archive/performance-log.md).
+    compressed form, and the first lines of each missed every cache
+    (docs/archive/performance-log.md).
     """
     q = U(q0)
     end = U(q1)
