@@ -836,7 +836,8 @@ class BaseMLP(BaseEstimator):
         """
         if hasattr(self, "_layer_sizes"):
             activation = _ACTIVATION_NAMES[self._activation_code]
-            text = summary_table(self._layer_sizes, activation, self._params.dtype)
+            text = summary_table(self._layer_sizes, activation, self._params.dtype,
+                                 self.out_activation_)
         else:
             hidden = self._validated_params()["hidden_layer_sizes"]
             text = ("not fitted: input and output widths come from the data; hidden layers "

@@ -30,13 +30,15 @@ def init_params(layer_sizes, activation_code: int, dtype, rng) -> np.ndarray:
     return params
 
 
-def summary_table(layer_sizes, activation: str, dtype) -> str:
-    """A printable table of the layers: sizes, activation, weights and biases."""
+def summary_table(layer_sizes, activation: str, dtype, output: str = "softmax") -> str:
+    """A printable table of the layers: sizes, activation (``output`` for the output
+    layer's function, such as "softmax", "logistic", "identity" or "exp"), weights and
+    biases."""
     rows = []
     n_layers = len(layer_sizes) - 1
     for i, (n_in, n_out) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:])):
         kind = "output" if i == n_layers - 1 else f"hidden {i + 1}"
-        act = "softmax" if i == n_layers - 1 else activation
+        act = output if i == n_layers - 1 else activation
         rows.append((kind, f"{n_in} -> {n_out}", act, n_in * n_out, n_out))
     total_w = sum(r[3] for r in rows)
     total_b = sum(r[4] for r in rows)

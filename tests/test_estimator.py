@@ -315,6 +315,22 @@ def test_summary(capsys):
     assert clf.n_parameters_ == 101_770
 
 
+@pytest.mark.parametrize("make, y, output", [
+    (lambda: FastMLP(), np.arange(6) % 3, "softmax"),
+    (lambda: FastMLP(), np.eye(6, 3, dtype=int), "logistic"),
+    (lambda: FastMLPRegressor(), np.arange(6.0), "identity"),
+    (lambda: FastMLPRegressor(loss="poisson"), np.arange(6.0), "exp"),
+])
+def test_summary_names_the_output_function_that_was_fitted(make, y, output):
+    model = make().set_params(hidden_layer_sizes=(4,), max_iter=1, backend="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(np.ones((6, 3)), y)
+    output_row = next(line for line in model.summary(print_fn=None).splitlines()
+                      if line.startswith("output"))
+    assert output_row.split()[4] == output == model.out_activation_
+
+
 def test_verbose_prints_epoch_lines(backend_name, capsys):
     X, y = _blobs()
     with warnings.catch_warnings():
