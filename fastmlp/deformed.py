@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _progress
+from ._idx import load_mnist
 
 SIDE = 28
 
@@ -110,8 +111,6 @@ def write_deformed_mnist(path, n, *, random_state=0, max_shift=2.0, max_rotation
     >>> X.shape, X.dtype.name, y.tolist()
     ((3, 784), 'uint8', [5, 0, 4])
     """
-    from .datasets import load_mnist
-
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be a positive int; got {n!r}")
     if block_rows < 1:
