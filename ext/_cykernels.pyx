@@ -199,6 +199,12 @@ cdef OptimizerStep _optimizer_step(opt) except *:
     return step
 
 
+def optimizer_step_fields(opt):
+    """The record ``opt`` becomes, as a dict of its fields in their order, so that the
+    contract test can hold the positional reading above against codes.OptimizerStep."""
+    return _optimizer_step(opt)
+
+
 cdef int _read_records(floating[::1] params, net, data, buffers, Layout* lay, Rows* x,
                        Batch* buf) except -1:
     """The records of the arrays in net (sizes, p_offs, a_offs), data (indptr, indices,

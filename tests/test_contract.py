@@ -105,6 +105,37 @@ def test_extension_constants_agree_with_python():
             layout.VECTOR_BYTES // np.dtype(dtype).itemsize)
 
 
+def test_extension_reads_the_optimizer_record_field_by_field():
+    # the extension reads codes.OptimizerStep by position into a struct of its own: every
+    # field, given a value of its own, must land in the struct's field of the same name
+    ext = _extension()
+    opt = codes.OptimizerStep(solver=2, lr=0.5, momentum=0.25, nesterov=True, beta1=0.125,
+                              beta2=0.0625, eps=0.03125, lr_t=0.015625, schedule=1,
+                              seen=3.0, horizon=7.0, lazy=False)
+    assert ext.optimizer_step_fields(opt) == opt._asdict()
+    flipped = opt._replace(nesterov=False, lazy=True)
+    assert ext.optimizer_step_fields(flipped) == flipped._asdict()
+
+
+def test_backends_offer_their_description_and_checks_through_the_contract():
+    # what a backend offers beyond the kernels is an optional part of the contract, so
+    # that nothing above the registry needs to name a backend
+    for name in backend_names():
+        try:
+            backend = get_backend(name)
+        except ImportError:
+            continue
+        describe = getattr(backend, "describe", None)
+        if describe is not None:
+            assert isinstance(describe(), str) and describe()
+        all_finite = getattr(backend, "all_finite", None)
+        if all_finite is not None:
+            X = np.ones((4, 3), np.float32)
+            assert all_finite(X) is True or all_finite(X) == 1
+            X[2, 1] = np.nan
+            assert not all_finite(X)
+
+
 def test_numba_vector_width_agrees_with_layout():
     if "numba" not in backend_names():
         pytest.skip("no numba backend")
