@@ -40,7 +40,7 @@ from ._stream import (
     how_read,
     part_rows_for,
 )
-from .backends import auto_may_use, get_backend, jit_cache
+from .backends import REFERENCE, auto_may_use, get_backend, jit_cache
 from .backends.codes import (
     ACTIVATIONS,
     CONSTANT,
@@ -157,17 +157,14 @@ def validated_fit_data(estimator, X, y, backend, **kwargs):
 
 def check_finite_X(X, estimator, backend):
     """Raise scikit-learn's ValueError if X (validated, dense or sparse) holds NaN or
-    infinity. For a fit on the numba backend, a large dense float X is checked by a
-    parallel pass on Numba's threads, as many as thread_limit allows the fit: a helper
-    of the estimator, not part of the backends' contract, and not used for the other
-    backends, whose processes need not load Numba's compiler at all. Anything else, and
-    any X that pass finds wanting, goes to scikit-learn's assert_all_finite, which
-    raises its usual message."""
-    if (getattr(backend, "NAME", None) == "numba" and isinstance(X, np.ndarray)
+    infinity. A large dense float X goes first to the backend's own parallel check where
+    it offers one (``all_finite``, an optional part of the contract), on as many threads
+    as thread_limit allows the fit; anything else, and any X that check finds wanting,
+    goes to scikit-learn's assert_all_finite, which raises its usual message."""
+    all_finite = getattr(backend, "all_finite", None)
+    if (all_finite is not None and isinstance(X, np.ndarray)
             and X.ndim == 2 and X.dtype.kind == "f" and X.flags.c_contiguous
             and X.size >= PARALLEL_CHECK_VALUES):
-        from .backends.numba_backend.inputs import all_finite
-
         with thread_limit(estimator.n_jobs, backend):
             if all_finite(X):
                 return
@@ -495,7 +492,8 @@ class BaseMLP(BaseEstimator):
         objective = _LbfgsObjective(self, model_input(X, p["dtype"], p["input_scale"]),
                                     target, p)
         try:
-            with thread_limit(self.n_jobs, p["backend"]), serial_blas_between(p["backend"]):
+            with thread_limit(self.n_jobs, p["backend"]), serial_blas_between(
+                    computes_with_blas=p["backend"].NAME == REFERENCE):
                 result = scipy.optimize.minimize(
                     objective, start.astype(np.float64), method="L-BFGS-B", jac=True,
                     callback=objective.iteration_ended,

@@ -162,6 +162,7 @@ def cmd_info(args) -> int:
         RUN_TIME_COMPILED,
         auto_candidates,
         backend_status,
+        get_backend,
         jit_cache,
     )
     from .threads import blas_info, cpu_count, default_threads
@@ -178,12 +179,6 @@ def cmd_info(args) -> int:
 
     versions = [f"numpy {np.__version__}", f"scikit-learn {sklearn.__version__}",
                 f"threadpoolctl {threadpoolctl.__version__}"]
-    try:
-        import numba
-
-        versions.append(f"numba {numba.__version__}")
-    except ImportError:
-        versions.append("numba not installed")
     print("libraries: " + ", ".join(versions))
     print("backends:")
     status = backend_status()
@@ -205,22 +200,11 @@ def cmd_info(args) -> int:
                   "`fastmlp warmup` compiles them now; background compiles "
                   f"{'on' if jit_cache.background_enabled() else 'off'}, "
                   "FASTMLP_BACKGROUND_COMPILE)")
-    if status.get("cython") is None:
-        from .backends import cython_backend
-
-        openmp = "OpenMP" if cython_backend.OPENMP else "serial (built without OpenMP)"
-        print(f"cython: extension built, {openmp}, {cython_backend.max_threads()} threads")
-    else:
-        print("cython: extension not built (see 'Building the extension' in "
-              "docs/guide/backends.md)")
-    if status.get("numba") is None:
-        import numba
-
-        from .backends import numba_backend
-
-        print(f"numba: {numba.get_num_threads()} threads (pool of "
-              f"{numba.config.NUMBA_NUM_THREADS}), threading layer "
-              f"{numba_backend.threading_layer()}")
+    for name, why in status.items():
+        # what each loaded backend says of itself (an optional part of the contract)
+        describe = getattr(get_backend(name), "describe", None) if why is None else None
+        if describe is not None:
+            print(f"{name}: {describe()}")
     for entry in blas_info():
         print(f"BLAS: {entry['internal_api']} {entry['version']}, {entry['num_threads']} threads,"
               f" threading {entry['threading_layer']}, core {entry['architecture']}")

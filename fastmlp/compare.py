@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from .backends import available_backends, get_backend
+from .backends import AUTO_ORDER, REFERENCE, available_backends, get_backend
 from .backends.codes import ADAM, IDENTITY, RELU, optimizer_step
 from .backends.layout import n_params
 from .threads import blas_info, cpu_count, thread_limit
@@ -717,7 +717,8 @@ def _sort_rows(rows):
     order = {}
     for r in rows:
         order.setdefault((r["kernel"], r["shape"]), len(order))
-    rank = {"numpy": 0, "numba": 1, "cython": 2}
+    # the reference first, then the backends in auto's order of preference
+    rank = {name: i for i, name in enumerate(dict.fromkeys((REFERENCE, *AUTO_ORDER)))}
     return sorted(rows, key=lambda r: (order[(r["kernel"], r["shape"])], r["dtype"],
                                        r["batch"] or 0, r["threads"],
                                        rank.get(r["backend"], 9)))

@@ -135,15 +135,14 @@ def thread_limit(n_jobs, backend=None):
 
 
 @contextmanager
-def serial_blas_between(backend):
+def serial_blas_between(computes_with_blas=False):
     """BLAS on one thread while a compiled backend's kernels alternate with small BLAS
     calls of other code (SciPy's L-BFGS-B, between loss evaluations). BLAS threads left
     spinning after each call compete with the kernels' own threads for the cores, and a
-    small L-BFGS fit took many times as long (docs/archive/performance-log.md). The NumPy backend
-    computes with BLAS itself, so it keeps BLAS's threads."""
-    from .backends import REFERENCE
-
-    if backend.NAME == REFERENCE:
+    small L-BFGS fit took many times as long (docs/archive/performance-log.md). A backend
+    that computes with BLAS itself (``computes_with_blas``, the NumPy reference) keeps
+    BLAS's threads."""
+    if computes_with_blas:
         yield
         return
     with one_blas_thread():

@@ -124,6 +124,12 @@ EXTRAS = {
                         "multiply-adds than this (threads.batch_work) trains on one thread",
     "SERIAL_PREDICT_ROWS": "int: predict_proba of at most this many rows runs on the calling "
                            "thread alone, so the estimator sets no thread limit around it",
+    "all_finite": "all_finite(X) -> bool: whether a dense, C-contiguous float X holds no NaN "
+                  "or infinity, checked on the backend's threads; the estimator uses it for "
+                  "large X before a fit, and on False lets scikit-learn's check say what is "
+                  "wrong (numba)",
+    "describe": "describe() -> str: one line for `fastmlp info` on how the backend runs here "
+                "(threads, threading layer, how it was built)",
 }
 
 

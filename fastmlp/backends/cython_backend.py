@@ -48,6 +48,12 @@ PARALLEL_ROWS = 256
 SERIAL_PREDICT_ROWS = PARALLEL_ROWS - 1
 
 
+def describe() -> str:
+    """How the extension was built and the threads its loops use, for ``fastmlp info``."""
+    built = "with OpenMP" if OPENMP else "without OpenMP (serial)"
+    return f"extension built {built}, {max_threads()} threads"
+
+
 def max_threads() -> int:
     """Threads the extension's parallel loops use (OpenMP's current setting)."""
     return int(_k.max_threads())

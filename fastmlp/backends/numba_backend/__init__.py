@@ -24,7 +24,7 @@ from numba import prange
 from ._cache import cache_location
 from ._config import pjit as _pjit
 from .epoch import loss_and_grad, train_epoch
-from .inputs import prepare_inputs
+from .inputs import all_finite, prepare_inputs
 from .kernels import (
     activation_backward,
     adam_update,
@@ -53,7 +53,8 @@ __all__ = ["NAME", "CHECKS_FINITE_INPUT", "linear_forward", "linear_backward",
            "activation_backward", "softmax_xent_forward", "softmax_xent_backward",
            "sgd_update", "adam_update", "prepare_inputs", "train_epoch", "loss_and_grad",
            "predict_proba", "thread_limit", "threading_layer", "cache_location",
-           "work_blocks", "THREAD_INVARIANT", "SERIAL_PREDICT_ROWS", "SMALL_BATCH_WORK"]
+           "work_blocks", "THREAD_INVARIANT", "SERIAL_PREDICT_ROWS", "SMALL_BATCH_WORK",
+           "all_finite", "describe"]
 
 
 @contextmanager
@@ -65,6 +66,12 @@ def thread_limit(n):
         yield
     finally:
         numba.set_num_threads(previous)
+
+
+def describe() -> str:
+    """Numba's threads, its pool and its threading layer, for ``fastmlp info``."""
+    return (f"numba {numba.__version__}, {numba.get_num_threads()} threads (pool of "
+            f"{numba.config.NUMBA_NUM_THREADS}), threading layer {threading_layer()}")
 
 
 def threading_layer() -> str:
