@@ -15,6 +15,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
@@ -196,10 +197,42 @@ UNCHECKED = ("shuffle", "random_state", "verbose", "warm_start", "nesterovs_mome
              "early_stopping")
 
 
-def validate_params(estimator, constraints=PARAMETER_CONSTRAINTS) -> dict:
+@dataclass(frozen=True, kw_only=True)
+class Resolved:
+    """The parameters as training uses them, one field per entry of
+    ``PARAMETER_CONSTRAINTS`` (in its order), each what its rule returned. A parameter
+    only one estimator has (``loss``, ``class_weight``) is None for the other."""
+
+    hidden_layer_sizes: tuple[int, ...]
+    batch_size: int | str  # or "auto"
+    alpha: float
+    learning_rate_init: float
+    power_t: float
+    max_iter: int
+    tol: float
+    n_iter_no_change: int | float  # or np.inf
+    momentum: float
+    validation_fraction: float
+    beta_1: float
+    beta_2: float
+    epsilon: float
+    max_fun: int
+    n_jobs: int | None
+    input_scale: float | None  # None: no scaling (1 resolves to None)
+    stream: bool | str  # or "auto"
+    dtype: type  # np.float32 or np.float64
+    activation: int  # code, see fastmlp/backends/codes.py
+    solver: int  # code
+    learning_rate: str
+    loss: str | None = None  # FastMLPRegressor's
+    class_weight: dict | str | None = None  # FastMLP's
+    backend: ModuleType  # the backend's module
+
+
+def validate_params(estimator, constraints=PARAMETER_CONSTRAINTS) -> Resolved:
     """Check each parameter of ``estimator`` against its rule, in the table's order, and
-    return the resolved values by parameter name (the table serves both estimators: a
-    parameter the estimator does not have is skipped)."""
+    return the resolved values as a ``Resolved`` record (the table serves both
+    estimators: a parameter the estimator does not have is skipped, and left None)."""
     resolved = {}
     for name, rule in constraints.items():
         if not hasattr(estimator, name):
@@ -209,4 +242,4 @@ def validate_params(estimator, constraints=PARAMETER_CONSTRAINTS) -> dict:
                                   resolved.get("dtype", "float32"))
         else:
             resolved[name] = rule(name, getattr(estimator, name))
-    return resolved
+    return Resolved(**resolved)

@@ -14,14 +14,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 
-from ._base import (
-    SPARSE_FORMATS,
-    BaseMLP,
-    checked_X,
-    input_dtypes,
-    validated_fit_data,
-    weights_or_none,
-)
+from ._base import BaseMLP
+from ._inputs import SPARSE_FORMATS, checked_X, input_dtypes, validated_fit_data, weights_or_none
 from .backends.codes import IDENTITY, LOGISTIC, SOFTMAX, Target
 
 _TINY = np.finfo(np.float64).tiny
@@ -359,8 +353,8 @@ default "constant"
     def _targets(self, X, y, p, incremental, classes, reinitialise):
         """Validate X and y; set or check ``classes_``. Class labels train a softmax
         output; a 2-D 0/1 indicator y (multilabel) a logistic output per label."""
-        dtype = p["dtype"]
-        X, y = validated_fit_data(self, X, y, p["backend"], reset=reinitialise,
+        dtype = p.dtype
+        X, y = validated_fit_data(self, X, y, p.backend, reset=reinitialise,
                                   dtype=input_dtypes(dtype), order="C",
                                   accept_sparse=SPARSE_FORMATS, multi_output=True,
                                   y_numeric=False)

@@ -1,5 +1,5 @@
 """Model files that cannot run code when loaded: ``save`` and ``load`` of FastMLP and
-FastMLPRegressor.
+FastMLPRegressor, given to both (with their pickling) by the ``ModelFiles`` mixin.
 
 Format (version 1): one ``.npz`` archive, read with ``allow_pickle=False``, holding
 
@@ -36,7 +36,15 @@ import zipfile
 import numpy as np
 from sklearn.utils import check_random_state
 
-from ._state import FITTED, MISSING, Kind, get_value, set_value
+from ._state import (
+    FITTED,
+    MISSING,
+    Kind,
+    get_value,
+    own_trained_arrays,
+    pickle_state,
+    set_value,
+)
 from .backends.codes import ACTIVATIONS, ESTIMATOR_SOLVERS, OUTPUTS
 from .backends.layout import n_params
 from .optim import OptimizerState
@@ -429,3 +437,93 @@ def _restore_params(params):
     if isinstance(params.get("hidden_layer_sizes"), list):
         params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
     return params
+
+
+class ModelFiles:
+    """The estimators' ``save`` and ``load`` of model files (this module's format) and
+    their pickling, both reading the declaration of fastmlp/_state.py. A mixin of BaseMLP
+    (fastmlp/_base.py), whose ``_rebuild_derived`` unpickling calls."""
+
+    def save(self, path):
+        """Write the fitted model to a file that loading cannot run code from.
+
+        The file is fastmlp's model format: an ``.npz`` archive of the parameters, the
+        optimizer's state and JSON metadata, read back without pickle (the format is
+        described in ``fastmlp.persistence`` and the
+        :doc:`user guide, Model files </guide/model-files>`). It is written beside
+        ``path`` and renamed into place, so it appears whole or not at all.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write, used as given (``.npz`` is the usual extension).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator is not fitted.
+        TypeError
+            If a class label is neither a number nor a string, which the format cannot
+            store without pickle.
+
+        See Also
+        --------
+        load : Read the file back.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from sklearn.datasets import load_iris
+        >>> from fastmlp import FastMLP
+        >>> X, y = load_iris(return_X_y=True)
+        >>> clf = FastMLP(max_iter=500, random_state=0).fit(X, y)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = os.path.join(folder, "iris.npz")
+        ...     clf.save(path)
+        ...     restored = FastMLP.load(path)
+        >>> np.array_equal(restored.predict_proba(X), clf.predict_proba(X))
+        True
+        """
+        save(self, path)  # the module's save (above), not this method
+
+    @classmethod
+    def load(cls, path):
+        """Read a model written by ``save``.
+
+        Parameters
+        ----------
+        path : str or path-like
+            A file written by ``save`` of this estimator class.
+
+        Returns
+        -------
+        FastMLP or FastMLPRegressor
+            A fitted estimator of the class ``load`` is called on, which predicts as the
+            saved one did; ``partial_fit`` and ``warm_start`` continue from the saved
+            optimizer state.
+
+        Raises
+        ------
+        ValueError
+            If the file is truncated or corrupted, of another format version or of the
+            other estimator, or holds pickled or object data.
+        FileNotFoundError
+            If there is no such file.
+
+        See Also
+        --------
+        save : Write a model file.
+        """
+        return load(cls, path)  # the module's load (above)
+
+    def __getstate__(self):
+        # coefs_, intercepts_ (views into _params) and _grads are rebuilt on unpickling
+        return pickle_state(super().__getstate__())
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "_params" in state:
+            own_trained_arrays(self)
+            self._rebuild_derived()
+

@@ -12,14 +12,8 @@ from sklearn.exceptions import DataConversionWarning
 from sklearn.metrics import r2_score
 from sklearn.utils.metaestimators import available_if
 
-from ._base import (
-    SPARSE_FORMATS,
-    BaseMLP,
-    checked_X,
-    input_dtypes,
-    validated_fit_data,
-    weights_or_none,
-)
+from ._base import BaseMLP
+from ._inputs import SPARSE_FORMATS, checked_X, input_dtypes, validated_fit_data, weights_or_none
 from .backends.codes import EXP, IDENTITY, Target
 
 # loss -> the output function it is the canonical loss of
@@ -262,8 +256,8 @@ default "constant"
     def _targets(self, X, y, p, incremental, classes, reinitialise):
         """Validate X and y (numbers, finite; for the Poisson loss >= 0); y as a
         (n_samples, n_outputs) matrix of the model's dtype."""
-        dtype = p["dtype"]
-        X, y = validated_fit_data(self, X, y, p["backend"], reset=reinitialise,
+        dtype = p.dtype
+        X, y = validated_fit_data(self, X, y, p.backend, reset=reinitialise,
                                   dtype=input_dtypes(dtype), order="C",
                                   accept_sparse=SPARSE_FORMATS, multi_output=True,
                                   y_numeric=True)

@@ -275,20 +275,20 @@ def test_warmup_command_compiles_each_dtype_once(cache, monkeypatch, capsys):
 @pytest.mark.parametrize("backend_name", [n for n in ("numba", "cython")
                                           if n in available_backends()])
 def test_a_few_rows_predict_without_setting_a_thread_limit(backend_name, monkeypatch):
-    import fastmlp._base
+    import fastmlp._predict
 
     X, y = _data()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = FastMLP(max_iter=1, backend=backend_name, n_jobs=1).fit(X, y)
     limits = []
-    real = fastmlp._base.thread_limit
+    real = fastmlp._predict.thread_limit
 
     def spy(n_jobs, backend=None):
         limits.append(n_jobs)
         return real(n_jobs, backend)
 
-    monkeypatch.setattr(fastmlp._base, "thread_limit", spy)
+    monkeypatch.setattr(fastmlp._predict, "thread_limit", spy)
     serial = model._prediction_backend().SERIAL_PREDICT_ROWS
     model.predict(X[:1])
     assert limits == []  # one row runs on the calling thread: nothing to limit

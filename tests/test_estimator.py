@@ -477,6 +477,17 @@ def test_every_parameter_is_checked_or_declared_unchecked():
     assert declared == sorted({*FastMLP().get_params(), *FastMLPRegressor().get_params()})
 
 
+def test_the_resolved_record_has_a_field_per_checked_parameter():
+    from dataclasses import fields
+
+    from fastmlp._params import PARAMETER_CONSTRAINTS, Resolved, validate_params
+
+    assert [f.name for f in fields(Resolved)] == list(PARAMETER_CONSTRAINTS)
+    # a parameter the estimator does not have stays None
+    assert validate_params(FastMLP(backend="numpy")).loss is None
+    assert validate_params(FastMLPRegressor(backend="numpy")).class_weight is None
+
+
 @pytest.mark.parametrize("early_stopping, what, not_what", [
     (False, "Training loss", "Validation score"),
     (True, "Validation score", "Training loss"),

@@ -1,5 +1,5 @@
 """fit's check of X for NaN and infinity: a large dense float X is checked by a parallel
-compiled pass (_base.check_finite_X) instead of scikit-learn's one-thread sum, and must
+compiled pass (_inputs.check_finite_X) instead of scikit-learn's one-thread sum, and must
 refuse exactly what scikit-learn refuses, with scikit-learn's own message."""
 
 import numpy as np
@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from sklearn.utils import assert_all_finite
 
 from fastmlp import FastMLP, FastMLPRegressor
-from fastmlp._base import PARALLEL_CHECK_VALUES
+from fastmlp._inputs import PARALLEL_CHECK_VALUES
 from fastmlp.backends.numba_backend.inputs import all_finite
 
 N_IN = 64
@@ -94,7 +94,7 @@ def test_a_large_finite_x_fits_as_before(monkeypatch):
                        n_jobs=1).fit(X, y).coefs_[0]
 
     ours = fit()
-    monkeypatch.setattr("fastmlp._base.PARALLEL_CHECK_VALUES", X.size + 1)
+    monkeypatch.setattr("fastmlp._inputs.PARALLEL_CHECK_VALUES", X.size + 1)
     np.testing.assert_array_equal(ours, fit())
 
 

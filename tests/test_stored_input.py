@@ -37,7 +37,7 @@ def test_uint8_with_input_scale_is_the_scaled_float_model(pixels, backend_name,
                                                           monkeypatch):
     # blocks smaller than X, so that X is converted in several
     monkeypatch.setattr(sparse, "CONVERT_ROWS", 256)
-    monkeypatch.setattr("fastmlp._base.CONVERT_ROWS", 256)
+    monkeypatch.setattr("fastmlp._predict.CONVERT_ROWS", 256)
     (X, y), (X_test, _) = pixels
     as_float = (X.astype(np.float32) * np.float32(1 / 255), X_test.astype(np.float32)
                 * np.float32(1 / 255))  # what load_mnist and a user compute

@@ -1,0 +1,309 @@
+"""The stochastic solvers' fit: the plan of one call of fit or partial_fit (the
+early-stopping split, the batch size, where the rows come from, the threads), the epoch
+loop with its undoing of an epoch that diverges or is interrupted, the optimizer's step
+record, and the bookkeeping after each epoch (scores, early stopping, the schedule).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+
+from . import _progress
+from ._inputs import _input_density
+from ._report import ACCURACY_OUTPUTS, USER_FRAME
+from ._state import restore_snapshot, take_snapshot
+from ._stream import (
+    BLOCKS,
+    GATHERED,
+    WHOLE,
+    Gathered,
+    InMemory,
+    Streamed,
+    how_read,
+    part_rows_for,
+)
+from .backends.codes import CONSTANT, SCHEDULES, Target, optimizer_step, rows_of
+from .threads import adaptive_team, batch_work, epoch_threads, thread_limit
+
+AUTO_BATCH_SIZE = 64
+# how often a progress bar is updated during an in-memory epoch (a streamed epoch
+# updates it once per block)
+PROGRESS_UPDATES = 50
+
+
+@dataclass(frozen=True)
+class _Epochs:
+    """What every epoch of one call of fit or partial_fit needs, resolved once."""
+
+    backend: ModuleType
+    activation: int  # code, see fastmlp/backends/codes.py
+    solver: int  # code
+    source: object  # where the rows come from: _stream.InMemory, Gathered or Streamed
+    target: Target  # what the outputs are fitted to, with the row weights
+    n_samples: int
+    total_weight: float  # what an epoch's loss sum is divided by: rows, or their weights
+    batch_size: int
+    count: int  # epochs to run: max_iter for fit, 1 for partial_fit
+    incremental: bool  # partial_fit
+    early_stopping: bool  # only fit stops early
+    validation: tuple | None  # (X_val, Target_val) held out for early stopping
+    eval_set: tuple | None  # (X_eval, y_eval) scored after every epoch
+    team: object  # threads.AdaptiveTeam (default threads), or None
+    threads: int | None  # the n_jobs the epochs run with (threads.epoch_threads)
+
+
+class EpochsMixin:
+    """BaseMLP's epochs (fastmlp/_base.py), run once the weights and the optimizer are
+    set up; the estimator's ``_stratify`` and ``_score_target`` serve early stopping."""
+
+    def _plan_epochs(self, X, target, p, incremental, eval_set):
+        """What every epoch of this call needs: the validation split (early stopping, fit
+        only), the evaluation set, the batch size and the backend's form of X."""
+        early_stopping = self.early_stopping and not incremental
+        read = how_read(X, p.stream)
+        validation, train_rows = None, None
+        if early_stopping:
+            if read != WHOLE:
+                # the training rows stay where X is (on disk: read in ascending order);
+                # the held-out rows are copied
+                train_rows, val = self._split_rows(X, target)
+                if read == BLOCKS:
+                    train_rows = np.sort(train_rows)
+                validation = (np.ascontiguousarray(X[val]), rows_of(target, val))
+                target = rows_of(target, train_rows)
+            else:
+                X, X_val, target, target_val = self._validation_split(X, target)
+                validation = (X_val, target_val)
+            if self.best_validation_score_ is None:  # warm start from a fit without it
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+        elif self.best_loss_ is None:  # warm start from a fit with early stopping
+            self.best_loss_ = np.inf
+        if eval_set is not None:
+            X_eval, y_eval = eval_set
+            eval_set = (X_eval, y_eval)
+            self.eval_scores_ = []
+        n_samples = X.shape[0] if train_rows is None else train_rows.shape[0]
+        if self.batch_size == "auto":
+            batch_size = min(AUTO_BATCH_SIZE, n_samples)
+        else:
+            batch_size = int(self.batch_size)
+        if batch_size > n_samples:
+            if self.batch_size != "auto":
+                warnings.warn(f"batch_size={batch_size} is larger than the number of samples "
+                              f"({n_samples}); using batch_size={n_samples}", UserWarning,
+                              stacklevel=USER_FRAME)
+            batch_size = n_samples
+        total_weight = (float(np.sum(target.weights, dtype=np.float64)) if target.weights.size
+                        else n_samples)
+        backend = p.backend
+        if read == BLOCKS:
+            source = Streamed(X, target, backend, p.dtype, p.input_scale,
+                              part_rows_for(X, batch_size), rows=train_rows)
+        elif read == GATHERED:
+            source = Gathered(X, target, backend, p.dtype, p.input_scale,
+                              part_rows_for(X, batch_size), rows=train_rows)
+        else:
+            source = InMemory(backend.prepare_inputs(X, p.dtype, p.input_scale),
+                              target, n_samples)
+        work = batch_work(self._layer_sizes, batch_size, _input_density(X))
+        return _Epochs(backend=backend, activation=p.activation, solver=p.solver,
+                       source=source, target=target, n_samples=n_samples,
+                       total_weight=total_weight or 1.0, batch_size=batch_size,
+                       count=1 if incremental else self.max_iter, incremental=incremental,
+                       early_stopping=early_stopping, validation=validation,
+                       eval_set=eval_set,
+                       team=adaptive_team(self.n_jobs, backend, batch_size,
+                                          self._params.size, work),
+                       threads=epoch_threads(self.n_jobs, backend, work))
+
+    def _validation_split(self, X, target):
+        """X and the Target split into the rows that train and those held out."""
+        train, val = self._split_rows(X, target)
+        if sp.issparse(X):
+            return X[train], X[val], rows_of(target, train), rows_of(target, val)
+        return (np.ascontiguousarray(X[train]), np.ascontiguousarray(X[val]),
+                rows_of(target, train), rows_of(target, val))
+
+    def _split_rows(self, X, target):
+        """The hold-out of early stopping, as scikit-learn makes it (stratified by class
+        for single-label classification), as (training rows, held-out rows); a class
+        too small to have a member on both sides, or a validation set of fewer than two
+        rows, is an error rather than a meaningless score."""
+        stratify = self._stratify(target)
+        try:
+            train, val = train_test_split(
+                np.arange(X.shape[0]), random_state=self._random_state,
+                test_size=self.validation_fraction, stratify=stratify)
+        except ValueError as exc:
+            how = "a stratified" if stratify is not None else "a"
+            raise ValueError(f"early_stopping=True holds out {how} validation set "
+                             f"(validation_fraction={self.validation_fraction}), and it "
+                             f"cannot be made from this data: {exc}") from None
+        if val.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase "
+                             "'validation_fraction' or the size of your dataset.")
+        return train, val
+
+    def _run_epochs(self, run):
+        """The epoch loop. An epoch that diverges or is interrupted (Ctrl-C) is undone and
+        ends training. Returns the best parameters seen under early stopping, or None."""
+        best_params = None
+        with thread_limit(run.threads, run.backend), \
+                (run.team.blocks() if run.team is not None else nullcontext()):
+            for _ in range(run.count):
+                snapshot = take_snapshot(self)
+                try:
+                    loss_sum, n_correct, t = self._train_epoch(run)
+                    if not (np.isfinite(loss_sum) and np.isfinite(self._params).all()):
+                        restore_snapshot(self, snapshot)
+                        warnings.warn(
+                            f"training diverged in epoch {self.n_iter_ + 1}: the loss or the "
+                            "weights became infinite or NaN, so training stopped and the "
+                            f"model keeps the weights of epoch {self.n_iter_} (the last "
+                            "finite ones; epoch 0 means the initial weights). Lower "
+                            "learning_rate_init, or scale X to a small range.",
+                            RuntimeWarning, stacklevel=USER_FRAME)
+                        break
+                    self._optimizer.t = t
+                    best_params, stop = self._end_epoch(run, loss_sum, n_correct, best_params)
+                except KeyboardInterrupt:
+                    restore_snapshot(self, snapshot)
+                    warnings.warn(f"training interrupted by the user during epoch "
+                                  f"{snapshot['n_iter_'] + 1}; the model keeps the weights "
+                                  f"of epoch {snapshot['n_iter_']}, the last completed one.",
+                                  UserWarning, stacklevel=USER_FRAME)
+                    break
+                if stop:
+                    break
+            else:
+                if not run.incremental:
+                    warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                                  "reached and the optimization hasn't converged yet.",
+                                  ConvergenceWarning, stacklevel=USER_FRAME)
+        return best_params
+
+    def _train_epoch(self, run):
+        """One pass over the rows, shuffled or in order, as the parts the source gives
+        (see fastmlp/_stream.py), each split further into parts of whole batches for the
+        progress bar and the adaptive thread team (threads.AdaptiveTeam). The Adam step
+        count, the schedule's position and the loss sum go on from one part to the next,
+        so the parts train, and sum the loss, as one call would. Returns the backend's
+        (loss sum, correct predictions, Adam step count)."""
+        opt = self._optimizer
+        step = self._optimizer_step(run)
+        progress = _progress.bar(run.n_samples, f"epoch {self.n_iter_ + 1}",
+                                 self._shows_progress())
+        part_rows = (None if progress is None else
+                     max(1, run.n_samples // (PROGRESS_UPDATES * run.batch_size))
+                     * run.batch_size)
+        team = run.team
+        loss_sum, n_correct, t, seen = 0.0, 0, int(opt.t), 0
+        try:
+            # overflow is detected by the caller and reported once, clearly; NumPy's own
+            # floating-point warnings would only repeat it
+            with np.errstate(all="ignore"):
+                for data, target, order in run.source.parts(self._random_state,
+                                                            self.shuffle):
+                    done = 0
+                    while done < order.shape[0]:
+                        threads, rows = (team.next_part() if team is not None
+                                         else (None, part_rows or order.shape[0]))
+                        part = order[done:done + rows]
+                        start = time.perf_counter()
+                        with team.limit(threads) if team is not None else nullcontext():
+                            loss_sum, hits, t = run.backend.train_epoch(
+                                self._params, self._grads, opt.m, opt.v, self._layer_sizes,
+                                run.activation, data, target, part, run.batch_size,
+                                float(self.alpha), step._replace(seen=step.seen + seen), t,
+                                loss_sum)
+                        if team is not None:
+                            team.record(threads, part.shape[0], time.perf_counter() - start)
+                        n_correct += hits
+                        done += part.shape[0]
+                        seen += part.shape[0]
+                        if progress is not None:
+                            progress.update(part.shape[0], loss_sum / seen)
+        finally:
+            if progress is not None:
+                progress.close()
+        return loss_sum, n_correct, t
+
+    def _optimizer_step(self, run):
+        """The optimizer's hyperparameters as the record train_epoch takes (see
+        fastmlp/backends/codes.py), at the current learning rate of the schedule. A decaying
+        schedule spans max_iter epochs of this fit (for partial_fit: max_iter passes of
+        this call's size, counted by t_), and the kernels apply it before every batch."""
+        schedule = SCHEDULES.get(self.learning_rate, CONSTANT)
+        done = self.t_ if run.incremental else self.n_iter_ * run.n_samples
+        return optimizer_step(run.solver, self._optimizer.learning_rate, self.momentum,
+                              self.nesterovs_momentum, self.beta_1, self.beta_2, self.epsilon,
+                              schedule, done, self.max_iter * run.n_samples)
+
+    def _end_epoch(self, run, loss_sum, n_correct, best_params):
+        """Bookkeeping after a completed epoch: the record, the scores, the verbose line,
+        the count of epochs without improvement and the learning-rate schedule.
+        Returns (best_params, whether to stop)."""
+        self.n_iter_ += 1
+        self.t_ += run.n_samples
+        self.loss_ = loss_sum / run.total_weight
+        self.loss_curve_.append(self.loss_)
+        if self._output_code in ACCURACY_OUTPUTS:
+            # as loss_curve_, kept across warm starts and partial_fit calls
+            self.__dict__.setdefault("train_scores_", []).append(n_correct / run.n_samples)
+        extra = None
+        if run.early_stopping:
+            score = self._score_target(run.backend, run.activation, *run.validation)
+            self.validation_scores_.append(score)
+            extra = ("Validation", score)
+        if run.eval_set is not None:
+            score = self.score(*run.eval_set)
+            self.eval_scores_.append(score)
+            extra = ("Test", score)
+        if self.verbose:
+            total = self.n_iter_ if run.incremental else self.max_iter
+            print(self._epoch_line(total, n_correct, run, extra), flush=True)
+        best_params = self._update_no_improvement(run.early_stopping, best_params)
+        self._optimizer.epoch_ended(self.t_)
+        return best_params, self._no_improvement_stops(run.early_stopping)
+
+    def _no_improvement_stops(self, early_stopping):
+        """Once more than n_iter_no_change epochs went without improvement: stop, or (the
+        adaptive schedule) lower the learning rate and count again."""
+        if self._no_improvement_count <= self.n_iter_no_change:
+            return False
+        stop, reason = self._optimizer.should_stop()
+        if self.verbose:
+            what = "Validation score" if early_stopping else "Training loss"
+            print(f"{what} did not improve more than tol={self.tol} for "
+                  f"{self.n_iter_no_change} consecutive epochs: {reason}.")
+        if not stop:
+            self._no_improvement_count = 0
+        return stop
+
+    def _update_no_improvement(self, early_stopping, best_params):
+        if early_stopping:
+            score = self.validation_scores_[-1]
+            if score < self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                best_params = self._params.copy()
+        else:
+            if self.loss_ > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            self.best_loss_ = min(self.best_loss_, self.loss_)
+        return best_params
