@@ -7,7 +7,6 @@ record, and the bookkeeping after each epoch (scores, early stopping, the schedu
 from __future__ import annotations
 
 import time
-import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from types import ModuleType
@@ -19,7 +18,7 @@ from sklearn.model_selection import train_test_split
 
 from . import _progress
 from ._inputs import _input_density
-from ._report import ACCURACY_OUTPUTS, USER_FRAME
+from ._report import ACCURACY_OUTPUTS, warn_user
 from ._state import restore_snapshot, take_snapshot
 from ._stream import (
     BLOCKS,
@@ -99,9 +98,8 @@ class EpochsMixin:
             batch_size = int(self.batch_size)
         if batch_size > n_samples:
             if self.batch_size != "auto":
-                warnings.warn(f"batch_size={batch_size} is larger than the number of samples "
-                              f"({n_samples}); using batch_size={n_samples}", UserWarning,
-                              stacklevel=USER_FRAME)
+                warn_user(f"batch_size={batch_size} is larger than the number of samples "
+                              f"({n_samples}); using batch_size={n_samples}", UserWarning)
             batch_size = n_samples
         total_weight = (float(np.sum(target.weights, dtype=np.float64)) if target.weights.size
                         else n_samples)
@@ -166,30 +164,30 @@ class EpochsMixin:
                     loss_sum, n_correct, t = self._train_epoch(run)
                     if not (np.isfinite(loss_sum) and np.isfinite(self._params).all()):
                         restore_snapshot(self, snapshot)
-                        warnings.warn(
+                        warn_user(
                             f"training diverged in epoch {self.n_iter_ + 1}: the loss or the "
                             "weights became infinite or NaN, so training stopped and the "
                             f"model keeps the weights of epoch {self.n_iter_} (the last "
                             "finite ones; epoch 0 means the initial weights). Lower "
                             "learning_rate_init, or scale X to a small range.",
-                            RuntimeWarning, stacklevel=USER_FRAME)
+                            RuntimeWarning)
                         break
                     self._optimizer.t = t
                     best_params, stop = self._end_epoch(run, loss_sum, n_correct, best_params)
                 except KeyboardInterrupt:
                     restore_snapshot(self, snapshot)
-                    warnings.warn(f"training interrupted by the user during epoch "
+                    warn_user(f"training interrupted by the user during epoch "
                                   f"{snapshot['n_iter_'] + 1}; the model keeps the weights "
                                   f"of epoch {snapshot['n_iter_']}, the last completed one.",
-                                  UserWarning, stacklevel=USER_FRAME)
+                                  UserWarning)
                     break
                 if stop:
                     break
             else:
                 if not run.incremental:
-                    warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                    warn_user(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
                                   "reached and the optimization hasn't converged yet.",
-                                  ConvergenceWarning, stacklevel=USER_FRAME)
+                                  ConvergenceWarning)
         return best_params
 
     def _train_epoch(self, run):

@@ -4,14 +4,12 @@ gradient, with scikit-learn's max_iter, max_fun and tol.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import scipy.optimize
 from sklearn.exceptions import ConvergenceWarning
 
 from ._inputs import model_input
-from ._report import USER_FRAME
+from ._report import warn_user
 from .backends import REFERENCE
 from .threads import serial_blas_between, thread_limit
 
@@ -59,15 +57,15 @@ class LbfgsMixin:
                              "gtol": self.tol})
         except KeyboardInterrupt:
             self._params[...] = start
-            warnings.warn("training interrupted by the user; the model keeps the weights it "
-                          "had before this fit", UserWarning, stacklevel=USER_FRAME)
+            warn_user("training interrupted by the user; the model keeps the weights it "
+                          "had before this fit", UserWarning)
             return self
         self._params[...] = result.x
         if not (np.isfinite(result.fun) and np.isfinite(self._params).all()):
             self._params[...] = start
-            warnings.warn("training diverged: the loss or the weights became infinite or "
+            warn_user("training diverged: the loss or the weights became infinite or "
                           "NaN, so the model keeps the weights it had before this fit. Scale "
-                          "X to a small range.", RuntimeWarning, stacklevel=USER_FRAME)
+                          "X to a small range.", RuntimeWarning)
             return self
         self.n_iter_ = min(int(result.nit), self.max_iter)
         self.loss_ = float(result.fun)
@@ -78,7 +76,7 @@ class LbfgsMixin:
         if result.status != 0:
             hint = (f" Increase the number of iterations (max_iter={self.max_iter})."
                     if self.n_iter_ == self.max_iter else "")
-            warnings.warn(f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
+            warn_user(f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
                           f"(status={result.status}): {result.message}.{hint} Scaling X may "
-                          "also help.", ConvergenceWarning, stacklevel=USER_FRAME)
+                          "also help.", ConvergenceWarning)
         return self

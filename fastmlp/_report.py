@@ -4,6 +4,9 @@ warnings of a fit point, and the summary of the network's layers.
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 from sklearn.utils.validation import check_is_fitted
 
 from . import _progress
@@ -14,9 +17,21 @@ from .network import summary_table
 # outputs whose epochs count correct training predictions (train_scores_)
 ACCURACY_OUTPUTS = (SOFTMAX, OUTPUTS["logistic"])
 _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
-# warnings raised while fitting point at the user's call of fit or partial_fit:
-# caller -> fit -> _fit -> _plan_epochs or _run_epochs -> warnings.warn
-USER_FRAME = 4
+
+
+def warn_user(message, category=UserWarning):
+    """``warnings.warn`` pointing at the first frame outside fastmlp: the user's call of
+    fit, partial_fit or predict (or scikit-learn's, inside a Pipeline or a search),
+    however deep in the package the warning was raised."""
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and _in_package(frame):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def _in_package(frame) -> bool:
+    name = frame.f_globals.get("__name__", "")
+    return name == "fastmlp" or name.startswith("fastmlp.")
 
 
 class ReportMixin:

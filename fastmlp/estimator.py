@@ -4,8 +4,6 @@ all arithmetic on arrays happens in the backend's kernels."""
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from scipy.special import expit
 from sklearn.base import ClassifierMixin
@@ -16,6 +14,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 
 from ._base import BaseMLP
 from ._inputs import SPARSE_FORMATS, checked_X, input_dtypes, validated_fit_data, weights_or_none
+from ._report import warn_user
 from .backends.codes import IDENTITY, LOGISTIC, SOFTMAX, Target
 
 _TINY = np.finfo(np.float64).tiny
@@ -360,9 +359,9 @@ default "constant"
                                   y_numeric=False)
         X = checked_X(X)
         if y.ndim == 2 and y.shape[1] == 1 and type_of_target(y) != "multilabel-indicator":
-            warnings.warn("A column-vector y was passed when a 1d array was expected. "
+            warn_user("A column-vector y was passed when a 1d array was expected. "
                           "Please change the shape of y to (n_samples,), for example using "
-                          "ravel().", DataConversionWarning, stacklevel=4)
+                          "ravel().", DataConversionWarning)
             y = y.ravel()
         if y.ndim == 2:
             return self._multilabel_targets(X, y, dtype, incremental, reinitialise)

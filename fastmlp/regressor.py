@@ -4,8 +4,6 @@ R^2; the epoch loop, L-BFGS, prediction and model files are shared with the clas
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from sklearn.base import RegressorMixin
 from sklearn.exceptions import DataConversionWarning
@@ -14,6 +12,7 @@ from sklearn.utils.metaestimators import available_if
 
 from ._base import BaseMLP
 from ._inputs import SPARSE_FORMATS, checked_X, input_dtypes, validated_fit_data, weights_or_none
+from ._report import warn_user
 from .backends.codes import EXP, IDENTITY, Target
 
 # loss -> the output function it is the canonical loss of
@@ -263,9 +262,9 @@ default "constant"
                                   y_numeric=True)
         X = checked_X(X)
         if y.ndim == 2 and y.shape[1] == 1:
-            warnings.warn("A column-vector y was passed when a 1d array was expected. "
+            warn_user("A column-vector y was passed when a 1d array was expected. "
                           "Please change the shape of y to (n_samples,), for example using "
-                          "ravel().", DataConversionWarning, stacklevel=4)
+                          "ravel().", DataConversionWarning)
         values = np.ascontiguousarray(y.reshape(y.shape[0], -1), dtype=dtype)
         if not np.isfinite(values).all():
             raise ValueError("y holds values too large for the model's dtype "

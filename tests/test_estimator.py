@@ -649,3 +649,24 @@ def test_decaying_schedules_span_the_fit(backend_name, monkeypatch, solver, sche
                           backend=backend_name).fit(X, y)
     assert not np.array_equal(constant._params, decayed._params)
     assert decayed.score(X, y) > 0.8  # it still learns (3 epochs; SGD is slow here)
+
+
+@pytest.mark.parametrize("case", ["batch_size", "max_iter", "lbfgs", "column_y", "regressor"])
+def test_warnings_of_a_fit_point_at_the_users_call(case):
+    # a warning raised deep inside the package names the line that called fit, as
+    # scikit-learn's do, so that the user sees which call of theirs it is about
+    X = np.random.default_rng(0).random((12, 3))
+    y = np.arange(12) % 2
+    model, args = {
+        "batch_size": (FastMLP(batch_size=100, max_iter=1), (X, y)),
+        "max_iter": (FastMLP(max_iter=1), (X, y)),
+        "lbfgs": (FastMLP(solver="lbfgs", max_iter=1), (X, y)),
+        "column_y": (FastMLP(max_iter=1), (X, y[:, None])),
+        "regressor": (FastMLPRegressor(max_iter=1), (X, y[:, None].astype(float))),
+    }[case]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.set_params(backend="numpy", hidden_layer_sizes=(4,)).fit(*args)
+    assert caught
+    for warning in caught:
+        assert warning.filename == __file__, (str(warning.message), warning.filename)
