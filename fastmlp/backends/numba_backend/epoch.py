@@ -57,14 +57,15 @@ from .inline import (
     PREFETCH_AHEAD,
     act_derivative_f,
     activate_f,
+    adam_step_f,
     axpy_f,
     column_sums_f,
-    flush_f,
     lane_sum_f,
     output_row_f,
     prefetch_row_f,
     scale_f,
     scatter_rows_f,
+    sgd_step_f,
     sumsq_f,
     ublock,
     update_f,
@@ -403,20 +404,13 @@ def _l2_step_f(params, grads, m, v, s, n, alpha_n, update, opt):
         tiny = params.dtype.type(FLUSH_BELOW)
         for q in range(s, s + n):
             w = params[q]
-            g = grads[q] + alpha_n * w
-            mq = flush_f(opt.beta1 * m[q] + (one - opt.beta1) * g, tiny)
-            vq = flush_f(opt.beta2 * v[q] + (one - opt.beta2) * g * g, tiny)
-            m[q] = mq
-            v[q] = vq
-            params[q] = w - opt.lr_t * mq / (np.sqrt(vq) + opt.eps)
+            params[q], m[q], v[q] = adam_step_f(w, grads[q] + alpha_n * w, m[q], v[q], opt,
+                                                one, tiny)
             grads[q] = zero
     else:
         for q in range(s, s + n):
             w = params[q]
-            g = grads[q] + alpha_n * w
-            vel = opt.momentum * m[q] - opt.lr * g
-            m[q] = vel
-            params[q] = w + (opt.momentum * vel - opt.lr * g if opt.nesterov else vel)
+            params[q], m[q] = sgd_step_f(w, grads[q] + alpha_n * w, m[q], opt)
             grads[q] = zero
 
 
@@ -557,20 +551,13 @@ def _panel_step_f(params, m, v, wo, g_sum, P, alpha_n, opt):
         for c in range(P):
             q = wo + c
             w = params[q]
-            g = g_sum[c] + alpha_n * w
-            mq = flush_f(opt.beta1 * m[q] + (one - opt.beta1) * g, tiny)
-            vq = flush_f(opt.beta2 * v[q] + (one - opt.beta2) * g * g, tiny)
-            m[q] = mq
-            v[q] = vq
-            params[q] = w - opt.lr_t * mq / (np.sqrt(vq) + opt.eps)
+            params[q], m[q], v[q] = adam_step_f(w, g_sum[c] + alpha_n * w, m[q], v[q], opt,
+                                                one, tiny)
     else:
         for c in range(P):
             q = wo + c
             w = params[q]
-            g = g_sum[c] + alpha_n * w
-            vel = opt.momentum * m[q] - opt.lr * g
-            m[q] = vel
-            params[q] = w + (opt.momentum * vel - opt.lr * g if opt.nesterov else vel)
+            params[q], m[q] = sgd_step_f(w, g_sum[c] + alpha_n * w, m[q], opt)
 
 
 @jit

@@ -208,6 +208,26 @@ def flush_f(x, tiny):
     return tiny - tiny if abs(x) < tiny else x
 
 
+@inline
+def adam_step_f(w, g, mq, vq, opt, one, tiny):
+    """Adam's step of one weight: (new weight, new first moment, new second moment) from
+    the weight w, its gradient g (L2 term included) and its moments. The one place the
+    formula is written; every loop that steps weights calls it. ``one`` and ``tiny`` are
+    1 and codes.FLUSH_BELOW in the weights' dtype; moments below ``tiny`` become zero
+    (flush_f)."""
+    mq = flush_f(opt.beta1 * mq + (one - opt.beta1) * g, tiny)
+    vq = flush_f(opt.beta2 * vq + (one - opt.beta2) * g * g, tiny)
+    return w - opt.lr_t * mq / (np.sqrt(vq) + opt.eps), mq, vq
+
+
+@inline
+def sgd_step_f(w, g, vel, opt):
+    """SGD's step of one weight with momentum (Nesterov's when opt.nesterov): (new weight,
+    new velocity) from the weight w, its gradient g (L2 term included) and its velocity."""
+    vel = opt.momentum * vel - opt.lr * g
+    return w + (opt.momentum * vel - opt.lr * g if opt.nesterov else vel), vel
+
+
 @jit
 def update_f(params, grads, m, v, s, n, opt):
     # one optimizer step (opt, a codes.OptimizerStep) on params[s : s + n], in the flat
@@ -216,23 +236,11 @@ def update_f(params, grads, m, v, s, n, opt):
         one = params.dtype.type(1)
         tiny = params.dtype.type(FLUSH_BELOW)
         for q in range(s, s + n):
-            g = grads[q]
-            mq = flush_f(opt.beta1 * m[q] + (one - opt.beta1) * g, tiny)
-            vq = flush_f(opt.beta2 * v[q] + (one - opt.beta2) * g * g, tiny)
-            m[q] = mq
-            v[q] = vq
-            params[q] -= opt.lr_t * mq / (np.sqrt(vq) + opt.eps)
-    elif opt.nesterov:
-        for q in range(s, s + n):
-            g = grads[q]
-            vel = opt.momentum * m[q] - opt.lr * g
-            m[q] = vel
-            params[q] += opt.momentum * vel - opt.lr * g
+            params[q], m[q], v[q] = adam_step_f(params[q], grads[q], m[q], v[q], opt, one,
+                                                tiny)
     else:
         for q in range(s, s + n):
-            vel = opt.momentum * m[q] - opt.lr * grads[q]
-            m[q] = vel
-            params[q] += vel
+            params[q], m[q] = sgd_step_f(params[q], grads[q], m[q], opt)
 
 
 @jit
