@@ -79,6 +79,13 @@ def test_optimizer_record_fields():
     lazy = codes.optimizer_step(codes.LAZY_ADAM, 1)
     # the kernels know one Adam: the lazy one is Adam with the flag set
     assert (lazy.solver, lazy.lazy) == (codes.ADAM, True)
+    # whatever numbers a record was built from, the kernels see one signature
+    loose = codes.OptimizerStep(np.int64(1), np.float32(0.5), 1, np.bool_(False), 0.9, 0.999,
+                                1e-8, 0, np.int32(2), 3, 7, 0)
+    typed = codes.typed_step(loose)
+    assert typed == loose
+    assert [type(x) for x in typed] == [int, float, float, bool, float, float, float, float,
+                                        int, float, float, bool]
 
 
 def _extension():

@@ -6,7 +6,7 @@ Kernels never branch on strings: the estimator resolves names to these codes onc
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, get_type_hints
 
 import numpy as np
 
@@ -71,15 +71,25 @@ class OptimizerStep(NamedTuple):
     lazy: bool = False
 
 
+# the Python type of each field of OptimizerStep, in its order
+_STEP_TYPES = tuple(get_type_hints(OptimizerStep).values())
+
+
+def typed_step(opt) -> OptimizerStep:
+    """``opt`` (an OptimizerStep, or its fields in order) with every field of the type the
+    compiled kernels expect (int, float, bool), so that they are compiled for one
+    signature only, whatever numbers a caller built it from (NumPy scalars, say). The one
+    place an OptimizerStep is typed for the kernels."""
+    return OptimizerStep(*(kind(value) for kind, value in zip(_STEP_TYPES, opt, strict=True)))
+
+
 def optimizer_step(solver, lr, momentum=0.9, nesterov=True, beta1=0.9, beta2=0.999,
                    eps=1e-8, schedule=CONSTANT, seen=0.0, horizon=1.0) -> OptimizerStep:
-    """An OptimizerStep with every field of the type the compiled kernels expect (int,
-    float, bool), so they are compiled for one signature only. ``solver`` is a code of
-    ESTIMATOR_SOLVERS other than LBFGS (LAZY_ADAM becomes ADAM with ``lazy`` set)."""
+    """An OptimizerStep for ``solver``, a code of ESTIMATOR_SOLVERS other than LBFGS
+    (LAZY_ADAM becomes ADAM with ``lazy`` set), typed for the kernels (typed_step)."""
     lazy = int(solver) == LAZY_ADAM
-    return OptimizerStep(ADAM if lazy else int(solver), float(lr), float(momentum),
-                         bool(nesterov), float(beta1), float(beta2), float(eps), 0.0,
-                         int(schedule), float(seen), float(max(horizon, 1.0)), lazy)
+    return typed_step((ADAM if lazy else solver, lr, momentum, nesterov, beta1, beta2, eps,
+                       0.0, schedule, seen, max(horizon, 1.0), lazy))
 
 
 class Target(NamedTuple):

@@ -50,6 +50,7 @@ from ..codes import (
     OptimizerStep,
     loss_denominator,
     scheduled_lr,
+    typed_step,
 )
 from ._config import U, inline, jit, pjit
 from .blas import NO_TRANS, TRANS, gemm
@@ -899,11 +900,7 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
     # the lazy step sums the first layer's gradient by rows
     ws = Workspace(layer_sizes, min(int(batch_size), order.shape[0]), params, m, v, grads,
                    None if opt.lazy else data)
-    opt = opt._replace(solver=int(opt.solver), lr=float(opt.lr), momentum=float(opt.momentum),
-                       nesterov=bool(opt.nesterov), beta1=float(opt.beta1),
-                       beta2=float(opt.beta2), eps=float(opt.eps), lr_t=float(opt.lr_t),
-                       schedule=int(opt.schedule), seen=float(opt.seen),
-                       horizon=float(opt.horizon))
+    opt = typed_step(opt)
     try:
         with one_blas_thread():
             loss, hits, t = _epoch(ws.state(), ws.net(), _data(data, target),
