@@ -32,7 +32,7 @@ REPEATS = 3
 # ----------------------
 # :func:`fastmlp.available_backends` lists the backends that load on this machine
 # (``cython`` is missing when the extension was not built). numba compiles its
-# kernels the first time they are used, which takes a minute or more; ``auto`` does
+# kernels the first time they are used, which takes a minute or two; ``auto`` does
 # not use it until that is done, in a background process or by ``fastmlp warmup``.
 # ``fastmlp.backends.auto_may_use`` says whether a backend's kernels for a dtype are
 # ready, so the example leaves out a backend that would compile during its fit.
@@ -52,7 +52,7 @@ for name in available_backends():
         backends.append(name)
     else:
         print(f"note: {name} is left out: its float32 kernels are not compiled yet, and "
-              f"compiling them takes a minute or more (`fastmlp warmup` does it once)")
+              f"compiling them takes a minute or two (`fastmlp warmup` does it once)")
 print("backends timed:", ", ".join(backends))
 
 # %%
