@@ -28,7 +28,9 @@ def _backend_threads(name):
 
 
 def _threads_in_fit(monkeypatch, backend_name, **kw):
-    """The backend's thread count seen inside train_epoch during a fit."""
+    """The most threads the backend ran train_epoch on during a two-epoch fit. A
+    default-thread fit on a busy machine may run its epochs in timed parts, some on
+    fewer threads (threads.AdaptiveTeam), so the calls are at least one an epoch."""
     backend = get_backend(backend_name)
     real = backend.train_epoch
     seen = []
@@ -44,8 +46,8 @@ def _threads_in_fit(monkeypatch, backend_name, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         FastMLP(hidden_layer_sizes=(8,), max_iter=2, backend=backend_name, **kw).fit(X, y)
-    assert len(seen) == 2
-    return seen[0]
+    assert len(seen) >= 2
+    return max(seen)
 
 
 @several_cpus
