@@ -28,6 +28,7 @@ import warnings
 import matplotlib.pyplot as plt
 import numpy as np
 import scipy.sparse as sp
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import ConfusionMatrixDisplay
@@ -132,11 +133,7 @@ print(f"lazy_adam: test accuracy {pipe.score(docs_test, y_test):.2%} "
 # The same pipeline with exact Adam, for reference: on this problem the two optimizers
 # reach about the same accuracy.
 
-adam = Pipeline([
-    ("tfidf", TfidfVectorizer(sublinear_tf=True)),
-    ("mlp", FastMLP(hidden_layer_sizes=(64,), solver="adam", max_iter=EPOCHS,
-                    learning_rate_init=2e-3, random_state=0)),
-])
+adam = clone(pipe).set_params(mlp__solver="adam")
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", ConvergenceWarning)
     adam.fit(docs_train, y_train)
