@@ -17,7 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
 from . import _progress
-from ._inputs import _input_density
+from ._inputs import input_density
 from ._report import ACCURACY_OUTPUTS, warn_user
 from ._state import restore_snapshot, take_snapshot
 from ._stream import (
@@ -113,7 +113,7 @@ class EpochsMixin:
         else:
             source = InMemory(backend.prepare_inputs(X, p.dtype, p.input_scale),
                               target, n_samples)
-        work = batch_work(self._layer_sizes, batch_size, _input_density(X))
+        work = batch_work(self._layer_sizes, batch_size, input_density(X))
         return _Epochs(backend=backend, activation=p.activation, solver=p.solver,
                        source=source, target=target, n_samples=n_samples,
                        total_weight=total_weight or 1.0, batch_size=batch_size,

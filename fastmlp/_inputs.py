@@ -45,7 +45,7 @@ def model_input(X, dtype, scale):
     return scaled_block(X, 0, X.shape[0], dtype, scale)
 
 
-def _input_density(X, sample_rows=256):
+def input_density(X, sample_rows=256):
     """The share of X's values that are not zero: exact for sparse X, from a few rows
     spread over a dense one (the first layer reads only the non-zero inputs)."""
     if X.shape[0] == 0 or X.shape[1] == 0:
