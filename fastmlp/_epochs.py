@@ -138,6 +138,18 @@ class EpochsMixin:
         too small to have a member on both sides, or a validation set of fewer than two
         rows, is an error rather than a meaningless score."""
         stratify = self._stratify(target)
+        if stratify is not None:
+            # the check train_test_split makes, here so the message names the user's labels
+            # (the split is stratified by their indices)
+            counts = np.bincount(stratify)
+            if np.any(counts == 1):
+                few = self.classes_[counts == 1].tolist()
+                raise ValueError(
+                    "early_stopping=True holds out a stratified validation set "
+                    f"(validation_fraction={self.validation_fraction}), and it cannot be made "
+                    "from this data: The least populated classes in y have only 1 member, "
+                    "which is too few. The minimum number of groups for any class cannot be "
+                    f"less than 2. Classes with too few members are: {few}")
         try:
             train, val = train_test_split(
                 np.arange(X.shape[0]), random_state=self._random_state,

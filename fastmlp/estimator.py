@@ -369,8 +369,10 @@ default "constant"
         if reinitialise:
             self.classes_ = np.unique(y) if classes is None else classes
         elif not incremental and not np.array_equal(np.unique(y), self.classes_):
-            raise ValueError("warm_start can only be used when y has the same classes as the "
-                             f"previous fit, {self.classes_!r}")
+            # scikit-learn's wording, so that code matching its message keeps working
+            raise ValueError("warm_start can only be used where `y` has the same classes as "
+                             f"in the previous call to fit. Previously got {self.classes_}, "
+                             f"`y` has {np.unique(y)}")
         elif getattr(self, "out_activation_", "softmax") != "softmax":
             raise ValueError("this model was fitted on multilabel y; it cannot continue on "
                              "1-D class labels")

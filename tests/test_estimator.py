@@ -1,6 +1,7 @@
 """FastMLP as a scikit-learn classifier, on every available backend."""
 
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -273,8 +274,22 @@ def test_warm_start(backend_name):
     # continued, not restarted; n_iter_ counts this fit's epochs, as in scikit-learn
     assert warm.n_iter_ == 2 and len(warm.loss_curve_) == 4 and warm.t_ == 4 * len(y)
     assert not np.array_equal(start, warm.coefs_[0])
-    with pytest.raises(ValueError, match="same classes"):
+    # scikit-learn's message, word for word (its test_warm_start matches it)
+    message = ("warm_start can only be used where `y` has the same classes as in the previous "
+               "call to fit. Previously got [0 1 2], `y` has [0 1]")
+    with pytest.raises(ValueError, match=re.escape(message)):
         warm.fit(X, np.where(y == 2, 1, y))
+
+
+@pytest.mark.parametrize("labels, named", [([0, 0, 0, 1], "[1]"),
+                                           (["a", "b", "b", "b"], "['a']")])
+def test_early_stopping_split_names_the_small_classes(labels, named):
+    # scikit-learn's test_early_stopping_stratified: a class with one member cannot be on
+    # both sides of a stratified split, and the message says which, by the user's labels
+    X = [[1, 2], [2, 3], [3, 4], [4, 5]]
+    with pytest.raises(ValueError, match=r"The least populated classes in y have only 1 "
+                       r"member.*Classes with too few members are: " + re.escape(named)):
+        FastMLP(early_stopping=True, backend="numpy").fit(X, labels)
 
 
 def test_pickle_round_trip(backend_name):
