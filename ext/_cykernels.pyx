@@ -189,13 +189,16 @@ cdef struct OptimizerStep:
     double seen         # samples the schedule had seen before this epoch
     double horizon      # samples the schedule spans
     bint lazy           # Adam steps only the first layer's rows of the batch's inputs
+    double weight_decay  # AdamW's decoupled decay (Adam only)
+    double keep_t       # the current batch's factor of that decay, codes.decay_keep
 
 
 cdef OptimizerStep _optimizer_step(opt) except *:
     """A codes.OptimizerStep as the record, read by position."""
     cdef OptimizerStep step
     (step.solver, step.lr, step.momentum, step.nesterov, step.beta1, step.beta2, step.eps,
-     step.lr_t, step.schedule, step.seen, step.horizon, step.lazy) = opt
+     step.lr_t, step.schedule, step.seen, step.horizon, step.lazy, step.weight_decay,
+     step.keep_t) = opt
     return step
 
 
@@ -589,6 +592,7 @@ cdef void _update(floating* p, const floating* g, floating* m, floating* v, Py_s
     cdef floating lr = <floating>opt.lr, momentum = <floating>opt.momentum
     cdef floating beta1 = <floating>opt.beta1, beta2 = <floating>opt.beta2
     cdef floating eps = <floating>opt.eps, lr_t = <floating>opt.lr_t
+    cdef floating keep = <floating>opt.keep_t
     cdef floating c1 = one - beta1, c2 = one - beta2
     cdef floating zero = 0, tiny = <floating>FLUSH_BELOW
     if opt.solver == ADAM:
@@ -602,10 +606,11 @@ cdef void _update(floating* p, const floating* g, floating* m, floating* v, Py_s
             vq = zero if vq < tiny else vq
             m[q] = mq
             v[q] = vq
+            # keep: AdamW's decoupled decay, exactly 1 without it (no bit changes)
             if floating is float:
-                p[q] -= lr_t * mq / (sqrtf(vq) + eps)
+                p[q] = p[q] * keep - lr_t * mq / (sqrtf(vq) + eps)
             else:
-                p[q] -= lr_t * mq / (sqrt(vq) + eps)
+                p[q] = p[q] * keep - lr_t * mq / (sqrt(vq) + eps)
     elif opt.nesterov:
         for q in range(n):
             vel = momentum * m[q] - lr * g[q]
@@ -636,7 +641,7 @@ def sgd_update(floating[::1] param, const floating[::1] grad, floating[::1] velo
                double lr, double momentum, bint nesterov):
     # param, grad, velocity (P,): SGD with (Nesterov) momentum, as scikit-learn's
     cdef OptimizerStep opt = OptimizerStep(SGD, lr, momentum, nesterov, 0, 0, 0, 0, CONSTANT,
-                                           0, 1, False)
+                                           0, 1, False, 0, 1)
     if param.shape[0] == 0:
         return
     with nogil:
@@ -645,10 +650,12 @@ def sgd_update(floating[::1] param, const floating[::1] grad, floating[::1] velo
 
 
 def adam_update(floating[::1] param, const floating[::1] grad, floating[::1] m,
-                floating[::1] v, double lr_t, double beta1, double beta2, double eps):
-    # param, grad, m, v (P,): one Adam step, the bias correction folded into lr_t
+                floating[::1] v, double lr_t, double beta1, double beta2, double eps,
+                double keep=1.0):
+    # param, grad, m, v (P,): one Adam step, the bias correction folded into lr_t, each
+    # parameter multiplied by keep (AdamW's decoupled decay) before it
     cdef OptimizerStep opt = OptimizerStep(ADAM, 0, 0, False, beta1, beta2, eps, lr_t,
-                                           CONSTANT, 0, 1, False)
+                                           CONSTANT, 0, 1, False, 0, keep)
     if param.shape[0] == 0:
         return
     with nogil:
@@ -1297,6 +1304,7 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] m, floa
             if step.solver == ADAM:
                 t += 1
                 step.lr_t = step.lr * sqrt(1.0 - step.beta2 ** t) / (1.0 - step.beta1 ** t)
+                step.keep_t = 1.0 - step.lr * step.weight_decay  # codes.decay_keep
             x.rows = &order[start]
             x.n = stop - start
             loss += _batch(&params[0], &grads[0], mp, vp, &lay, &x, &buf, act, alpha, &step,

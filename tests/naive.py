@@ -107,11 +107,11 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov):
     return param, velocity
 
 
-def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
+def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps, keep=1.0):
     param, m, v = param.astype(float), m.astype(float), v.astype(float)
     for j in range(param.size):
         g = float(grad[j])
         m[j] = beta1 * m[j] + (1 - beta1) * g
         v[j] = beta2 * v[j] + (1 - beta2) * g * g
-        param[j] -= lr_t * m[j] / (math.sqrt(v[j]) + eps)
+        param[j] = keep * param[j] - lr_t * m[j] / (math.sqrt(v[j]) + eps)
     return param, m, v

@@ -72,20 +72,24 @@ def test_optimizer_record_fields():
     # the compiled code reads the record by position
     assert codes.OptimizerStep._fields == ("solver", "lr", "momentum", "nesterov", "beta1",
                                             "beta2", "eps", "lr_t", "schedule", "seen",
-                                            "horizon", "lazy")
-    step = codes.optimizer_step(codes.ADAM, 1)
+                                            "horizon", "lazy", "weight_decay", "keep_t")
+    step = codes.optimizer_step(codes.ADAM, 1, weight_decay=0.5)
     assert (type(step.solver), type(step.lr), type(step.nesterov)) == (int, float, bool)
-    assert step.lazy is False
+    # only AdamW decays; the epoch sets keep_t before every batch
+    assert (step.lazy, step.weight_decay, step.keep_t) == (False, 0.0, 1.0)
     lazy = codes.optimizer_step(codes.LAZY_ADAM, 1)
-    # the kernels know one Adam: the lazy one is Adam with the flag set
+    adamw = codes.optimizer_step(codes.ADAMW, 1, weight_decay=0.5)
+    # the kernels know one Adam: the lazy one and AdamW are Adam with a field set
     assert (lazy.solver, lazy.lazy) == (codes.ADAM, True)
+    assert (adamw.solver, adamw.lazy, adamw.weight_decay) == (codes.ADAM, False, 0.5)
+    assert codes.decay_keep(0.1, 0.5) == 0.95 and codes.decay_keep(0.1, 0.0) == 1.0
     # whatever numbers a record was built from, the kernels see one signature
     loose = codes.OptimizerStep(np.int64(1), np.float32(0.5), 1, np.bool_(False), 0.9, 0.999,
-                                1e-8, 0, np.int32(2), 3, 7, 0)
+                                1e-8, 0, np.int32(2), 3, 7, 0, np.float32(0.25), 1)
     typed = codes.typed_step(loose)
     assert typed == loose
     assert [type(x) for x in typed] == [int, float, float, bool, float, float, float, float,
-                                        int, float, float, bool]
+                                        int, float, float, bool, float, float]
 
 
 def _extension():

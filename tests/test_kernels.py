@@ -114,12 +114,14 @@ def test_sgd_update(backend, dtype, tol, nesterov):
     np.testing.assert_allclose(velocity, exp_velocity, **tol)
 
 
-def test_adam_update(backend, dtype, tol):
+@pytest.mark.parametrize("keep", [None, 0.75])  # None: the default, no decay (AdamW's: 0.75)
+def test_adam_update(backend, dtype, tol, keep):
     rng = np.random.default_rng(7)
     param, grad, m = rand(rng, 37, dtype), rand(rng, 37, dtype), rand(rng, 37, dtype)
     v = np.abs(rand(rng, 37, dtype))
-    exp = naive.adam_update(param, grad, m, v, 0.01, 0.9, 0.999, 1e-8)
-    backend.adam_update(param, grad, m, v, 0.01, 0.9, 0.999, 1e-8)
+    exp = naive.adam_update(param, grad, m, v, 0.01, 0.9, 0.999, 1e-8, keep or 1.0)
+    extra = () if keep is None else (keep,)
+    backend.adam_update(param, grad, m, v, 0.01, 0.9, 0.999, 1e-8, *extra)
     for got, want in zip((param, m, v), exp):
         np.testing.assert_allclose(got, want, **tol)
 

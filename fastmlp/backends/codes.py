@@ -27,9 +27,11 @@ SOLVERS = {"sgd": SGD, "adam": ADAM}  # the solvers the fused epochs run
 LBFGS = 2
 # Adam with a lazy first layer: the kernels run it as ADAM with OptimizerStep.lazy set
 LAZY_ADAM = 3
-ESTIMATOR_SOLVERS = {**SOLVERS, "lbfgs": LBFGS, "lazy_adam": LAZY_ADAM}
+# Adam with decoupled weight decay: the kernels run it as ADAM with OptimizerStep.weight_decay
+ADAMW = 4
+ESTIMATOR_SOLVERS = {**SOLVERS, "lbfgs": LBFGS, "lazy_adam": LAZY_ADAM, "adamw": ADAMW}
 # the estimator's solver codes that keep Adam's two moments
-ADAM_SOLVERS = (ADAM, LAZY_ADAM)
+ADAM_SOLVERS = (ADAM, LAZY_ADAM, ADAMW)
 
 
 # learning-rate schedules the fused epochs apply before every mini-batch (the per-epoch
@@ -55,6 +57,11 @@ class OptimizerStep(NamedTuple):
     non-zero in at least one row of the batch: the other rows, their moments and their
     L2 term are left as they are for that batch (the first layer's biases and every other
     layer take the full step). Without it every weight takes every step.
+
+    ``weight_decay`` (Adam only) is AdamW's decoupled weight decay (Loshchilov and Hutter):
+    before its Adam step every parameter is multiplied by ``keep_t``, which the epoch sets
+    before every batch to ``decay_keep(lr, weight_decay)`` at the batch's scheduled (not
+    bias-corrected) learning rate. At 0 the factor is exactly 1 and changes no bit.
     """
 
     solver: int
@@ -69,6 +76,8 @@ class OptimizerStep(NamedTuple):
     seen: float = 0.0
     horizon: float = 1.0
     lazy: bool = False
+    weight_decay: float = 0.0
+    keep_t: float = 1.0
 
 
 # the Python type of each field of OptimizerStep, in its order
@@ -84,12 +93,16 @@ def typed_step(opt) -> OptimizerStep:
 
 
 def optimizer_step(solver, lr, momentum=0.9, nesterov=True, beta1=0.9, beta2=0.999,
-                   eps=1e-8, schedule=CONSTANT, seen=0.0, horizon=1.0) -> OptimizerStep:
+                   eps=1e-8, schedule=CONSTANT, seen=0.0, horizon=1.0,
+                   weight_decay=0.0) -> OptimizerStep:
     """An OptimizerStep for ``solver``, a code of ESTIMATOR_SOLVERS other than LBFGS
-    (LAZY_ADAM becomes ADAM with ``lazy`` set), typed for the kernels (typed_step)."""
+    (LAZY_ADAM becomes ADAM with ``lazy`` set; ADAMW becomes ADAM with ``weight_decay``,
+    which the other solvers ignore), typed for the kernels (typed_step)."""
     lazy = int(solver) == LAZY_ADAM
-    return typed_step((ADAM if lazy else solver, lr, momentum, nesterov, beta1, beta2, eps,
-                       0.0, schedule, seen, max(horizon, 1.0), lazy))
+    decay = weight_decay if int(solver) == ADAMW else 0.0
+    return typed_step((ADAM if int(solver) in ADAM_SOLVERS else solver, lr, momentum,
+                       nesterov, beta1, beta2, eps, 0.0, schedule, seen, max(horizon, 1.0),
+                       lazy, decay, 1.0))
 
 
 class Target(NamedTuple):
@@ -157,6 +170,13 @@ def scheduled_lr(lr, schedule, seen, horizon):
 # subnormal floats within an epoch, which Intel CPUs multiply about a hundred times
 # slower, and a moment this small moves a weight by less than 1e-30.
 FLUSH_BELOW = 2.0**-126
+
+
+def decay_keep(lr, weight_decay):
+    """The factor AdamW multiplies every parameter by before a step at the (scheduled)
+    learning rate ``lr``: ``1 - lr * weight_decay``, in float64; exactly 1 without decay.
+    Every backend computes it in this order."""
+    return 1.0 - lr * weight_decay
 
 
 def adam_lr(lr, beta1, beta2, t):

@@ -63,8 +63,10 @@ KERNELS = {
         "param, grad, velocity, lr, momentum, nesterov", "param, grad, velocity (P,)",
         "one SGD step with (Nesterov) momentum, as scikit-learn's SGDOptimizer", SUPPORT),
     "adam_update": Kernel(
-        "param, grad, m, v, lr_t, beta1, beta2, eps", "param, grad, m, v (P,)",
-        "one Adam step, the bias correction folded into lr_t (codes.adam_lr)", SUPPORT),
+        "param, grad, m, v, lr_t, beta1, beta2, eps, keep=1.0", "param, grad, m, v (P,)",
+        "one Adam step, the bias correction folded into lr_t (codes.adam_lr), each "
+        "parameter first multiplied by keep (AdamW's decoupled decay, codes.decay_keep)",
+        SUPPORT),
     "prepare_inputs": Kernel(
         "X, dtype=None, scale=None, buffers=None",
         "X (N, I0), dense (of any real or integer dtype, a memory map too) or a checked "

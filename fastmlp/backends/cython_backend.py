@@ -97,9 +97,11 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov):
     _k.sgd_update(param, grad, velocity, float(lr), float(momentum), bool(nesterov))
 
 
-def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
-    """Adam step with the bias correction already folded into ``lr_t``."""
-    _k.adam_update(param, grad, m, v, float(lr_t), float(beta1), float(beta2), float(eps))
+def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps, keep=1.0):
+    """Adam step with the bias correction already folded into ``lr_t``; each parameter
+    multiplied by ``keep`` (AdamW's decoupled decay, codes.decay_keep) before it."""
+    _k.adam_update(param, grad, m, v, float(lr_t), float(beta1), float(beta2), float(eps),
+                   float(keep))
 
 
 # ------------------------------------------------------------------------ training

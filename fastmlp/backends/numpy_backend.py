@@ -29,6 +29,7 @@ from .codes import (
     TANH,
     Target,
     adam_lr,
+    decay_keep,
     loss_denominator,
     scheduled_lr,
 )
@@ -133,8 +134,9 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov):
         param += velocity
 
 
-def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
-    """Adam step with the bias correction already folded into ``lr_t``."""
+def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps, keep=1.0):
+    """Adam step with the bias correction already folded into ``lr_t``; each parameter
+    multiplied by ``keep`` (AdamW's decoupled decay, codes.decay_keep) before it."""
     # param (P,), grad (P,), m (P,), v (P,)
     m *= beta1
     m += (1 - beta1) * grad
@@ -143,6 +145,8 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
     # moments below the smallest normal float32 become 0 (codes.FLUSH_BELOW)
     m[np.abs(m) < FLUSH_BELOW] = 0
     v[v < FLUSH_BELOW] = 0
+    if keep != 1.0:
+        param *= param.dtype.type(keep)
     param -= lr_t * m / (np.sqrt(v) + eps)
 
 
@@ -153,18 +157,18 @@ def _present_inputs(x):
     return np.flatnonzero((x != 0).any(axis=0))
 
 
-def _lazy_adam_update(params, grads, m, v, layer_sizes, present, lr_t, opt):
+def _lazy_adam_update(params, grads, m, v, layer_sizes, present, lr_t, keep, opt):
     """Adam with a lazy first layer (codes.OptimizerStep.lazy): of the first layer's W,
     only the rows of the inputs in ``present`` take the step; everything after it does."""
     n_w = int(layer_sizes[0]) * int(layer_sizes[1])
     width = int(layer_sizes[1])
     rows = [a[:n_w].reshape(-1, width) for a in (params, grads, m, v)]
     picked = [r[present] for r in rows]  # copies of the present rows
-    adam_update(*picked, lr_t, opt.beta1, opt.beta2, opt.eps)
+    adam_update(*picked, lr_t, opt.beta1, opt.beta2, opt.eps, keep)
     for r, p in zip(rows, picked):
         r[present] = p
     adam_update(params[n_w:], grads[n_w:], m[n_w:], v[n_w:], lr_t, opt.beta1, opt.beta2,
-                opt.eps)
+                opt.eps, keep)
 
 
 def _allocate_workspace(layer_sizes, rows, dtype, sparse_x=False):
@@ -351,11 +355,12 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
         if opt.solver == ADAM:
             t += 1
             lr_t = adam_lr(lr, opt.beta1, opt.beta2, t)
+            keep = decay_keep(lr, opt.weight_decay)
             if opt.lazy:
                 _lazy_adam_update(params, grads, m, v, layer_sizes, _present_inputs(acts[0]),
-                                  lr_t, opt)
+                                  lr_t, keep, opt)
             else:
-                adam_update(params, grads, m, v, lr_t, opt.beta1, opt.beta2, opt.eps)
+                adam_update(params, grads, m, v, lr_t, opt.beta1, opt.beta2, opt.eps, keep)
         else:
             sgd_update(params, grads, m, lr, opt.momentum, opt.nesterov)
     return loss_total, correct_total, t

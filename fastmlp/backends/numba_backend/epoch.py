@@ -48,6 +48,7 @@ from ..codes import (
     FLUSH_BELOW,
     SOFTMAX,
     OptimizerStep,
+    decay_keep,
     loss_denominator,
     scheduled_lr,
     typed_step,
@@ -850,6 +851,7 @@ def _batch(state, net, data, output, rows, bufs, act, alpha, opt, update, n_bloc
 
 # the schedule's rate, compiled from the one definition in codes.py
 _scheduled_lr = jit(scheduled_lr)
+_decay_keep = jit(decay_keep)
 
 
 @jit
@@ -872,7 +874,8 @@ def _epoch(state, net, data, output, order, batch_size, bufs, act, alpha, opt, t
             lr_t = lr * np.sqrt(1.0 - opt.beta2**t) / (1.0 - opt.beta1**t)
         step = OptimizerStep(opt.solver, dt(lr), dt(opt.momentum), opt.nesterov,
                              dt(opt.beta1), dt(opt.beta2), dt(opt.eps), dt(lr_t), opt.schedule,
-                             opt.seen, opt.horizon, opt.lazy)
+                             opt.seen, opt.horizon, opt.lazy, dt(opt.weight_decay),
+                             dt(_decay_keep(lr, opt.weight_decay)))
         batch_loss, batch_hits = _batch(state, net, data, output, order[start:stop], bufs, act,
                                         alpha, step, update, n_blocks, cols)
         loss += batch_loss

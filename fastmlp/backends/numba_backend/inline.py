@@ -214,10 +214,11 @@ def adam_step_f(w, g, mq, vq, opt, one, tiny):
     the weight w, its gradient g (L2 term included) and its moments. The one place the
     formula is written; every loop that steps weights calls it. ``one`` and ``tiny`` are
     1 and codes.FLUSH_BELOW in the weights' dtype; moments below ``tiny`` become zero
-    (flush_f)."""
+    (flush_f). The weight is first multiplied by opt.keep_t, AdamW's decoupled decay
+    (exactly 1 without it, which leaves every bit as it was)."""
     mq = flush_f(opt.beta1 * mq + (one - opt.beta1) * g, tiny)
     vq = flush_f(opt.beta2 * vq + (one - opt.beta2) * g * g, tiny)
-    return w - opt.lr_t * mq / (np.sqrt(vq) + opt.eps), mq, vq
+    return w * opt.keep_t - opt.lr_t * mq / (np.sqrt(vq) + opt.eps), mq, vq
 
 
 @inline

@@ -13,7 +13,7 @@ import numpy as np
 from numba import prange
 
 from ..checks import check_index_array
-from ..codes import ADAM, SGD, OptimizerStep
+from ..codes import ADAM, CONSTANT, SGD, OptimizerStep
 from ._config import U, jit, pjit
 from .inline import (
     act_derivative_f,
@@ -202,14 +202,18 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov):
     """SGD with (Nesterov) momentum, as in scikit-learn's SGDOptimizer."""
     c = param
     lr = _scalar(c, lr)
-    opt = OptimizerStep(SGD, lr, _scalar(c, momentum), bool(nesterov), lr, lr, lr, lr)
+    # the Adam fields repeat lr: one type for every field of the dtype, one compiled update
+    opt = OptimizerStep(SGD, lr, _scalar(c, momentum), bool(nesterov), lr, lr, lr, lr,
+                        CONSTANT, 0.0, 1.0, False, lr, lr)
     _optimizer_update(param, grad, velocity, velocity, opt, numba.get_num_threads())
 
 
-def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps):
-    """Adam step with the bias correction already folded into ``lr_t``."""
+def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps, keep=1.0):
+    """Adam step with the bias correction already folded into ``lr_t``; each parameter
+    multiplied by ``keep`` (AdamW's decoupled decay, codes.decay_keep) before it."""
     c = param
     lr_t = _scalar(c, lr_t)
     opt = OptimizerStep(ADAM, lr_t, lr_t, False, _scalar(c, beta1), _scalar(c, beta2),
-                        _scalar(c, eps), lr_t)
+                        _scalar(c, eps), lr_t, CONSTANT, 0.0, 1.0, False, lr_t,
+                        _scalar(c, keep))  # weight_decay repeats lr_t: keep_t is the factor
     _optimizer_update(param, grad, m, v, opt, numba.get_num_threads())
