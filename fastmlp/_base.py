@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 
+from ._callbacks import CallbackSupportMixin, FitTasks, with_callbacks
 from ._epochs import EpochsMixin
 from ._inputs import row_weights
 from ._lbfgs import LbfgsMixin
@@ -35,7 +36,8 @@ from .optim import OptimizerState
 from .persistence import ModelFiles
 
 
-class BaseMLP(EpochsMixin, LbfgsMixin, PredictMixin, ReportMixin, ModelFiles, BaseEstimator):
+class BaseMLP(EpochsMixin, LbfgsMixin, PredictMixin, ReportMixin, ModelFiles,
+              CallbackSupportMixin, BaseEstimator):
     """The machinery of both estimators (see the module notes). Not for direct use."""
 
     # the estimator's: what the verbose line calls the score of a validation or eval set
@@ -46,7 +48,8 @@ class BaseMLP(EpochsMixin, LbfgsMixin, PredictMixin, ReportMixin, ModelFiles, Ba
                  power_t=0.5, max_iter=200, shuffle=True, random_state=None, tol=1e-4,
                  verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, backend="auto",
+                 epsilon=1e-8, weight_decay=0.01, n_iter_no_change=10, max_fun=15000,
+                 scoring=None, backend="auto",
                  dtype="float32", n_jobs=None, input_scale=None, stream="auto"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -69,6 +72,8 @@ class BaseMLP(EpochsMixin, LbfgsMixin, PredictMixin, ReportMixin, ModelFiles, Ba
         self.beta_1 = beta_1
         self.beta_2 = beta_2
         self.epsilon = epsilon
+        self.weight_decay = weight_decay
+        self.scoring = scoring
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.backend = backend
@@ -93,6 +98,11 @@ class BaseMLP(EpochsMixin, LbfgsMixin, PredictMixin, ReportMixin, ModelFiles, Ba
         """The score of the rows of X against the Target (early stopping)."""
         raise NotImplementedError
 
+    def _labels_of(self, target):
+        """The Target's y as the user gave it (class labels, indicators or values), for a
+        scikit-learn scorer (``scoring``) of the early-stopping split."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ validation
 
     def _validated_params(self) -> Resolved:
@@ -108,10 +118,12 @@ class BaseMLP(EpochsMixin, LbfgsMixin, PredictMixin, ReportMixin, ModelFiles, Ba
                                  "(solver='adam' or 'sgd'); lbfgs is not stochastic")
         return True
 
+    @with_callbacks
     def _fit(self, X, y, sample_weight, incremental, classes=None, eval_set=None):
         """fit and partial_fit. The random generator is drawn from in a fixed order: the
         initial weights, then the validation split, then one permutation per epoch.
-        Background compiles that auto asked for start when the fit is done."""
+        Background compiles that auto asked for start when the fit is done; the callbacks
+        of set_callbacks (fastmlp/_callbacks.py) are torn down whatever happens."""
         try:
             return self._fit_now(X, y, sample_weight, incremental, classes, eval_set)
         finally:
@@ -119,18 +131,25 @@ class BaseMLP(EpochsMixin, LbfgsMixin, PredictMixin, ReportMixin, ModelFiles, Ba
 
     def _fit_now(self, X, y, sample_weight, incremental, classes, eval_set):
         p = self._validated_params()
+        X_given, y_given = X, y
         X, target, layer_sizes, output, reinitialise = self._prepare_data(
             X, y, sample_weight, p, incremental, classes)
         self._initialise_or_continue(layer_sizes, output, p, reinitialise, incremental)
+        # one subtask per epoch; L-BFGS begins one more after its last iteration (ended
+        # empty when the minimisation returns)
+        tasks = FitTasks(self, X_given, y_given, sample_weight,
+                         1 if incremental else self.max_iter + (p.solver == LBFGS))
         if eval_set is None and not incremental:
             # the scores of an earlier fit's eval_set do not describe this fit
             self.__dict__.pop("eval_scores_", None)
         if p.solver == LBFGS:
-            return self._fit_lbfgs(X, target, p, eval_set)
-        run = self._plan_epochs(X, target, p, incremental, eval_set)
-        best_params = self._run_epochs(run)
-        if run.early_stopping and best_params is not None:
-            self._params[...] = best_params
+            self._fit_lbfgs(X, target, p, eval_set, tasks)
+        else:
+            run = self._plan_epochs(X, target, p, incremental, eval_set, tasks)
+            best_params = self._run_epochs(run)
+            if run.early_stopping and best_params is not None:
+                self._params[...] = best_params
+        tasks.close()
         return self
 
     def _prepare_data(self, X, y, sample_weight, p, incremental, classes):

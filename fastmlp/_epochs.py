@@ -17,7 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
 from . import _progress
-from ._inputs import input_density
+from ._inputs import input_density, weights_or_none
 from ._report import ACCURACY_OUTPUTS, warn_user
 from ._state import restore_snapshot, take_snapshot
 from ._stream import (
@@ -56,6 +56,9 @@ class _Epochs:
     early_stopping: bool  # only fit stops early
     validation: tuple | None  # (X_val, Target_val) held out for early stopping
     eval_set: tuple | None  # (X_eval, y_eval) scored after every epoch
+    stop_on_eval: bool  # early_stopping="eval_set": eval_set's scores are the validation's
+    scorer: object  # the scikit-learn scorer of both (scoring), or None: self.score
+    tasks: object  # _callbacks.FitTasks: each epoch reported to the callbacks
     team: object  # threads.AdaptiveTeam (default threads), or None
     threads: int | None  # the n_jobs the epochs run with (threads.epoch_threads)
 
@@ -64,14 +67,21 @@ class EpochsMixin:
     """BaseMLP's epochs (fastmlp/_base.py), run once the weights and the optimizer are
     set up; the estimator's ``_stratify`` and ``_score_target`` serve early stopping."""
 
-    def _plan_epochs(self, X, target, p, incremental, eval_set):
+    def _plan_epochs(self, X, target, p, incremental, eval_set, tasks):
         """What every epoch of this call needs: the validation split (early stopping, fit
         only), the evaluation set, the batch size and the backend's form of X."""
-        early_stopping = self.early_stopping and not incremental
+        early_stopping = bool(p.early_stopping) and not incremental
+        stop_on_eval = early_stopping and p.early_stopping == "eval_set"
+        if stop_on_eval and eval_set is None:
+            raise ValueError("early_stopping='eval_set' stops on the scores of the eval_set "
+                             "given to fit, and none was given: pass eval_set=(X_val, y_val), "
+                             "or set early_stopping=True to hold out part of X")
         read = how_read(X, p.stream)
         validation, train_rows = None, None
         if early_stopping:
-            if read != WHOLE:
+            if stop_on_eval:
+                pass  # nothing held out: eval_set is scored below
+            elif read != WHOLE:
                 # the training rows stay where X is (on disk: read in ascending order);
                 # the held-out rows are copied
                 train_rows, val = self._split_rows(X, target)
@@ -119,7 +129,8 @@ class EpochsMixin:
                        total_weight=total_weight or 1.0, batch_size=batch_size,
                        count=1 if incremental else self.max_iter, incremental=incremental,
                        early_stopping=early_stopping, validation=validation,
-                       eval_set=eval_set,
+                       eval_set=eval_set, stop_on_eval=stop_on_eval, scorer=p.scoring,
+                       tasks=tasks,
                        team=adaptive_team(self.n_jobs, backend, batch_size,
                                           self._params.size, work),
                        threads=epoch_threads(self.n_jobs, backend, work))
@@ -166,12 +177,14 @@ class EpochsMixin:
 
     def _run_epochs(self, run):
         """The epoch loop. An epoch that diverges or is interrupted (Ctrl-C) is undone and
-        ends training. Returns the best parameters seen under early stopping, or None."""
+        ends training, and a callback (set_callbacks) may end it after any epoch. Returns
+        the best parameters seen under early stopping, or None."""
         best_params = None
         with thread_limit(run.threads, run.backend), \
                 (run.team.blocks() if run.team is not None else nullcontext()):
             for _ in range(run.count):
                 snapshot = take_snapshot(self)
+                run.tasks.epoch_begins()
                 try:
                     loss_sum, n_correct, t = self._train_epoch(run)
                     if not (np.isfinite(loss_sum) and np.isfinite(self._params).all()):
@@ -186,6 +199,10 @@ class EpochsMixin:
                         break
                     self._optimizer.t = t
                     best_params, stop = self._end_epoch(run, loss_sum, n_correct, best_params)
+                    if run.tasks.epoch_ends():
+                        if self.verbose:
+                            print("Training stopped by a callback.", flush=True)
+                        stop = True
                 except KeyboardInterrupt:
                     restore_snapshot(self, snapshot)
                     warn_user(f"training interrupted by the user during epoch "
@@ -257,7 +274,8 @@ class EpochsMixin:
         done = self.t_ if run.incremental else self.n_iter_ * run.n_samples
         return optimizer_step(run.solver, self._optimizer.learning_rate, self.momentum,
                               self.nesterovs_momentum, self.beta_1, self.beta_2, self.epsilon,
-                              schedule, done, self.max_iter * run.n_samples)
+                              schedule, done, self.max_iter * run.n_samples,
+                              self.weight_decay)
 
     def _end_epoch(self, run, loss_sum, n_correct, best_params):
         """Bookkeeping after a completed epoch: the record, the scores, the verbose line,
@@ -271,13 +289,23 @@ class EpochsMixin:
             # as loss_curve_, kept across warm starts and partial_fit calls
             self.__dict__.setdefault("train_scores_", []).append(n_correct / run.n_samples)
         extra = None
-        if run.early_stopping:
-            score = self._score_target(run.backend, run.activation, *run.validation)
+        if run.validation is not None:
+            X_val, target_val = run.validation
+            if run.scorer is None:
+                score = self._score_target(run.backend, run.activation, X_val, target_val)
+            else:
+                weights = weights_or_none(target_val)
+                score = float(run.scorer(self, X_val, self._labels_of(target_val),
+                                         **({} if weights is None
+                                            else {"sample_weight": weights})))
             self.validation_scores_.append(score)
             extra = ("Validation", score)
         if run.eval_set is not None:
-            score = self.score(*run.eval_set)
+            score = float(self.score(*run.eval_set) if run.scorer is None
+                          else run.scorer(self, *run.eval_set))
             self.eval_scores_.append(score)
+            if run.stop_on_eval:
+                self.validation_scores_.append(score)
             extra = ("Test", score)
         if self.verbose:
             total = self.n_iter_ if run.incremental else self.max_iter

@@ -143,6 +143,32 @@ def patience(name, value):
     return Interval(numbers.Integral, 1, None, closed="left")(name, value)
 
 
+def early_stopping(name, value):
+    """A flag (any truthy value holds out a validation split, as in scikit-learn), or
+    "eval_set": stop on the scores of the eval_set that fit is given."""
+    if isinstance(value, str):
+        if value != "eval_set":
+            raise ValueError(f"{name} must be True, False or 'eval_set'; got {value!r}")
+        return value
+    return bool(value)
+
+
+def scoring(name, value):
+    """None (the estimator's own score: accuracy or R^2), a scikit-learn scorer name, or
+    a callable ``scorer(estimator, X, y)``; returns the scorer, or None."""
+    if value is None:
+        return None
+    if isinstance(value, str) or callable(value):
+        from sklearn.metrics import get_scorer
+
+        try:
+            return get_scorer(value)
+        except ValueError as exc:
+            raise ValueError(f"{name}={value!r} is not a scorer: {exc}") from None
+    raise ValueError(f"{name} must be None, a scorer name (such as 'f1_macro') or a callable "
+                     f"scorer(estimator, X, y); got {value!r}")
+
+
 def class_weight(name, value):
     """None, "balanced" or a dict of label -> weight (its labels are checked against the
     classes when fitting)."""
@@ -177,6 +203,7 @@ PARAMETER_CONSTRAINTS = {
     "beta_1": Interval(_Real, 0.0, 1.0, closed="left"),
     "beta_2": Interval(_Real, 0.0, 1.0, closed="left"),
     "epsilon": Interval(_Real, 0.0, None, closed="neither"),
+    "weight_decay": Interval(_Real, 0.0, None, closed="left"),
     "max_fun": Interval(_Integral, 1, None, closed="left"),
     "n_jobs": n_jobs,
     "input_scale": input_scale,
@@ -187,14 +214,15 @@ PARAMETER_CONSTRAINTS = {
     "learning_rate": Choice(LEARNING_RATES),
     "loss": Choice(("squared_error", "poisson")),  # FastMLPRegressor's
     "class_weight": class_weight,  # FastMLP's
+    "early_stopping": early_stopping,
+    "scoring": scoring,
     # last: resolving it imports the backend
     "backend": backend,
 }
 
 # flags and seeds: any truthy value is a flag, and random_state is whatever
 # sklearn.utils.check_random_state takes
-UNCHECKED = ("shuffle", "random_state", "verbose", "warm_start", "nesterovs_momentum",
-             "early_stopping")
+UNCHECKED = ("shuffle", "random_state", "verbose", "warm_start", "nesterovs_momentum")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,6 +244,7 @@ class Resolved:
     beta_1: float
     beta_2: float
     epsilon: float
+    weight_decay: float
     max_fun: int
     n_jobs: int | None
     input_scale: float | None  # None: no scaling (1 resolves to None)
@@ -226,6 +255,8 @@ class Resolved:
     learning_rate: str
     loss: str | None = None  # FastMLPRegressor's
     class_weight: dict | str | None = None  # FastMLP's
+    early_stopping: bool | str  # or "eval_set"
+    scoring: object  # a scikit-learn scorer, or None (the estimator's score)
     backend: ModuleType  # the backend's module
 
 

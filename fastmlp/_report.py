@@ -30,8 +30,10 @@ def warn_user(message, category=UserWarning):
 
 
 def _in_package(frame) -> bool:
+    # scikit-learn's callback wrapper (sklearn.callback.with_callbacks) runs between the
+    # estimator's fit and its fit driver: part of the call, not the user's code
     name = frame.f_globals.get("__name__", "")
-    return name == "fastmlp" or name.startswith("fastmlp.")
+    return name == "fastmlp" or name.startswith(("fastmlp.", "sklearn.callback."))
 
 
 class ReportMixin:

@@ -49,6 +49,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = np.nan
+    if not value >= 0 or not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def _load_train_data(args):
     """(X_train, y_train, X_test, y_test, input_scale) for ``fastmlp train``."""
     from .datasets import load_mnist
@@ -91,6 +101,7 @@ def cmd_train(args) -> int:
     clf = FastMLP(
         hidden_layer_sizes=args.hidden,
         solver=args.solver,
+        weight_decay=args.weight_decay,
         batch_size=args.batch_size,
         learning_rate_init=args.lr,
         learning_rate=args.schedule,
@@ -255,8 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--schedule", choices=("cosine", "linear", "constant"), default="cosine",
                        help="learning-rate decay over the epochs, applied before every "
                             "mini-batch (default cosine)")
-    train.add_argument("--solver", choices=("adam", "sgd"), default="adam",
-                       help="optimizer (default adam)")
+    train.add_argument("--solver", choices=("adam", "sgd", "adamw"), default="adam",
+                       help="optimizer (default adam); adamw is Adam with decoupled weight "
+                            "decay")
+    train.add_argument("--weight-decay", type=_non_negative_float, default=0.01,
+                       help="adamw's decoupled weight decay (default 0.01)")
     train.add_argument("--backend", default="auto", help="kernel backend (default auto)")
     train.add_argument("--threads", type=_positive_int, default=None,
                        help="threads for kernels and BLAS (default: library defaults)")

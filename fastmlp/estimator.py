@@ -45,7 +45,7 @@ class FastMLP(ClassifierMixin, BaseMLP):
         gives no hidden layer (multinomial logistic regression).
     activation : {"relu", "tanh", "logistic", "identity"}, default "relu"
         Activation of the hidden layers.
-    solver : {"adam", "sgd", "lbfgs", "lazy_adam"}, default "adam"
+    solver : {"adam", "sgd", "lbfgs", "lazy_adam", "adamw"}, default "adam"
         "lbfgs" minimises the loss over all rows at once with SciPy's L-BFGS-B (through
         the backend's ``loss_and_grad``), as scikit-learn recommends for small data
         sets; it has no ``partial_fit`` and ignores the mini-batch parameters.
@@ -55,6 +55,8 @@ class FastMLP(ClassifierMixin, BaseMLP):
         the other rows wait until their feature appears. Each step then costs in
         proportion to the features present, not to the width of the input (see the
         :doc:`user guide, Sparse input </guide/data>`).
+        "adamw" is Adam with decoupled weight decay (Loshchilov and Hutter, "Decoupled
+        Weight Decay Regularization", ICLR 2019): see ``weight_decay``.
     alpha : float, default 1e-4
         L2 penalty. Each mini-batch of n rows minimises
         ``mean cross-entropy + alpha / (2 n) * sum(W ** 2)``, as scikit-learn does.
@@ -99,11 +101,13 @@ default "constant"
         SGD's momentum, in [0, 1].
     nesterovs_momentum : bool, default True
         Whether SGD uses Nesterov's momentum.
-    early_stopping : bool, default False
-        Hold out a stratified ``validation_fraction`` of the data, stop when its accuracy
-        stops improving and keep the best weights. Data from which no such split can be
-        made (a class of one member, a validation set of fewer than two rows) is a
-        ValueError, and ``partial_fit`` refuses it, as in scikit-learn.
+    early_stopping : bool or "eval_set", default False
+        True: hold out a stratified ``validation_fraction`` of the data, stop when its
+        score (accuracy, or ``scoring``) stops improving and keep the best epoch's
+        weights. Data from which no such split can be made (a class of one member, a
+        validation set of fewer than two rows) is a ValueError, and ``partial_fit``
+        refuses it, as in scikit-learn. "eval_set": the same, on the ``eval_set`` given
+        to ``fit`` instead of a split of X (all of X trains).
     validation_fraction : float, default 0.1
         Share of the rows held out by ``early_stopping``, in (0, 1).
     beta_1 : float, default 0.9
@@ -112,6 +116,16 @@ default "constant"
         Adam's decay rate of the second-moment estimates, in [0, 1).
     epsilon : float, default 1e-8
         Added to the denominator of Adam's step, for numerical stability.
+    weight_decay : float, default 0.01
+        "adamw" only: before each step every parameter (weights and biases, as PyTorch's
+        and Keras's AdamW do by default) is multiplied by ``1 - lr * weight_decay``, at
+        the batch's scheduled learning rate ``lr``. Unlike ``alpha``, the decay does not
+        pass through Adam's moments, so every weight decays at the same relative rate.
+    scoring : str, callable or None, default None
+        The score of early stopping and of ``eval_set``: None is accuracy (``score``); a
+        scikit-learn scorer name (``"f1_macro"``, ``"neg_log_loss"``, ...) or a callable
+        ``scorer(estimator, X, y)``, greater being better. With weighted rows the split's
+        scorer is given their ``sample_weight``.
     n_iter_no_change : int or np.inf, default 10
         Epochs without an improvement of at least ``tol`` before training stops (or, with
         the "adaptive" schedule, before the rate is lowered); ``np.inf`` never stops
@@ -190,12 +204,13 @@ default "constant"
         for multilabel y, rows with every label right). Kept across calls, as
         ``loss_curve_``; not set by "lbfgs".
     eval_scores_ : list of float
-        Accuracy on the ``eval_set`` of ``fit`` after every epoch; only after a fit given
-        one.
+        Score (accuracy, or ``scoring``) of the ``eval_set`` of ``fit`` after every epoch;
+        only after a fit given one.
     best_loss_ : float or None
         Lowest ``loss_`` so far; None with ``early_stopping``.
     validation_scores_ : list of float or None
-        Accuracy on the held-out rows after every epoch; None without ``early_stopping``.
+        Score (accuracy, or ``scoring``) of the held-out rows, or of the ``eval_set`` with
+        ``early_stopping="eval_set"``, after every epoch; None without ``early_stopping``.
     best_validation_score_ : float or None
         Best of ``validation_scores_``, whose weights the model keeps; None without
         ``early_stopping``.
@@ -240,7 +255,8 @@ default "constant"
                  power_t=0.5, max_iter=200, shuffle=True, random_state=None, tol=1e-4,
                  verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, class_weight=None,
+                 epsilon=1e-8, weight_decay=0.01, n_iter_no_change=10, max_fun=15000,
+                 scoring=None, class_weight=None,
                  backend="auto", dtype="float32", n_jobs=None, input_scale=None, stream="auto"):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
@@ -249,8 +265,9 @@ default "constant"
             shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
             warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
-            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            max_fun=max_fun, backend=backend, dtype=dtype, n_jobs=n_jobs,
+            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, weight_decay=weight_decay,
+            n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun, scoring=scoring, backend=backend, dtype=dtype, n_jobs=n_jobs,
             input_scale=input_scale, stream=stream)
         self.class_weight = class_weight
 
@@ -286,7 +303,7 @@ default "constant"
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """Train one epoch over (X, y), continuing from the current weights.
 
-        Only for the stochastic solvers ("adam", "sgd", "lazy_adam"); it refuses
+        Only for the stochastic solvers ("adam", "sgd", "lazy_adam", "adamw"); it refuses
         ``early_stopping=True`` and ``class_weight="balanced"``.
 
         Parameters
@@ -428,6 +445,11 @@ default "constant"
 
     def _stratify(self, target):
         return target.labels if target.output == SOFTMAX else None
+
+    def _labels_of(self, target):
+        if target.output == SOFTMAX:
+            return self.classes_[target.labels]
+        return (target.values > 0.5).astype(np.int64)
 
     def _score_target(self, backend, activation, X, target):
         """Accuracy (weighted by the rows' weights, if any): the arg-max is the label, or

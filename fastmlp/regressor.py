@@ -44,10 +44,11 @@ class FastMLPRegressor(RegressorMixin, BaseMLP):
         gives no hidden layer (a linear or Poisson regression).
     activation : {"relu", "tanh", "logistic", "identity"}, default "relu"
         Activation of the hidden layers.
-    solver : {"adam", "sgd", "lbfgs", "lazy_adam"}, default "adam"
+    solver : {"adam", "sgd", "lbfgs", "lazy_adam", "adamw"}, default "adam"
         As in FastMLP: "lbfgs" minimises the loss over all rows at once with SciPy's
         L-BFGS-B and has no ``partial_fit``; "lazy_adam" steps only the first-layer
-        weights of the features present in a mini-batch, for wide sparse inputs.
+        weights of the features present in a mini-batch, for wide sparse inputs;
+        "adamw" is Adam with decoupled weight decay (``weight_decay``).
     alpha : float, default 1e-4
         L2 penalty (see ``loss``).
     batch_size : int or "auto", default "auto"
@@ -84,9 +85,11 @@ default "constant"
         SGD's momentum, in [0, 1].
     nesterovs_momentum : bool, default True
         Whether SGD uses Nesterov's momentum.
-    early_stopping : bool, default False
-        Hold out a random (not stratified) ``validation_fraction`` of the data, stop when
-        its R^2 stops improving and keep the best weights. ``partial_fit`` refuses it.
+    early_stopping : bool or "eval_set", default False
+        True: hold out a random (not stratified) ``validation_fraction`` of the data,
+        stop when its score (R^2, or ``scoring``) stops improving and keep the best
+        epoch's weights; "eval_set": the same on the ``eval_set`` given to ``fit``.
+        ``partial_fit`` refuses it.
     validation_fraction : float, default 0.1
         Share of the rows held out by ``early_stopping``, in (0, 1).
     beta_1 : float, default 0.9
@@ -95,6 +98,13 @@ default "constant"
         Adam's decay rate of the second-moment estimates, in [0, 1).
     epsilon : float, default 1e-8
         Added to the denominator of Adam's step, for numerical stability.
+    weight_decay : float, default 0.01
+        "adamw" only, as in FastMLP: every parameter is multiplied by
+        ``1 - lr * weight_decay`` before each step.
+    scoring : str, callable or None, default None
+        The score of early stopping and of ``eval_set``: None is R^2 (``score``), else a
+        scikit-learn scorer name (``"neg_mean_absolute_error"``, ...) or a callable
+        ``scorer(estimator, X, y)``, greater being better.
     n_iter_no_change : int or np.inf, default 10
         Epochs without an improvement of at least ``tol`` before training stops (or, with
         the "adaptive" schedule, before the rate is lowered); ``np.inf`` never stops
@@ -143,11 +153,13 @@ default "constant"
     loss_curve_ : list of float
         ``loss_`` of every epoch (for "lbfgs", of every iteration), across calls.
     eval_scores_ : list of float
-        R^2 on the ``eval_set`` of ``fit`` after every epoch; only after a fit given one.
+        Score (R^2, or ``scoring``) of the ``eval_set`` of ``fit`` after every epoch; only
+        after a fit given one.
     best_loss_ : float or None
         Lowest ``loss_`` so far; None with ``early_stopping``.
     validation_scores_ : list of float or None
-        R^2 of the held-out rows after every epoch; None without ``early_stopping``.
+        Score (R^2, or ``scoring``) of the held-out rows, or of the ``eval_set`` with
+        ``early_stopping="eval_set"``, after every epoch; None without ``early_stopping``.
     best_validation_score_ : float or None
         Best of ``validation_scores_``, whose weights the model keeps; None without
         ``early_stopping``.
@@ -189,7 +201,8 @@ default "constant"
                  learning_rate_init=2e-3, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, weight_decay=0.01,
+                 n_iter_no_change=10, max_fun=15000, scoring=None,
                  backend="auto", dtype="float32", n_jobs=None, input_scale=None, stream="auto"):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
@@ -198,8 +211,9 @@ default "constant"
             shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
             warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
-            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            max_fun=max_fun, backend=backend, dtype=dtype, n_jobs=n_jobs,
+            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, weight_decay=weight_decay,
+            n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun, scoring=scoring, backend=backend, dtype=dtype, n_jobs=n_jobs,
             input_scale=input_scale, stream=stream)
         self.loss = loss
 
@@ -231,7 +245,7 @@ default "constant"
     def partial_fit(self, X, y, sample_weight=None):
         """Train one epoch over (X, y), continuing from the current weights.
 
-        Only for the stochastic solvers ("adam", "sgd", "lazy_adam"); it refuses
+        Only for the stochastic solvers ("adam", "sgd", "lazy_adam", "adamw"); it refuses
         ``early_stopping=True``.
 
         Parameters
@@ -276,6 +290,10 @@ default "constant"
         target = Target(EXP if output == "exp" else IDENTITY, np.empty(0, dtype=np.int64),
                         values, np.empty(0, dtype=dtype))
         return X, target, output, None
+
+    def _labels_of(self, target):
+        values = target.values
+        return values.ravel() if values.shape[1] == 1 else values
 
     def _score_target(self, backend, activation, X, target):
         """R^2 of the predictions (weighted by the rows' weights, if any)."""

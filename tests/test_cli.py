@@ -40,6 +40,19 @@ def test_train_rejects_bad_options(tmp_path, capsys):
     assert "not a directory" in capsys.readouterr().err
     assert main(["train", "--backend", "gpu"]) == 2
     assert "unknown backend 'gpu'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--solver", "adamw", "--weight-decay", "-0.5"])
+    assert "expected a number >= 0, got '-0.5'" in capsys.readouterr().err
+
+
+def test_train_with_adamw_saves_its_decay(tmp_path, capsys):
+    write_mnist_like(tmp_path)
+    model_path = tmp_path / "model.npz"
+    assert main(["train", "--data", str(tmp_path), "--epochs", "2", "--hidden", "16",
+                 "--solver", "adamw", "--weight-decay", "0.2", "--backend", "numpy",
+                 "--save", str(model_path)]) == 0
+    clf = FastMLP.load(model_path)
+    assert clf.get_params()["solver"] == "adamw" and clf.get_params()["weight_decay"] == 0.2
 
 
 @pytest.mark.numba  # auto's pick follows numba's compile

@@ -466,7 +466,14 @@ def test_n_jobs_restores_thread_settings(backend_name):
     ("validation_fraction", 1.0, ValueError,
      "validation_fraction must be in the range (0.0, 1.0); got 1.0"),
     ("solver", "newton", ValueError,
-     "solver='newton' is not supported; allowed values are 'sgd', 'adam', 'lbfgs', 'lazy_adam'"),
+     "solver='newton' is not supported; allowed values are 'sgd', 'adam', 'lbfgs', "
+     "'lazy_adam', 'adamw'"),
+    ("weight_decay", -0.1, ValueError, "weight_decay must be in the range [0.0, inf); got -0.1"),
+    ("early_stopping", "yes", ValueError,
+     "early_stopping must be True, False or 'eval_set'; got 'yes'"),
+    ("scoring", 3, ValueError,
+     "scoring must be None, a scorer name (such as 'f1_macro') or a callable "
+     "scorer(estimator, X, y); got 3"),
     ("dtype", np.float16, ValueError,
      "dtype=<class 'numpy.float16'> is not supported; allowed values are 'float32', 'float64'"),
     ("n_jobs", 0, ValueError, "n_jobs must be a positive integer, -1 (all CPUs) or None; got 0"),
