@@ -76,6 +76,7 @@ cdef enum:
     LOGISTIC = 3
     SOFTMAX = 4         # output functions only (codes.OUTPUTS)
     EXP = 5
+    LEAKY_RELU = 6
 
 cdef enum:
     SGD = 0
@@ -88,6 +89,8 @@ cdef enum:
 
 # codes.FLUSH_BELOW: Adam's moments of smaller magnitude are set to 0
 cdef double FLUSH_BELOW = 1.1754943508222875e-38
+# codes.LEAKY_SLOPE: LEAKY_RELU's slope below zero
+cdef double LEAKY_SLOPE = 0.01
 
 # Values in a 64-byte cache line of float32 (two whole lines of float64): per-thread blocks
 # and scratch are rounded up to a multiple of it, so that no two threads write one line.
@@ -103,7 +106,8 @@ cdef enum:
 OPENMP = bool(FASTMLP_OPENMP)
 # bytes of one vector sum of the output layer (simd.h; fastmlp/backends/layout.py agrees)
 VECTOR_BYTES = FASTMLP_VECTOR_BYTES
-ACTIVATION_CODES = {"identity": IDENTITY, "relu": RELU, "tanh": TANH, "logistic": LOGISTIC}
+ACTIVATION_CODES = {"identity": IDENTITY, "relu": RELU, "tanh": TANH, "logistic": LOGISTIC,
+                    "leaky_relu": LEAKY_RELU}
 OUTPUT_CODES = {"softmax": SOFTMAX, "logistic": LOGISTIC, "identity": IDENTITY, "exp": EXP}
 SOLVER_CODES = {"sgd": SGD, "adam": ADAM}
 SCHEDULE_CODES = {"constant": CONSTANT, "cosine": COSINE, "linear": LINEAR}
@@ -191,6 +195,7 @@ cdef struct OptimizerStep:
     bint lazy           # Adam steps only the first layer's rows of the batch's inputs
     double weight_decay  # AdamW's decoupled decay (Adam only)
     double keep_t       # the current batch's factor of that decay, codes.decay_keep
+    double max_norm     # each unit's incoming weights scaled back to this norm; 0: none
 
 
 cdef OptimizerStep _optimizer_step(opt) except *:
@@ -198,7 +203,7 @@ cdef OptimizerStep _optimizer_step(opt) except *:
     cdef OptimizerStep step
     (step.solver, step.lr, step.momentum, step.nesterov, step.beta1, step.beta2, step.eps,
      step.lr_t, step.schedule, step.seen, step.horizon, step.lazy, step.weight_decay,
-     step.keep_t) = opt
+     step.keep_t, step.max_norm) = opt
     return step
 
 
@@ -254,12 +259,15 @@ cdef inline floating _exp(floating x) noexcept nogil:
 
 cdef inline void _activate(floating* z, Py_ssize_t n, int act) noexcept nogil:
     cdef Py_ssize_t c
-    cdef floating zero = 0, one = 1
+    cdef floating zero = 0, one = 1, slope = <floating>LEAKY_SLOPE
     if act == RELU:
         # a select and a store per element, not a branch: a hidden unit's sign is a coin
         # toss, and mispredicted branches cost more than the stores (NaN stays NaN)
         for c in range(n):
             z[c] = zero if z[c] < zero else z[c]
+    elif act == LEAKY_RELU:
+        for c in range(n):
+            z[c] = z[c] * slope if z[c] < zero else z[c]
     elif act == TANH:
         for c in range(n):
             if floating is float:
@@ -275,10 +283,13 @@ cdef inline void _act_derivative(floating* d, const floating* a, Py_ssize_t n,
                                  int act) noexcept nogil:
     # d *= act'(z), through the activation's output a = act(z)
     cdef Py_ssize_t c
-    cdef floating zero = 0, one = 1
+    cdef floating zero = 0, one = 1, slope = <floating>LEAKY_SLOPE
     if act == RELU:
         for c in range(n):
             d[c] = zero if a[c] <= zero else d[c]
+    elif act == LEAKY_RELU:
+        for c in range(n):
+            d[c] = d[c] * slope if a[c] <= zero else d[c]
     elif act == TANH:
         for c in range(n):
             d[c] *= one - a[c] * a[c]
@@ -641,7 +652,7 @@ def sgd_update(floating[::1] param, const floating[::1] grad, floating[::1] velo
                double lr, double momentum, bint nesterov):
     # param, grad, velocity (P,): SGD with (Nesterov) momentum, as scikit-learn's
     cdef OptimizerStep opt = OptimizerStep(SGD, lr, momentum, nesterov, 0, 0, 0, 0, CONSTANT,
-                                           0, 1, False, 0, 1)
+                                           0, 1, False, 0, 1, 0)
     if param.shape[0] == 0:
         return
     with nogil:
@@ -655,7 +666,7 @@ def adam_update(floating[::1] param, const floating[::1] grad, floating[::1] m,
     # param, grad, m, v (P,): one Adam step, the bias correction folded into lr_t, each
     # parameter multiplied by keep (AdamW's decoupled decay) before it
     cdef OptimizerStep opt = OptimizerStep(ADAM, 0, 0, False, beta1, beta2, eps, lr_t,
-                                           CONSTANT, 0, 1, False, 0, keep)
+                                           CONSTANT, 0, 1, False, 0, keep, 0)
     if param.shape[0] == 0:
         return
     with nogil:
@@ -1161,6 +1172,52 @@ cdef bint _first_layer_fused(floating* params, floating* m, floating* v, const L
     return True
 
 
+cdef inline double _max_norm_factor(double sumsq, double max_norm) noexcept nogil:
+    # codes.max_norm_factor
+    cdef double norm = sqrt(sumsq)
+    return max_norm / norm if norm > max_norm else 1.0
+
+
+cdef void _max_norm_columns(floating* w, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t c0,
+                            Py_ssize_t c1, double max_norm) noexcept nogil:
+    # columns c0:c1 (at most DENSE_UNITS) of W (n_in, n_out) row-major: each one's squares
+    # summed in float64 down its rows, then the column scaled by _max_norm_factor
+    cdef double acc[DENSE_UNITS]
+    cdef double x
+    cdef Py_ssize_t i, c
+    for c in range(c1 - c0):
+        acc[c] = 0.0
+    for i in range(n_in):
+        for c in range(c0, c1):
+            x = w[i * n_out + c]
+            acc[c - c0] += x * x
+    for c in range(c1 - c0):
+        acc[c] = _max_norm_factor(acc[c], max_norm)
+    for i in range(n_in):
+        for c in range(c0, c1):
+            w[i * n_out + c] *= <floating>acc[c - c0]
+
+
+cdef void _max_norm(floating* params, const Layout* net, double max_norm,
+                    int n_blocks) noexcept nogil:
+    """Every unit whose incoming weights (a column of its layer's W) are longer than
+    max_norm scaled back to it (codes.OptimizerStep.max_norm), after the step; groups of
+    DENSE_UNITS columns in parallel, each column summed in the order of its rows, so the
+    bits do not depend on the thread count."""
+    cdef Py_ssize_t layer, g, n_in, n_out, n_groups, c1
+    cdef floating* w
+    for layer in range(net.n_layers):
+        n_in = net.sizes[layer]
+        n_out = net.sizes[layer + 1]
+        w = params + net.p_offs[layer]
+        n_groups = (n_out + DENSE_UNITS - 1) // DENSE_UNITS
+        for g in prange(n_groups, schedule="static", num_threads=n_blocks):
+            c1 = (g + 1) * DENSE_UNITS
+            if c1 > n_out:
+                c1 = n_out
+            _max_norm_columns(w, n_in, n_out, g * DENSE_UNITS, c1, max_norm)
+
+
 cdef void _refresh_top_w(const floating* params, const Layout* net,
                          const Batch* buf) noexcept nogil:
     # the padded copy of the top layer's W follows the update
@@ -1254,6 +1311,8 @@ cdef double _batch(floating* params, floating* grads, floating* m, floating* v,
     n_pen = _backward_above(params, grads, net, x.n, buf, act, alpha_n, n_blocks)
     _first_layer_step(params, grads, m, v, net, x, buf, opt, alpha_n, n_pen, n_blocks)
     n_pen = n_pen + net.sizes[0]
+    if opt != NULL and opt.max_norm > 0:
+        _max_norm(params, net, opt.max_norm, n_blocks)
     if opt != NULL and net.n_layers > 1:
         _refresh_top_w(params, net, buf)
     return _batch_loss(buf, x.n, n_pen, alpha)

@@ -48,8 +48,8 @@ class BaseMLP(EpochsMixin, LbfgsMixin, PredictMixin, ReportMixin, ModelFiles,
                  power_t=0.5, max_iter=200, shuffle=True, random_state=None, tol=1e-4,
                  verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, weight_decay=0.01, n_iter_no_change=10, max_fun=15000,
-                 scoring=None, backend="auto",
+                 epsilon=1e-8, weight_decay=0.01, max_norm=None, n_iter_no_change=10,
+                 max_fun=15000, scoring=None, backend="auto",
                  dtype="float32", n_jobs=None, input_scale=None, stream="auto"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -73,6 +73,7 @@ class BaseMLP(EpochsMixin, LbfgsMixin, PredictMixin, ReportMixin, ModelFiles,
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.weight_decay = weight_decay
+        self.max_norm = max_norm
         self.scoring = scoring
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
@@ -143,6 +144,10 @@ class BaseMLP(EpochsMixin, LbfgsMixin, PredictMixin, ReportMixin, ModelFiles,
             # the scores of an earlier fit's eval_set do not describe this fit
             self.__dict__.pop("eval_scores_", None)
         if p.solver == LBFGS:
+            if p.max_norm is not None:
+                raise ValueError("max_norm bounds the weights after every step of the "
+                                 "stochastic solvers; solver='lbfgs' takes no such steps. Use "
+                                 "solver='adam', 'adamw' or 'sgd', or max_norm=None")
             self._fit_lbfgs(X, target, p, eval_set, tasks)
         else:
             run = self._plan_epochs(X, target, p, incremental, eval_set, tasks)

@@ -18,6 +18,7 @@ from sklearn.model_selection import train_test_split
 
 from . import _progress
 from ._inputs import input_density, weights_or_none
+from ._predict import NonFiniteOutputs
 from ._report import ACCURACY_OUTPUTS, warn_user
 from ._state import restore_snapshot, take_snapshot
 from ._stream import (
@@ -59,8 +60,19 @@ class _Epochs:
     stop_on_eval: bool  # early_stopping="eval_set": eval_set's scores are the validation's
     scorer: object  # the scikit-learn scorer of both (scoring), or None: self.score
     tasks: object  # _callbacks.FitTasks: each epoch reported to the callbacks
+    max_norm: float  # OptimizerStep.max_norm: 0, or the bound of a unit's weight norm
     team: object  # threads.AdaptiveTeam (default threads), or None
     threads: int | None  # the n_jobs the epochs run with (threads.epoch_threads)
+
+
+def _score_or_nan(score):
+    """``score()`` as a float, or NaN where the model's outputs are no longer finite (a
+    fit on its way to diverge), as scikit-learn scores them: the epoch is then no
+    improvement, and the next one's divergence check ends the fit."""
+    try:
+        return float(score())
+    except NonFiniteOutputs:
+        return float("nan")
 
 
 class EpochsMixin:
@@ -130,7 +142,7 @@ class EpochsMixin:
                        count=1 if incremental else self.max_iter, incremental=incremental,
                        early_stopping=early_stopping, validation=validation,
                        eval_set=eval_set, stop_on_eval=stop_on_eval, scorer=p.scoring,
-                       tasks=tasks,
+                       tasks=tasks, max_norm=float(p.max_norm or 0.0),
                        team=adaptive_team(self.n_jobs, backend, batch_size,
                                           self._params.size, work),
                        threads=epoch_threads(self.n_jobs, backend, work))
@@ -275,7 +287,7 @@ class EpochsMixin:
         return optimizer_step(run.solver, self._optimizer.learning_rate, self.momentum,
                               self.nesterovs_momentum, self.beta_1, self.beta_2, self.epsilon,
                               schedule, done, self.max_iter * run.n_samples,
-                              self.weight_decay)
+                              self.weight_decay, run.max_norm)
 
     def _end_epoch(self, run, loss_sum, n_correct, best_params):
         """Bookkeeping after a completed epoch: the record, the scores, the verbose line,
@@ -290,19 +302,12 @@ class EpochsMixin:
             self.__dict__.setdefault("train_scores_", []).append(n_correct / run.n_samples)
         extra = None
         if run.validation is not None:
-            X_val, target_val = run.validation
-            if run.scorer is None:
-                score = self._score_target(run.backend, run.activation, X_val, target_val)
-            else:
-                weights = weights_or_none(target_val)
-                score = float(run.scorer(self, X_val, self._labels_of(target_val),
-                                         **({} if weights is None
-                                            else {"sample_weight": weights})))
+            score = self._validation_score(run, *run.validation)
             self.validation_scores_.append(score)
             extra = ("Validation", score)
         if run.eval_set is not None:
-            score = float(self.score(*run.eval_set) if run.scorer is None
-                          else run.scorer(self, *run.eval_set))
+            score = _score_or_nan(lambda: self.score(*run.eval_set) if run.scorer is None
+                                  else run.scorer(self, *run.eval_set))
             self.eval_scores_.append(score)
             if run.stop_on_eval:
                 self.validation_scores_.append(score)
@@ -313,6 +318,16 @@ class EpochsMixin:
         best_params = self._update_no_improvement(run.early_stopping, best_params)
         self._optimizer.epoch_ended(self.t_)
         return best_params, self._no_improvement_stops(run.early_stopping)
+
+    def _validation_score(self, run, X_val, target_val):
+        """The score of the held-out rows: the estimator's own, or the scorer's."""
+        if run.scorer is None:
+            return _score_or_nan(lambda: self._score_target(run.backend, run.activation,
+                                                            X_val, target_val))
+        weights = weights_or_none(target_val)
+        return _score_or_nan(lambda: run.scorer(
+            self, X_val, self._labels_of(target_val),
+            **({} if weights is None else {"sample_weight": weights})))
 
     def _no_improvement_stops(self, early_stopping):
         """Once more than n_iter_no_change epochs went without improvement: stop, or (the
@@ -331,7 +346,8 @@ class EpochsMixin:
     def _update_no_improvement(self, early_stopping, best_params):
         if early_stopping:
             score = self.validation_scores_[-1]
-            if score < self.best_validation_score_ + self.tol:
+            # a NaN score (outputs no longer finite) is no improvement
+            if not score >= self.best_validation_score_ + self.tol:
                 self._no_improvement_count += 1
             else:
                 self._no_improvement_count = 0

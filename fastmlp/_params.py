@@ -143,6 +143,14 @@ def patience(name, value):
     return Interval(numbers.Integral, 1, None, closed="left")(name, value)
 
 
+def max_norm(name, value):
+    """None (no constraint), or the positive finite bound of each unit's incoming weight
+    norm."""
+    if value is None:
+        return None
+    return Interval(_Real, 0.0, None, closed="neither")(name, value)
+
+
 def early_stopping(name, value):
     """A flag (any truthy value holds out a validation split, as in scikit-learn), or
     "eval_set": stop on the scores of the eval_set that fit is given."""
@@ -204,6 +212,7 @@ PARAMETER_CONSTRAINTS = {
     "beta_2": Interval(_Real, 0.0, 1.0, closed="left"),
     "epsilon": Interval(_Real, 0.0, None, closed="neither"),
     "weight_decay": Interval(_Real, 0.0, None, closed="left"),
+    "max_norm": max_norm,
     "max_fun": Interval(_Integral, 1, None, closed="left"),
     "n_jobs": n_jobs,
     "input_scale": input_scale,
@@ -245,6 +254,7 @@ class Resolved:
     beta_2: float
     epsilon: float
     weight_decay: float
+    max_norm: float | None
     max_fun: int
     n_jobs: int | None
     input_scale: float | None  # None: no scaling (1 resolves to None)

@@ -19,9 +19,14 @@ from .backends.sparse import CONVERT_ROWS, scaled_block
 from .threads import thread_limit
 
 
+class NonFiniteOutputs(ValueError):
+    """Rows of X gave outputs that are not finite: the inputs overflow the network's
+    arithmetic (or, while a fit is diverging, its weights do)."""
+
+
 def _refuse_non_finite_outputs(out):
-    """ValueError if a row of the network's outputs is not finite (inputs far outside
-    the training data overflow the arithmetic)."""
+    """NonFiniteOutputs (a ValueError) if a row of the network's outputs is not finite
+    (inputs far outside the training data overflow the arithmetic)."""
     # a few values are summed faster in Python than checked by two NumPy calls; a finite
     # sum means every value is finite (an overflowing sum of finite values goes on to
     # the full check, which finds nothing)
@@ -29,7 +34,7 @@ def _refuse_non_finite_outputs(out):
         return
     if not np.isfinite(out).all():
         bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
-        raise ValueError(
+        raise NonFiniteOutputs(
             f"{bad.size} row(s) of X (the first is row {bad[0]}) overflow the network's "
             f"{out.dtype} arithmetic and give no finite outputs; the inputs are far "
             "larger than the data the model was trained on (scale X as for training, or "

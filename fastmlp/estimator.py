@@ -43,8 +43,8 @@ class FastMLP(ClassifierMixin, BaseMLP):
     hidden_layer_sizes : int or tuple of int, default (128,)
         Width of each hidden layer, from the input side; an int is one layer, and ``()``
         gives no hidden layer (multinomial logistic regression).
-    activation : {"relu", "tanh", "logistic", "identity"}, default "relu"
-        Activation of the hidden layers.
+    activation : {"relu", "tanh", "logistic", "identity", "leaky_relu"}, default "relu"
+        Activation of the hidden layers; "leaky_relu" is ``z if z > 0 else 0.01 * z``.
     solver : {"adam", "sgd", "lbfgs", "lazy_adam", "adamw"}, default "adam"
         "lbfgs" minimises the loss over all rows at once with SciPy's L-BFGS-B (through
         the backend's ``loss_and_grad``), as scikit-learn recommends for small data
@@ -121,6 +121,11 @@ default "constant"
         and Keras's AdamW do by default) is multiplied by ``1 - lr * weight_decay``, at
         the batch's scheduled learning rate ``lr``. Unlike ``alpha``, the decay does not
         pass through Adam's moments, so every weight decays at the same relative rate.
+    max_norm : float or None, default None
+        For the stochastic solvers: after every step, each unit whose incoming weight
+        vector (its column of the layer's weights, every layer, biases left out) is
+        longer than ``max_norm`` is scaled back to that length, the max-norm constraint
+        of Srivastava et al. (2014), often used with dropout. "lbfgs" refuses it.
     scoring : str, callable or None, default None
         The score of early stopping and of ``eval_set``: None is accuracy (``score``); a
         scikit-learn scorer name (``"f1_macro"``, ``"neg_log_loss"``, ...) or a callable
@@ -255,9 +260,9 @@ default "constant"
                  power_t=0.5, max_iter=200, shuffle=True, random_state=None, tol=1e-4,
                  verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, weight_decay=0.01, n_iter_no_change=10, max_fun=15000,
-                 scoring=None, class_weight=None,
-                 backend="auto", dtype="float32", n_jobs=None, input_scale=None, stream="auto"):
+                 epsilon=1e-8, weight_decay=0.01, max_norm=None, n_iter_no_change=10,
+                 max_fun=15000, scoring=None, class_weight=None, backend="auto",
+                 dtype="float32", n_jobs=None, input_scale=None, stream="auto"):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -266,6 +271,7 @@ default "constant"
             warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, weight_decay=weight_decay,
+            max_norm=max_norm,
             n_iter_no_change=n_iter_no_change,
             max_fun=max_fun, scoring=scoring, backend=backend, dtype=dtype, n_jobs=n_jobs,
             input_scale=input_scale, stream=stream)

@@ -42,8 +42,8 @@ class FastMLPRegressor(RegressorMixin, BaseMLP):
     hidden_layer_sizes : int or tuple of int, default (128,)
         Width of each hidden layer, from the input side; an int is one layer, and ``()``
         gives no hidden layer (a linear or Poisson regression).
-    activation : {"relu", "tanh", "logistic", "identity"}, default "relu"
-        Activation of the hidden layers.
+    activation : {"relu", "tanh", "logistic", "identity", "leaky_relu"}, default "relu"
+        Activation of the hidden layers; "leaky_relu" is ``z if z > 0 else 0.01 * z``.
     solver : {"adam", "sgd", "lbfgs", "lazy_adam", "adamw"}, default "adam"
         As in FastMLP: "lbfgs" minimises the loss over all rows at once with SciPy's
         L-BFGS-B and has no ``partial_fit``; "lazy_adam" steps only the first-layer
@@ -101,6 +101,9 @@ default "constant"
     weight_decay : float, default 0.01
         "adamw" only, as in FastMLP: every parameter is multiplied by
         ``1 - lr * weight_decay`` before each step.
+    max_norm : float or None, default None
+        As in FastMLP: each unit's incoming weight vector is scaled back to at most this
+        norm after every step of the stochastic solvers.
     scoring : str, callable or None, default None
         The score of early stopping and of ``eval_set``: None is R^2 (``score``), else a
         scikit-learn scorer name (``"neg_mean_absolute_error"``, ...) or a callable
@@ -201,7 +204,7 @@ default "constant"
                  learning_rate_init=2e-3, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, weight_decay=0.01,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, weight_decay=0.01, max_norm=None,
                  n_iter_no_change=10, max_fun=15000, scoring=None,
                  backend="auto", dtype="float32", n_jobs=None, input_scale=None, stream="auto"):
         super().__init__(
@@ -212,6 +215,7 @@ default "constant"
             warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, weight_decay=weight_decay,
+            max_norm=max_norm,
             n_iter_no_change=n_iter_no_change,
             max_fun=max_fun, scoring=scoring, backend=backend, dtype=dtype, n_jobs=n_jobs,
             input_scale=input_scale, stream=stream)
@@ -296,9 +300,12 @@ default "constant"
         return values.ravel() if values.shape[1] == 1 else values
 
     def _score_target(self, backend, activation, X, target):
-        """R^2 of the predictions (weighted by the rows' weights, if any)."""
+        """R^2 of the predictions (weighted by the rows' weights, if any), computed in
+        float64: the squared errors of large float32 predictions would overflow, and an
+        R^2 of -inf says nothing of how far off they are."""
         pred = self._forward(backend, activation, X, self._output_code)
-        return float(r2_score(target.values, pred, sample_weight=weights_or_none(target)))
+        return float(r2_score(target.values.astype(np.float64), pred.astype(np.float64),
+                              sample_weight=weights_or_none(target)))
 
     def predict(self, X):
         """Return the predicted targets of each row of X.

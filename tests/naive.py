@@ -5,12 +5,14 @@ import math
 
 import numpy as np
 
-from fastmlp.backends.codes import IDENTITY, LOGISTIC, RELU, TANH
+from fastmlp.backends.codes import IDENTITY, LEAKY_RELU, LOGISTIC, RELU, TANH
 
 
 def activate(z, act):
     if act == RELU:
         return max(z, 0.0)
+    if act == LEAKY_RELU:
+        return z if z > 0 else 0.01 * z
     if act == TANH:
         return math.tanh(z)
     if act == LOGISTIC:
@@ -22,6 +24,8 @@ def activate(z, act):
 def derivative_from_output(a, act):
     if act == RELU:
         return 1.0 if a > 0 else 0.0
+    if act == LEAKY_RELU:
+        return 1.0 if a > 0 else 0.01
     if act == TANH:
         return 1.0 - a * a
     if act == LOGISTIC:
@@ -115,3 +119,14 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, eps, keep=1.0):
         v[j] = beta2 * v[j] + (1 - beta2) * g * g
         param[j] = keep * param[j] - lr_t * m[j] / (math.sqrt(v[j]) + eps)
     return param, m, v
+
+
+def max_norm_project(w, max_norm):
+    """W (I, O) with each column longer than max_norm scaled back to it."""
+    w = w.astype(float)
+    for c in range(w.shape[1]):
+        norm = math.sqrt(sum(w[i, c] ** 2 for i in range(w.shape[0])))
+        if norm > max_norm:
+            for i in range(w.shape[0]):
+                w[i, c] *= max_norm / norm
+    return w

@@ -238,3 +238,39 @@ def test_divergence_and_ctrl_c_keep_the_last_finite_epoch(backend_name, monkeypa
                                n_jobs=2).fit(X, y)
     assert reg.n_iter_ == 1
     np.testing.assert_array_equal(reg.predict(X), one.predict(X))
+
+
+def test_a_diverging_model_scores_a_number_not_minus_infinity(backend_name):
+    # scikit-learn's test_mlp_diverging_loss: identity units at learning rate 1 give
+    # float32 validation outputs near 1e20 in the first epoch, whose squared errors
+    # overflow float32; their R^2 is a (very negative) number, not -inf, and the next
+    # epoch diverges, is undone, and ends the fit with a warning
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    model = FastMLPRegressor(hidden_layer_sizes=100, activation="identity", solver="sgd",
+                             learning_rate_init=1, max_iter=20, early_stopping=True,
+                             random_state=0, backend=backend_name)
+    with pytest.warns(RuntimeWarning, match="training diverged"):
+        model.fit(X, y)
+    last = model.validation_scores_[-1]
+    assert isinstance(last, float) and np.isfinite(last) and last < -1e30
+    assert model.best_validation_score_ == last
+    assert model.loss_ >= 0 and np.isfinite(model.loss_)
+
+
+def test_outputs_that_overflow_while_diverging_score_nan_and_end_the_fit(backend_name):
+    # early stopping's held-out rows overflow the float32 outputs before the training
+    # loss does: that epoch scores NaN (scikit-learn's score of such outputs), it is no
+    # improvement, and the fit goes on to its divergence check instead of failing with
+    # predict's error about X
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    model = FastMLP(hidden_layer_sizes=100, activation="identity", solver="sgd",
+                    learning_rate_init=2, max_iter=20, early_stopping=True, random_state=1,
+                    backend=backend_name)
+    with pytest.warns(RuntimeWarning, match="training diverged"):
+        model.fit(X * 50, y)
+    assert any(np.isnan(s) for s in model.validation_scores_)
+    assert np.isfinite(model._params).all()

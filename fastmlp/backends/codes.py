@@ -11,7 +11,13 @@ from typing import NamedTuple, get_type_hints
 import numpy as np
 
 IDENTITY, RELU, TANH, LOGISTIC = 0, 1, 2, 3
-ACTIVATIONS = {"identity": IDENTITY, "relu": RELU, "tanh": TANH, "logistic": LOGISTIC}
+# after the output functions' codes (SOFTMAX, EXP): one space of codes for both
+LEAKY_RELU = 6
+ACTIVATIONS = {"identity": IDENTITY, "relu": RELU, "tanh": TANH, "logistic": LOGISTIC,
+               "leaky_relu": LEAKY_RELU}
+# LEAKY_RELU's slope below zero, PyTorch's default: act(z) = z if z > 0 else
+# LEAKY_SLOPE * z; its derivative, read from act(z), is 1 if act(z) > 0 else LEAKY_SLOPE
+LEAKY_SLOPE = 0.01
 
 # The output layer's function. Each one is trained with its canonical loss, whose gradient
 # with respect to the output layer's pre-activation z is simply (output - target):
@@ -62,6 +68,10 @@ class OptimizerStep(NamedTuple):
     before its Adam step every parameter is multiplied by ``keep_t``, which the epoch sets
     before every batch to ``decay_keep(lr, weight_decay)`` at the batch's scheduled (not
     bias-corrected) learning rate. At 0 the factor is exactly 1 and changes no bit.
+
+    ``max_norm``, when positive, bounds the norm of each unit's incoming weight vector
+    (a column of its layer's W, the bias left out): after every step a unit whose
+    vector is longer is scaled back to that norm (Srivastava et al., 2014). 0 is none.
     """
 
     solver: int
@@ -78,6 +88,7 @@ class OptimizerStep(NamedTuple):
     lazy: bool = False
     weight_decay: float = 0.0
     keep_t: float = 1.0
+    max_norm: float = 0.0
 
 
 # the Python type of each field of OptimizerStep, in its order
@@ -94,7 +105,7 @@ def typed_step(opt) -> OptimizerStep:
 
 def optimizer_step(solver, lr, momentum=0.9, nesterov=True, beta1=0.9, beta2=0.999,
                    eps=1e-8, schedule=CONSTANT, seen=0.0, horizon=1.0,
-                   weight_decay=0.0) -> OptimizerStep:
+                   weight_decay=0.0, max_norm=0.0) -> OptimizerStep:
     """An OptimizerStep for ``solver``, a code of ESTIMATOR_SOLVERS other than LBFGS
     (LAZY_ADAM becomes ADAM with ``lazy`` set; ADAMW becomes ADAM with ``weight_decay``,
     which the other solvers ignore), typed for the kernels (typed_step)."""
@@ -102,7 +113,7 @@ def optimizer_step(solver, lr, momentum=0.9, nesterov=True, beta1=0.9, beta2=0.9
     decay = weight_decay if int(solver) == ADAMW else 0.0
     return typed_step((ADAM if int(solver) in ADAM_SOLVERS else solver, lr, momentum,
                        nesterov, beta1, beta2, eps, 0.0, schedule, seen, max(horizon, 1.0),
-                       lazy, decay, 1.0))
+                       lazy, decay, 1.0, max_norm))
 
 
 class Target(NamedTuple):
@@ -170,6 +181,14 @@ def scheduled_lr(lr, schedule, seen, horizon):
 # subnormal floats within an epoch, which Intel CPUs multiply about a hundred times
 # slower, and a moment this small moves a weight by less than 1e-30.
 FLUSH_BELOW = 2.0**-126
+
+
+def max_norm_factor(sumsq, max_norm):
+    """What a unit's incoming weights are multiplied by under ``max_norm`` (> 0), from the
+    sum of their squares (float64): ``max_norm / norm`` when the norm is larger, else 1.
+    Every backend computes it in this order."""
+    norm = math.sqrt(sumsq)
+    return max_norm / norm if norm > max_norm else 1.0
 
 
 def decay_keep(lr, weight_decay):

@@ -23,6 +23,8 @@ from .codes import (
     EXP,
     FLUSH_BELOW,
     IDENTITY,
+    LEAKY_RELU,
+    LEAKY_SLOPE,
     LOGISTIC,
     RELU,
     SOFTMAX,
@@ -49,6 +51,8 @@ def _activate(z, act):
         np.maximum(z, 0, out=z)
     elif act == TANH:
         np.tanh(z, out=z)
+    elif act == LEAKY_RELU:
+        z[z < 0] *= z.dtype.type(LEAKY_SLOPE)
     elif act == LOGISTIC:
         # 1 / (1 + exp(-z)), written to avoid overflow warnings for very negative z
         np.negative(z, out=z)
@@ -81,6 +85,8 @@ def activation_backward(delta, a, act):
     # delta (N, O), a (N, O)
     if act == RELU:
         delta[a <= 0] = 0
+    elif act == LEAKY_RELU:
+        delta[a <= 0] *= delta.dtype.type(LEAKY_SLOPE)
     elif act == TANH:
         delta *= 1 - a * a
     elif act == LOGISTIC:
@@ -363,7 +369,21 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
                 adam_update(params, grads, m, v, lr_t, opt.beta1, opt.beta2, opt.eps, keep)
         else:
             sgd_update(params, grads, m, lr, opt.momentum, opt.nesterov)
+        if opt.max_norm > 0:
+            max_norm_project(layers, opt.max_norm)
     return loss_total, correct_total, t
+
+
+def max_norm_project(layers, max_norm):
+    """Scale back every unit whose incoming weights (a column of its layer's W) are
+    longer than ``max_norm`` (codes.OptimizerStep.max_norm), in place; biases are left.
+    Each column's squares are summed in float64; the factor is codes.max_norm_factor's,
+    for all columns at once."""
+    for w, _ in layers:
+        norms = np.sqrt(np.add.reduce(np.square(w, dtype=np.float64), axis=0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            factors = np.where(norms > max_norm, max_norm / norms, 1.0)
+        w *= factors.astype(w.dtype)
 
 
 def predict_proba(out, X, params, layer_sizes, act, output=SOFTMAX):

@@ -50,6 +50,7 @@ from ..codes import (
     OptimizerStep,
     decay_keep,
     loss_denominator,
+    max_norm_factor,
     scheduled_lr,
     typed_step,
 )
@@ -723,6 +724,81 @@ def _small_dense_gradients(grads, params, delta_buf, act_buf, wt_base, i_base, w
                          i_base + U(r) * wi, wi)
 
 
+@inline
+def _forward_copy_f(params, wt_base, wi, i0, n_o, is_top, top_w, k_pad, f_off, fwd_w):
+    """The forward copy of one thread's block of a layer above the first (W transposed,
+    (n_o, wi) at wt_base), after its weights changed: the top layer's into top_w, a small
+    dense layer's into fwd_w; other layers have none."""
+    if is_top:
+        for i in range(wi):
+            for c in range(n_o):
+                top_w[(i0 + i) * k_pad + c] = params[wt_base + c * wi + i]
+    elif f_off >= 0:
+        for i in range(wi):
+            fo = U(f_off) + (i0 + U(i)) * n_o
+            for c in range(n_o):
+                fwd_w[fo + U(c)] = params[wt_base + U(c) * wi + U(i)]
+
+
+# max_norm's factor, compiled from the one definition in codes.py
+_max_norm_factor = jit(max_norm_factor)
+
+
+@pjit
+def max_norm_stage(params, net, bufs, max_norm, n_blocks):
+    """Every unit whose incoming weights are longer than max_norm scaled back to it
+    (codes.OptimizerStep.max_norm), after the step, in the work layout (workspace.py):
+    the first layer's units are the columns of its blocks; above it, unit o's weights
+    are row o of each block of input units. Each unit's squares are summed in float64 in
+    the order of its inputs, whatever the blocks, so the bits do not depend on the
+    thread count; the forward copies follow."""
+    usizes, p_offs, _, _ = net
+    top_w, fwd_w, fwd_offs = bufs[5], bufs[6], bufs[7]
+    top = usizes.shape[0] - 2
+    k_pad = U(top_w.shape[0]) // usizes[top] if top > 0 else U(0)
+    dt = params.dtype.type
+    for layer in range(top + 1):
+        n_i = usizes[layer]
+        n_o = usizes[layer + 1]
+        w_off = p_offs[layer]
+        if layer == 0:
+            for k in prange(n_blocks):
+                c0, c1 = ublock(n_o, n_blocks, k)
+                width = c1 - c0
+                base = w_off + n_i * c0
+                sums = np.zeros(width)
+                for i in range(n_i):
+                    for c in range(width):
+                        x = float(params[base + i * width + c])
+                        sums[c] += x * x
+                for c in range(width):
+                    sums[c] = _max_norm_factor(sums[c], max_norm)
+                for i in range(n_i):
+                    for c in range(width):
+                        params[base + i * width + c] *= dt(sums[c])
+            continue
+        for o in prange(n_o):
+            total = 0.0
+            for k in range(n_blocks):
+                i0, i1 = ublock(n_i, n_blocks, k)
+                row = w_off + n_o * i0 + U(o) * (i1 - i0)
+                for i in range(i1 - i0):
+                    x = float(params[row + i])
+                    total += x * x
+            factor = _max_norm_factor(total, max_norm)
+            if factor != 1.0:
+                for k in range(n_blocks):
+                    i0, i1 = ublock(n_i, n_blocks, k)
+                    row = w_off + n_o * i0 + U(o) * (i1 - i0)
+                    for i in range(i1 - i0):
+                        params[row + i] *= dt(factor)
+        f_off = fwd_offs[layer]
+        for k in prange(n_blocks):
+            i0, i1 = ublock(n_i, n_blocks, k)
+            _forward_copy_f(params, w_off + n_o * i0, i1 - i0, i0, n_o, layer == top, top_w,
+                            k_pad, f_off, fwd_w)
+
+
 @pjit
 def backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update, n_blocks,
                     cols):
@@ -772,17 +848,8 @@ def backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update
                 pen += sumsq_f(params, wt_base, n_o * wi)
             if update:
                 update_f(params, grads, m, v, wt_base, n_o * wi, opt)
-                if layer == top:
-                    # the forward copy of this block (see top_w)
-                    for i in range(wi):
-                        for c in range(n_o):
-                            top_w[(i0 + i) * k_pad + c] = params[wt_base + c * wi + i]
-                elif f_off >= 0:
-                    # the forward copy of a small dense layer's block (see fwd_w)
-                    for i in range(wi):
-                        fo = U(f_off) + (i0 + U(i)) * n_o
-                        for c in range(n_o):
-                            fwd_w[fo + U(c)] = params[wt_base + U(c) * wi + U(i)]
+                _forward_copy_f(params, wt_base, wi, i0, n_o, layer == top, top_w, k_pad,
+                                f_off, fwd_w)
             # this block's share of the layer's biases
             d_base, d_stride, c0, c1 = segment(a_offs[layer], b_rows, n_o, n_blocks, k,
                                                out_blocked)
@@ -835,6 +902,8 @@ def _batch(state, net, data, output, rows, bufs, act, alpha, opt, update, n_bloc
                 n_blocks, cols)
     backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update, n_blocks,
                     cols)
+    if update and opt.max_norm > 0.0:
+        max_norm_stage(state[0], net, bufs, opt.max_norm, n_blocks)
     row_loss, row_hit, pen_parts = bufs[2], bufs[3], bufs[4]
     loss = 0.0
     hits = 0
@@ -875,7 +944,7 @@ def _epoch(state, net, data, output, order, batch_size, bufs, act, alpha, opt, t
         step = OptimizerStep(opt.solver, dt(lr), dt(opt.momentum), opt.nesterov,
                              dt(opt.beta1), dt(opt.beta2), dt(opt.eps), dt(lr_t), opt.schedule,
                              opt.seen, opt.horizon, opt.lazy, dt(opt.weight_decay),
-                             dt(_decay_keep(lr, opt.weight_decay)))
+                             dt(_decay_keep(lr, opt.weight_decay)), opt.max_norm)
         batch_loss, batch_hits = _batch(state, net, data, output, order[start:stop], bufs, act,
                                         alpha, step, update, n_blocks, cols)
         loss += batch_loss

@@ -7,7 +7,7 @@ such flat arrays.
 
 import numpy as np
 
-from ..codes import ADAM, EXP, FLUSH_BELOW, LOGISTIC, RELU, SOFTMAX, TANH
+from ..codes import ADAM, EXP, FLUSH_BELOW, LEAKY_RELU, LEAKY_SLOPE, LOGISTIC, RELU, SOFTMAX, TANH
 from ._config import ALIGN, U, inline, jit
 from .intrinsics import MASK_LANES, MASK_PLACES, compress_places, panel, panel_width, prefetch
 
@@ -174,6 +174,11 @@ def activate_f(z, zo, n, act):
         for c in range(n):
             v = z[zo + c]
             z[zo + c] = zero if v < zero else v
+    elif act == LEAKY_RELU:
+        slope = z.dtype.type(LEAKY_SLOPE)
+        for c in range(n):
+            v = z[zo + c]
+            z[zo + c] = v * slope if v < zero else v
     elif act == TANH:
         for c in range(n):
             z[zo + c] = np.tanh(z[zo + c])
@@ -191,6 +196,10 @@ def act_derivative_f(d, do, a, ao, n, act):
         for c in range(n):
             # a select, not a branch (see activate_f)
             d[do + c] = zero if a[ao + c] <= zero else d[do + c]
+    elif act == LEAKY_RELU:
+        slope = a.dtype.type(LEAKY_SLOPE)
+        for c in range(n):
+            d[do + c] = d[do + c] * slope if a[ao + c] <= zero else d[do + c]
     elif act == TANH:
         for c in range(n):
             d[do + c] *= one - a[ao + c] * a[ao + c]
