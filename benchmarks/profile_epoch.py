@@ -66,7 +66,7 @@ def main():
     n_batches = min(args.batches, X.shape[0] // args.batch)
     stages = {
         "hidden layers forward": lambda rows: epoch.hidden_forward(
-            state[0], net, data, rows, bufs, RELU, ws.n_blocks),
+            state[0], net, data, rows, bufs, RELU, ws.n_blocks, opt),
         "output layer + softmax cross-entropy": lambda rows: epoch.output_loss(
             state[0], net, data, SOFTMAX, rows, bufs, 1.0 / rows.shape[0], ws.n_blocks, cols),
         "backward + Adam update (every layer)": lambda rows: epoch.backward_update(

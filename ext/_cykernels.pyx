@@ -25,7 +25,7 @@ a row-major (r, c) matrix is a column-major (c, r) one with leading dimension c.
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
-from libc.math cimport M_PI, cos, exp, expf, fabs, log, log1p, sqrt, sqrtf, tanh, tanhf
+from libc.math cimport M_PI, cos, exp, expf, fabs, log, log1p, rint, sqrt, sqrtf, tanh, tanhf
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport strchr
 from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_WRITABLE,
@@ -91,6 +91,10 @@ cdef enum:
 cdef double FLUSH_BELOW = 1.1754943508222875e-38
 # codes.LEAKY_SLOPE: LEAKY_RELU's slope below zero
 cdef double LEAKY_SLOPE = 0.01
+# the constants of dropout's generator (codes.mix64, codes.GOLDEN64)
+cdef unsigned long long MIX_M1 = 0xBF58476D1CE4E5B9
+cdef unsigned long long MIX_M2 = 0x94D049BB133111EB
+cdef unsigned long long GOLDEN64 = 0x9E3779B97F4A7C15
 
 # Values in a 64-byte cache line of float32 (two whole lines of float64): per-thread blocks
 # and scratch are rounded up to a multiple of it, so that no two threads write one line.
@@ -196,6 +200,9 @@ cdef struct OptimizerStep:
     double weight_decay  # AdamW's decoupled decay (Adam only)
     double keep_t       # the current batch's factor of that decay, codes.decay_keep
     double max_norm     # each unit's incoming weights scaled back to this norm; 0: none
+    double dropout      # the hidden layers' dropout rate during training; 0: none
+    long long drop_seed  # the fit's key of dropout's masks
+    double batch        # samples seen before the current batch (set before every batch)
 
 
 cdef OptimizerStep _optimizer_step(opt) except *:
@@ -203,7 +210,7 @@ cdef OptimizerStep _optimizer_step(opt) except *:
     cdef OptimizerStep step
     (step.solver, step.lr, step.momentum, step.nesterov, step.beta1, step.beta2, step.eps,
      step.lr_t, step.schedule, step.seen, step.horizon, step.lazy, step.weight_decay,
-     step.keep_t, step.max_norm) = opt
+     step.keep_t, step.max_norm, step.dropout, step.drop_seed, step.batch) = opt
     return step
 
 
@@ -296,6 +303,66 @@ cdef inline void _act_derivative(floating* d, const floating* a, Py_ssize_t n,
     elif act == LOGISTIC:
         for c in range(n):
             d[c] *= a[c] * (one - a[c])
+
+
+cdef inline void _dropout_derivative(floating* d, const floating* h, Py_ssize_t n, int act,
+                                     double rate) noexcept nogil:
+    # d *= the derivative of dropout after the activation, read from the outputs h that
+    # _dropout_rows left: 0 where h is 0 (a dropped unit), else act'(a) at a = h (1 - rate)
+    # divided by 1 - rate (numpy_backend._dropout_backward)
+    cdef Py_ssize_t c
+    cdef floating zero = 0, one = 1, slope = <floating>LEAKY_SLOPE
+    cdef floating s = <floating>(1.0 / (1.0 - rate)), q = <floating>(1.0 - rate), g, a, v
+    for c in range(n):
+        v = h[c]
+        g = d[c] * s if v != zero else zero
+        a = v * q
+        if act == RELU:
+            g = zero if a <= zero else g
+        elif act == LEAKY_RELU:
+            g = g * slope if a <= zero else g
+        elif act == TANH:
+            g = g * (one - a * a)
+        elif act == LOGISTIC:
+            g = g * (a * (one - a))
+        d[c] = g
+
+
+cdef inline void _derivative(floating* d, const floating* a, Py_ssize_t n, int act,
+                             double rate) noexcept nogil:
+    # d *= the derivative of a hidden layer's output function: the activation's, or with
+    # dropout at rate (> 0), dropout's
+    if rate == 0:
+        _act_derivative(d, a, n, act)
+    else:
+        _dropout_derivative(d, a, n, act, rate)
+
+
+cdef inline unsigned long long _mix64(unsigned long long z) noexcept nogil:
+    # codes.mix64: SplitMix64's finaliser
+    z = (z ^ (z >> 30)) * MIX_M1
+    z = (z ^ (z >> 27)) * MIX_M2
+    return z ^ (z >> 31)
+
+
+cdef void _dropout_rows(floating* h, Py_ssize_t n, Py_ssize_t width, Py_ssize_t layer,
+                        const OptimizerStep* opt, int n_blocks) noexcept nogil:
+    """Inverted dropout of a hidden layer's outputs h (n, width) row-major, in place: each
+    unit kept and divided by 1 - opt.dropout, or set to 0, by codes.dropout_kept with the
+    key codes.dropout_row_key (numpy_backend._dropout_forward)."""
+    cdef unsigned long long threshold = <unsigned long long>rint(opt.dropout * 4294967296.0)
+    cdef unsigned long long seed = <unsigned long long>opt.drop_seed
+    cdef unsigned long long head = _mix64(seed ^ _mix64(<unsigned long long>opt.batch))
+    cdef unsigned long long key, bits
+    cdef floating scale = <floating>(1.0 / (1.0 - opt.dropout)), zero = 0
+    cdef Py_ssize_t r, c
+    cdef floating* o
+    for r in prange(n, schedule="static", num_threads=n_blocks):
+        key = _mix64(head ^ ((<unsigned long long>layer << 32) | <unsigned long long>r))
+        o = h + r * width
+        for c in range(width):
+            bits = _mix64(key + <unsigned long long>c * GOLDEN64) >> 32
+            o[c] = o[c] * scale if bits >= threshold else zero
 
 
 cdef inline void _axpy(floating* y, floating a, const floating* x,
@@ -652,7 +719,7 @@ def sgd_update(floating[::1] param, const floating[::1] grad, floating[::1] velo
                double lr, double momentum, bint nesterov):
     # param, grad, velocity (P,): SGD with (Nesterov) momentum, as scikit-learn's
     cdef OptimizerStep opt = OptimizerStep(SGD, lr, momentum, nesterov, 0, 0, 0, 0, CONSTANT,
-                                           0, 1, False, 0, 1, 0)
+                                           0, 1, False, 0, 1, 0, 0, 0, 0)
     if param.shape[0] == 0:
         return
     with nogil:
@@ -666,7 +733,7 @@ def adam_update(floating[::1] param, const floating[::1] grad, floating[::1] m,
     # param, grad, m, v (P,): one Adam step, the bias correction folded into lr_t, each
     # parameter multiplied by keep (AdamW's decoupled decay) before it
     cdef OptimizerStep opt = OptimizerStep(ADAM, 0, 0, False, beta1, beta2, eps, lr_t,
-                                           CONSTANT, 0, 1, False, 0, keep, 0)
+                                           CONSTANT, 0, 1, False, 0, keep, 0, 0, 0, 0)
     if param.shape[0] == 0:
         return
     with nogil:
@@ -780,8 +847,8 @@ cdef void _forward_first(const floating* params, const Layout* net, const Rows* 
 
 
 cdef void _forward_above(const floating* params, const Layout* net, const Rows* x,
-                         const Batch* buf, int act, floating inv_n,
-                         int n_blocks) noexcept nogil:
+                         const Batch* buf, int act, floating inv_n, int n_blocks,
+                         const OptimizerStep* opt) noexcept nogil:
     """2. The layers above the first: out = b + h @ W as a sum of rows of W, zero inputs
     skipped (at the top, vector sums of the padded copy of W); at the top, softmax, loss,
     accuracy and the gradient of the mean loss w.r.t. the logits."""
@@ -816,6 +883,8 @@ cdef void _forward_above(const floating* params, const Layout* net, const Rows* 
                                    n_in, n_out, _dense_unit(n_out, k),
                                    _dense_unit(n_out, k + 1), act)
                 fastmlp_restore_fp_mode(mode)
+            if opt != NULL and opt.dropout > 0:
+                _dropout_rows(acts + a_offs[layer], n, n_out, layer, opt, n_blocks)
             continue
         with parallel(num_threads=n_blocks):
             mode = fastmlp_flush_subnormals()
@@ -861,7 +930,7 @@ cdef void _dense_forward(const floating* w, const floating* b, const floating* h
 cdef void _dense_backward(const floating* w, floating* dw, const floating* h, floating* dh,
                           const floating* d, Py_ssize_t n, Py_ssize_t n_in,
                           Py_ssize_t n_out, Py_ssize_t i0, Py_ssize_t i1, floating alpha_n,
-                          double* pen_rows, int act) noexcept nogil:
+                          double* pen_rows, int act, double drop) noexcept nogil:
     """For the input units i0:i1 of a dense layer (W (n_in, n_out), its input H and output
     delta D row-major): their delta dH[:, i0:i1] = D W[i0:i1, :]^T times act'(H), from
     the weights before the update; then rows i0:i1 of the weight gradient, alpha_n W +
@@ -872,7 +941,7 @@ cdef void _dense_backward(const floating* w, floating* dw, const floating* h, fl
     _gemm(c'T', c'N', <int>wi, <int>n, <int>n_out, 1, w + i0 * n_out, <int>n_out, d,
           <int>n_out, 0, dh + i0, <int>n_in)
     for r in range(n):
-        _act_derivative(dh + r * n_in + i0, h + r * n_in + i0, wi, act)
+        _derivative(dh + r * n_in + i0, h + r * n_in + i0, wi, act, drop)
     for i in range(i0, i1):
         for c in range(n_out):
             dw[i * n_out + c] = alpha_n * w[i * n_out + c]
@@ -883,7 +952,7 @@ cdef void _dense_backward(const floating* w, floating* dw, const floating* h, fl
 
 cdef Py_ssize_t _backward_above(const floating* params, floating* grads, const Layout* net,
                                 Py_ssize_t n, const Batch* buf, int act, floating alpha_n,
-                                int n_blocks) noexcept nogil:
+                                int n_blocks, double drop) noexcept nogil:
     """3. Backward through the layers above the first, top down: each one's input gradient,
     weight gradient (plus alpha_n W, with each row's sum of squares into pen_rows) and
     bias gradient. Returns the number of pen_rows written."""
@@ -912,7 +981,7 @@ cdef Py_ssize_t _backward_above(const floating* params, floating* grads, const L
                     _dense_backward(w, dw, acts + a_offs[layer - 1],
                                     deltas + a_offs[layer - 1], deltas + a_offs[layer], n,
                                     n_in, n_out, _dense_unit(n_in, k), _dense_unit(n_in, k + 1),
-                                    alpha_n, pen_rows + pen_off, act)
+                                    alpha_n, pen_rows + pen_off, act, drop)
                 fastmlp_restore_fp_mode(mode)
             _sum_bias_grad(dw + n_in * n_out, deltas + a_offs[layer], n, n_out)
             pen_off = pen_off + n_in
@@ -925,7 +994,7 @@ cdef Py_ssize_t _backward_above(const floating* params, floating* grads, const L
                 di = deltas + a_offs[layer - 1] + r * n_in
                 for i in range(n_in):
                     di[i] = _dot(w + i * n_out, d, n_out)
-                _act_derivative(di, acts + a_offs[layer - 1] + r * n_in, n_in, act)
+                _derivative(di, acts + a_offs[layer - 1] + r * n_in, n_in, act, drop)
             fastmlp_restore_fp_mode(mode)
         # weight gradient by input units (rows of W), with each row's sum of squares
         with parallel(num_threads=n_blocks):
@@ -1306,9 +1375,12 @@ cdef double _batch(floating* params, floating* grads, floating* m, floating* v,
             denom += (<const floating*>x.weights)[x.rows[r]]
     cdef floating alpha_n = <floating>(alpha / denom if denom > 0 else 0.0)
     cdef floating inv_n = <floating>(1.0 / denom if denom > 0 else 0.0)
+    cdef double drop = opt.dropout if opt != NULL else 0.0
     _forward_first(params, net, x, buf, act, inv_n, n_blocks)
-    _forward_above(params, net, x, buf, act, inv_n, n_blocks)
-    n_pen = _backward_above(params, grads, net, x.n, buf, act, alpha_n, n_blocks)
+    if drop > 0 and net.n_layers > 1:
+        _dropout_rows(<floating*>buf.acts + net.a_offs[0], x.n, net.sizes[1], 0, opt, n_blocks)
+    _forward_above(params, net, x, buf, act, inv_n, n_blocks, opt)
+    n_pen = _backward_above(params, grads, net, x.n, buf, act, alpha_n, n_blocks, drop)
     _first_layer_step(params, grads, m, v, net, x, buf, opt, alpha_n, n_pen, n_blocks)
     n_pen = n_pen + net.sizes[0]
     if opt != NULL and opt.max_norm > 0:
@@ -1364,6 +1436,7 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] m, floa
                 t += 1
                 step.lr_t = step.lr * sqrt(1.0 - step.beta2 ** t) / (1.0 - step.beta1 ** t)
                 step.keep_t = 1.0 - step.lr * step.weight_decay  # codes.decay_keep
+            step.batch = step.seen + start
             x.rows = &order[start]
             x.n = stop - start
             loss += _batch(&params[0], &grads[0], mp, vp, &lay, &x, &buf, act, alpha, &step,

@@ -48,8 +48,8 @@ class BaseMLP(EpochsMixin, LbfgsMixin, PredictMixin, ReportMixin, ModelFiles,
                  power_t=0.5, max_iter=200, shuffle=True, random_state=None, tol=1e-4,
                  verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, weight_decay=0.01, max_norm=None, n_iter_no_change=10,
-                 max_fun=15000, scoring=None, backend="auto",
+                 epsilon=1e-8, weight_decay=0.01, max_norm=None, dropout=0.0,
+                 n_iter_no_change=10, max_fun=15000, scoring=None, backend="auto",
                  dtype="float32", n_jobs=None, input_scale=None, stream="auto"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -74,6 +74,7 @@ class BaseMLP(EpochsMixin, LbfgsMixin, PredictMixin, ReportMixin, ModelFiles,
         self.epsilon = epsilon
         self.weight_decay = weight_decay
         self.max_norm = max_norm
+        self.dropout = dropout
         self.scoring = scoring
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
@@ -122,7 +123,8 @@ class BaseMLP(EpochsMixin, LbfgsMixin, PredictMixin, ReportMixin, ModelFiles,
     @with_callbacks
     def _fit(self, X, y, sample_weight, incremental, classes=None, eval_set=None):
         """fit and partial_fit. The random generator is drawn from in a fixed order: the
-        initial weights, then the validation split, then one permutation per epoch.
+        initial weights, then the validation split, then (with dropout) the seed of the
+        masks, then one permutation per epoch.
         Background compiles that auto asked for start when the fit is done; the callbacks
         of set_callbacks (fastmlp/_callbacks.py) are torn down whatever happens."""
         try:
@@ -148,6 +150,10 @@ class BaseMLP(EpochsMixin, LbfgsMixin, PredictMixin, ReportMixin, ModelFiles,
                 raise ValueError("max_norm bounds the weights after every step of the "
                                  "stochastic solvers; solver='lbfgs' takes no such steps. Use "
                                  "solver='adam', 'adamw' or 'sgd', or max_norm=None")
+            if p.dropout > 0:
+                raise ValueError("dropout draws new masks for every mini-batch, and "
+                                 "solver='lbfgs' minimises one fixed loss over all rows; use "
+                                 "solver='adam', 'adamw' or 'sgd', or dropout=0")
             self._fit_lbfgs(X, target, p, eval_set, tasks)
         else:
             run = self._plan_epochs(X, target, p, incremental, eval_set, tasks)

@@ -61,6 +61,8 @@ class _Epochs:
     scorer: object  # the scikit-learn scorer of both (scoring), or None: self.score
     tasks: object  # _callbacks.FitTasks: each epoch reported to the callbacks
     max_norm: float  # OptimizerStep.max_norm: 0, or the bound of a unit's weight norm
+    dropout: float  # OptimizerStep.dropout: the hidden layers' rate during training
+    drop_seed: int  # OptimizerStep.drop_seed: this call's key of dropout's masks
     team: object  # threads.AdaptiveTeam (default threads), or None
     threads: int | None  # the n_jobs the epochs run with (threads.epoch_threads)
 
@@ -113,6 +115,10 @@ class EpochsMixin:
             X_eval, y_eval = eval_set
             eval_set = (X_eval, y_eval)
             self.eval_scores_ = []
+        # dropout's masks are keyed by a seed drawn after the split (only when there is
+        # dropout: the draws of every other fit stay as they were)
+        drop_seed = (int(self._random_state.randint(0, 2**62, dtype=np.int64))
+                     if p.dropout > 0 else 0)
         n_samples = X.shape[0] if train_rows is None else train_rows.shape[0]
         if self.batch_size == "auto":
             batch_size = min(AUTO_BATCH_SIZE, n_samples)
@@ -143,6 +149,7 @@ class EpochsMixin:
                        early_stopping=early_stopping, validation=validation,
                        eval_set=eval_set, stop_on_eval=stop_on_eval, scorer=p.scoring,
                        tasks=tasks, max_norm=float(p.max_norm or 0.0),
+                       dropout=float(p.dropout), drop_seed=drop_seed,
                        team=adaptive_team(self.n_jobs, backend, batch_size,
                                           self._params.size, work),
                        threads=epoch_threads(self.n_jobs, backend, work))
@@ -287,7 +294,7 @@ class EpochsMixin:
         return optimizer_step(run.solver, self._optimizer.learning_rate, self.momentum,
                               self.nesterovs_momentum, self.beta_1, self.beta_2, self.epsilon,
                               schedule, done, self.max_iter * run.n_samples,
-                              self.weight_decay, run.max_norm)
+                              self.weight_decay, run.max_norm, run.dropout, run.drop_seed)
 
     def _end_epoch(self, run, loss_sum, n_correct, best_params):
         """Bookkeeping after a completed epoch: the record, the scores, the verbose line,

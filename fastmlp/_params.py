@@ -213,6 +213,7 @@ PARAMETER_CONSTRAINTS = {
     "epsilon": Interval(_Real, 0.0, None, closed="neither"),
     "weight_decay": Interval(_Real, 0.0, None, closed="left"),
     "max_norm": max_norm,
+    "dropout": Interval(_Real, 0.0, 1.0, closed="left"),
     "max_fun": Interval(_Integral, 1, None, closed="left"),
     "n_jobs": n_jobs,
     "input_scale": input_scale,
@@ -255,6 +256,7 @@ class Resolved:
     epsilon: float
     weight_decay: float
     max_norm: float | None
+    dropout: float
     max_fun: int
     n_jobs: int | None
     input_scale: float | None  # None: no scaling (1 resolves to None)

@@ -126,6 +126,13 @@ default "constant"
         vector (its column of the layer's weights, every layer, biases left out) is
         longer than ``max_norm`` is scaled back to that length, the max-norm constraint
         of Srivastava et al. (2014), often used with dropout. "lbfgs" refuses it.
+    dropout : float, default 0.0
+        For the stochastic solvers: the rate at which each hidden unit's output is
+        dropped (set to 0) during training, the kept ones divided by ``1 - dropout``
+        (inverted dropout); prediction uses every unit. The masks are drawn from a
+        counter-based generator keyed by the fit's random state, the batch, the layer,
+        the row and the unit, so they are the same on every backend and at any thread
+        count. The input layer is not dropped. "lbfgs" refuses it.
     scoring : str, callable or None, default None
         The score of early stopping and of ``eval_set``: None is accuracy (``score``); a
         scikit-learn scorer name (``"f1_macro"``, ``"neg_log_loss"``, ...) or a callable
@@ -260,9 +267,10 @@ default "constant"
                  power_t=0.5, max_iter=200, shuffle=True, random_state=None, tol=1e-4,
                  verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, weight_decay=0.01, max_norm=None, n_iter_no_change=10,
-                 max_fun=15000, scoring=None, class_weight=None, backend="auto",
-                 dtype="float32", n_jobs=None, input_scale=None, stream="auto"):
+                 epsilon=1e-8, weight_decay=0.01, max_norm=None, dropout=0.0,
+                 n_iter_no_change=10, max_fun=15000, scoring=None, class_weight=None,
+                 backend="auto", dtype="float32", n_jobs=None, input_scale=None,
+                 stream="auto"):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -271,7 +279,7 @@ default "constant"
             warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, weight_decay=weight_decay,
-            max_norm=max_norm,
+            max_norm=max_norm, dropout=dropout,
             n_iter_no_change=n_iter_no_change,
             max_fun=max_fun, scoring=scoring, backend=backend, dtype=dtype, n_jobs=n_jobs,
             input_scale=input_scale, stream=stream)

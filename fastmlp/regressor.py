@@ -104,6 +104,9 @@ default "constant"
     max_norm : float or None, default None
         As in FastMLP: each unit's incoming weight vector is scaled back to at most this
         norm after every step of the stochastic solvers.
+    dropout : float, default 0.0
+        As in FastMLP: the hidden layers' outputs are dropped at this rate during
+        training (inverted dropout), with the same masks on every backend.
     scoring : str, callable or None, default None
         The score of early stopping and of ``eval_set``: None is R^2 (``score``), else a
         scikit-learn scorer name (``"neg_mean_absolute_error"``, ...) or a callable
@@ -205,7 +208,7 @@ default "constant"
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, weight_decay=0.01, max_norm=None,
-                 n_iter_no_change=10, max_fun=15000, scoring=None,
+                 dropout=0.0, n_iter_no_change=10, max_fun=15000, scoring=None,
                  backend="auto", dtype="float32", n_jobs=None, input_scale=None, stream="auto"):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
@@ -215,7 +218,7 @@ default "constant"
             warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, weight_decay=weight_decay,
-            max_norm=max_norm,
+            max_norm=max_norm, dropout=dropout,
             n_iter_no_change=n_iter_no_change,
             max_fun=max_fun, scoring=scoring, backend=backend, dtype=dtype, n_jobs=n_jobs,
             input_scale=input_scale, stream=stream)

@@ -72,7 +72,8 @@ def test_optimizer_record_fields():
     # the compiled code reads the record by position
     assert codes.OptimizerStep._fields == ("solver", "lr", "momentum", "nesterov", "beta1",
                                             "beta2", "eps", "lr_t", "schedule", "seen",
-                                            "horizon", "lazy", "weight_decay", "keep_t")
+                                            "horizon", "lazy", "weight_decay", "keep_t",
+                                            "max_norm", "dropout", "drop_seed", "batch")
     step = codes.optimizer_step(codes.ADAM, 1, weight_decay=0.5)
     assert (type(step.solver), type(step.lr), type(step.nesterov)) == (int, float, bool)
     # only AdamW decays; the epoch sets keep_t before every batch
@@ -85,11 +86,13 @@ def test_optimizer_record_fields():
     assert codes.decay_keep(0.1, 0.5) == 0.95 and codes.decay_keep(0.1, 0.0) == 1.0
     # whatever numbers a record was built from, the kernels see one signature
     loose = codes.OptimizerStep(np.int64(1), np.float32(0.5), 1, np.bool_(False), 0.9, 0.999,
-                                1e-8, 0, np.int32(2), 3, 7, 0, np.float32(0.25), 1)
+                                1e-8, 0, np.int32(2), 3, 7, 0, np.float32(0.25), 1, 2,
+                                np.float64(0.5), np.int64(12), 640)
     typed = codes.typed_step(loose)
     assert typed == loose
     assert [type(x) for x in typed] == [int, float, float, bool, float, float, float, float,
-                                        int, float, float, bool, float, float]
+                                        int, float, float, bool, float, float, float, float,
+                                        int, float]
 
 
 def _extension():
@@ -122,7 +125,9 @@ def test_extension_reads_the_optimizer_record_field_by_field():
     ext = _extension()
     opt = codes.OptimizerStep(solver=2, lr=0.5, momentum=0.25, nesterov=True, beta1=0.125,
                               beta2=0.0625, eps=0.03125, lr_t=0.015625, schedule=1,
-                              seen=3.0, horizon=7.0, lazy=False)
+                              seen=3.0, horizon=7.0, lazy=False, weight_decay=0.0078125,
+                              keep_t=0.75, max_norm=3.5, dropout=0.375, drop_seed=2**40 + 9,
+                              batch=1280.0)
     assert ext.optimizer_step_fields(opt) == opt._asdict()
     flipped = opt._replace(nesterov=False, lazy=True)
     assert ext.optimizer_step_fields(flipped) == flipped._asdict()

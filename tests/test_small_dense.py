@@ -106,7 +106,7 @@ def _gradients(A, W, dZ, n_blocks, alpha, slack):
     for i0, i1 in _blocks(n_i, n_blocks):
         epoch._small_dense_gradients(grads, params, delta_buf, act_buf, U(w_off + n_o * i0),
                                      U(i_off + n * i0), U(i1 - i0), n, U(o_off), U(n),
-                                     U(n_o), n_blocks, dtype.type(alpha), RELU)
+                                     U(n_o), n_blocks, dtype.type(alpha), RELU, 0.0)
     G = np.empty((n_i, n_o), dtype=dtype)
     for i0, i1 in _blocks(n_i, n_blocks):
         G[i0:i1] = grads[w_off + n_o * i0:w_off + n_o * i1].reshape(n_o, i1 - i0).T

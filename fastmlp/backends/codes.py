@@ -72,6 +72,13 @@ class OptimizerStep(NamedTuple):
     ``max_norm``, when positive, bounds the norm of each unit's incoming weight vector
     (a column of its layer's W, the bias left out): after every step a unit whose
     vector is longer is scaled back to that norm (Srivastava et al., 2014). 0 is none.
+
+    ``dropout``, when positive, is the rate at which the hidden layers' outputs are
+    dropped during training (inverted dropout: the kept ones are divided by
+    1 - dropout), with masks from the counter-based generator below keyed by
+    (``drop_seed``, the batch, the layer, the row in the batch, the unit), so that
+    they depend on neither the thread count nor the backend. ``batch`` is the samples
+    the fit had seen before the current batch; the epoch sets it before every batch.
     """
 
     solver: int
@@ -89,6 +96,9 @@ class OptimizerStep(NamedTuple):
     weight_decay: float = 0.0
     keep_t: float = 1.0
     max_norm: float = 0.0
+    dropout: float = 0.0
+    drop_seed: int = 0
+    batch: float = 0.0
 
 
 # the Python type of each field of OptimizerStep, in its order
@@ -105,7 +115,8 @@ def typed_step(opt) -> OptimizerStep:
 
 def optimizer_step(solver, lr, momentum=0.9, nesterov=True, beta1=0.9, beta2=0.999,
                    eps=1e-8, schedule=CONSTANT, seen=0.0, horizon=1.0,
-                   weight_decay=0.0, max_norm=0.0) -> OptimizerStep:
+                   weight_decay=0.0, max_norm=0.0, dropout=0.0,
+                   drop_seed=0) -> OptimizerStep:
     """An OptimizerStep for ``solver``, a code of ESTIMATOR_SOLVERS other than LBFGS
     (LAZY_ADAM becomes ADAM with ``lazy`` set; ADAMW becomes ADAM with ``weight_decay``,
     which the other solvers ignore), typed for the kernels (typed_step)."""
@@ -113,7 +124,7 @@ def optimizer_step(solver, lr, momentum=0.9, nesterov=True, beta1=0.9, beta2=0.9
     decay = weight_decay if int(solver) == ADAMW else 0.0
     return typed_step((ADAM if int(solver) in ADAM_SOLVERS else solver, lr, momentum,
                        nesterov, beta1, beta2, eps, 0.0, schedule, seen, max(horizon, 1.0),
-                       lazy, decay, 1.0, max_norm))
+                       lazy, decay, 1.0, max_norm, dropout, drop_seed, 0.0))
 
 
 class Target(NamedTuple):
@@ -201,3 +212,41 @@ def decay_keep(lr, weight_decay):
 def adam_lr(lr, beta1, beta2, t):
     """Bias-corrected Adam step size after t updates (t >= 1)."""
     return lr * np.sqrt(1 - beta2**t) / (1 - beta1**t)
+
+
+# ------------------------------------------------------------------ dropout's masks
+#
+# A counter-based generator: the bits of a unit's mask are a hash of its coordinates, so
+# any thread of any backend computes them alone, in any order. The hash is the finaliser
+# of SplitMix64 (Steele, Lea and Flood, 2014), on uint64 with wrap-around; the functions
+# below serve NumPy arrays and Numba's scalars alike (the extension has them in C).
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+GOLDEN64 = np.uint64(0x9E3779B97F4A7C15)
+_S27, _S30, _S31, _S32 = np.uint64(27), np.uint64(30), np.uint64(31), np.uint64(32)
+
+
+def mix64(z):
+    """SplitMix64's finaliser of the uint64 z (or of each value of a uint64 array)."""
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+def dropout_row_key(seed, batch, layer, row):
+    """The key of one row's mask in one hidden layer during one batch (uint64s: the fit's
+    seed, the samples seen before the batch, the layer, the row's place in the batch)."""
+    return mix64(mix64(seed ^ mix64(batch)) ^ ((layer << _S32) | row))
+
+
+def dropout_kept(row_key, unit, threshold):
+    """Whether ``unit`` (uint64) of the row keyed ``row_key`` is kept: the high 32 bits
+    of its hash are at least ``threshold`` (dropout_threshold)."""
+    return (mix64(row_key + unit * GOLDEN64) >> _S32) >= threshold
+
+
+def dropout_threshold(rate):
+    """The uint64 below which a unit's 32 bits drop it: a unit is dropped with
+    probability threshold / 2**32, rate rounded to the nearest multiple of 2**-32."""
+    return np.uint64(round(rate * 2.0**32))

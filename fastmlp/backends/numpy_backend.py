@@ -32,6 +32,9 @@ from .codes import (
     Target,
     adam_lr,
     decay_keep,
+    dropout_kept,
+    dropout_row_key,
+    dropout_threshold,
     loss_denominator,
     scheduled_lr,
 )
@@ -92,6 +95,27 @@ def activation_backward(delta, a, act):
     elif act == LOGISTIC:
         delta *= a * (1 - a)
     # IDENTITY: derivative is 1
+
+
+def _dropout_forward(h, layer, seed, batch, rate):
+    """Inverted dropout of a hidden layer's outputs h (N, O), in place: each unit of each
+    row kept (and divided by 1 - rate) or set to 0 by codes.dropout_kept, keyed by the
+    fit's seed, the batch (samples seen before it), the layer and the row's place."""
+    rows = np.arange(h.shape[0], dtype=np.uint64)
+    with np.errstate(over="ignore"):  # the hash multiplies with wrap-around, as meant
+        keys = dropout_row_key(np.uint64(seed), np.uint64(batch), np.uint64(layer), rows)
+        kept = dropout_kept(keys[:, None], np.arange(h.shape[1], dtype=np.uint64)[None, :],
+                            dropout_threshold(rate))
+    h[...] = np.where(kept, h * h.dtype.type(1.0 / (1.0 - rate)), h.dtype.type(0))
+
+
+def _dropout_backward(delta, h, act, rate):
+    """delta *= the derivative of dropout after the activation, read from the outputs h
+    that _dropout_forward left: 0 where h is 0 (a dropped unit), else act' at
+    a = h (1 - rate) divided by 1 - rate."""
+    dt = h.dtype.type
+    delta[...] = np.where(h != 0, delta * dt(1.0 / (1.0 - rate)), dt(0))
+    activation_backward(delta, h * dt(1.0 - rate), act)
 
 
 def softmax_xent_forward(probs, logits, y):
@@ -236,9 +260,9 @@ def _output_delta(delta, out, output, labels, values, weights):
         delta *= scale[:, None]
 
 
-def _batch_step(layers, grad_layers, act, acts, deltas, target, alpha):
+def _batch_step(layers, grad_layers, act, acts, deltas, target, alpha, drop=None):
     """Forward and backward over one batch already gathered into acts[0]; ``target`` is
-    the batch's codes.Target.
+    the batch's codes.Target; ``drop`` None, or the (rate, seed, batch) of dropout.
 
     ``layers`` and ``grad_layers`` are the (W, b) views of the parameters and gradients.
     Returns (the summed (weighted) row losses plus the L2 term alpha/2 ||W||^2,
@@ -249,6 +273,8 @@ def _batch_step(layers, grad_layers, act, acts, deltas, target, alpha):
     last = len(layers) - 1
     for i, (w, b) in enumerate(layers):
         linear_forward(acts[i + 1], acts[i], w, b, IDENTITY if i == last else act)
+        if drop is not None and i < last:
+            _dropout_forward(acts[i + 1], i, drop[1], drop[2], drop[0])
     losses, n_correct = _output_rows(acts[-1], acts[-1], output, labels, values)
     if weights.size == 0:
         loss_sum = float(np.sum(losses, dtype=np.float64))
@@ -267,7 +293,9 @@ def _batch_step(layers, grad_layers, act, acts, deltas, target, alpha):
         dw, db = grad_layers[i]
         dx = deltas[i - 1] if i > 0 else acts[0][:0, :0]
         linear_backward(dw, db, dx, deltas[i], acts[i], w, alpha_n)
-        if i > 0:
+        if i > 0 and drop is not None:
+            _dropout_backward(dx, acts[i], act, drop[0])
+        elif i > 0:
             activation_backward(dx, acts[i], act)
     return loss_sum, n_correct
 
@@ -353,8 +381,10 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
             X.gather(idx, acts[0])
         else:
             np.take(X, idx, axis=0, out=acts[0])
+        drop = (None if opt.dropout == 0 else
+                (opt.dropout, opt.drop_seed, int(opt.seen) + start))
         loss_sum, n_correct = _batch_step(layers, grad_layers, act, acts, deltas,
-                                          _rows_of(target, idx), alpha)
+                                          _rows_of(target, idx), alpha, drop)
         loss_total += loss_sum
         correct_total += n_correct
         lr = scheduled_lr(opt.lr, opt.schedule, opt.seen + start, opt.horizon)
@@ -370,11 +400,11 @@ def train_epoch(params, grads, m, v, layer_sizes, act, data, y, order, batch_siz
         else:
             sgd_update(params, grads, m, lr, opt.momentum, opt.nesterov)
         if opt.max_norm > 0:
-            max_norm_project(layers, opt.max_norm)
+            _max_norm_project(layers, opt.max_norm)
     return loss_total, correct_total, t
 
 
-def max_norm_project(layers, max_norm):
+def _max_norm_project(layers, max_norm):
     """Scale back every unit whose incoming weights (a column of its layer's W) are
     longer than ``max_norm`` (codes.OptimizerStep.max_norm), in place; biases are left.
     Each column's squares are summed in float64; the factor is codes.max_norm_factor's,

@@ -58,11 +58,13 @@ from ._config import U, inline, jit, pjit
 from .blas import NO_TRANS, TRANS, gemm
 from .inline import (
     PREFETCH_AHEAD,
-    act_derivative_f,
     activate_f,
     adam_step_f,
     axpy_f,
     column_sums_f,
+    derivative_f,
+    dropout_f,
+    dropout_row_key_f,
     lane_sum_f,
     output_row_f,
     prefetch_row_f,
@@ -94,10 +96,12 @@ from .workspace import Workspace, segment
 
 
 @pjit
-def hidden_forward(params, net, data, rows, bufs, act, n_blocks):
+def hidden_forward(params, net, data, rows, bufs, act, n_blocks, opt):
     """Activations of the hidden layers for the rows ``rows`` of X, split by output
     units; W of layer 0 by blocks of columns, the layers above transposed (see
-    workspace._to_work_layout), the small ones read from their forward copies."""
+    workspace._to_work_layout), the small ones read from their forward copies. With
+    opt.dropout, each layer's outputs then go through dropout_f before the next layer
+    reads them."""
     usizes, p_offs, a_offs, b_rows = net
     act_buf, fwd_w, fwd_offs = bufs[0], bufs[6], bufs[7]
     indptr, indices, values = data[0], data[1], data[2]
@@ -140,6 +144,16 @@ def hidden_forward(params, net, data, rows, bufs, act, n_blocks):
                 _dense_forward_block(act_buf, o_base, width, c0, params, w_off, b_off,
                                      a_offs[layer - 1], b_rows, n_i, n_o, n, act, n_blocks)
             restore_fp_mode(mode)
+        if opt.dropout > 0.0:
+            scale = params.dtype.type(1.0 / (1.0 - opt.dropout))
+            threshold = U(np.round(opt.dropout * 4294967296.0))
+            for k in prange(n_blocks):
+                o_base, width, c0, c1 = segment(a_offs[layer], b_rows, n_o, n_blocks, k,
+                                                True)
+                for r in range(n):
+                    key = dropout_row_key_f(U(opt.drop_seed), U(opt.batch), U(layer), U(r))
+                    dropout_f(act_buf, o_base + U(r) * width, width, key, c0, threshold,
+                              scale)
 
 
 @inline
@@ -586,7 +600,7 @@ def _lazy_step_rows_f(params, grads, m, v, w_base, width, n_in, alpha_n, opt, in
 
 @jit
 def _input_gradient_f(delta_buf, act_buf, params, wt_base, i_base, wi, n, o_off, b_rows, n_o,
-                      n_blocks, out_blocked, act):
+                      n_blocks, out_blocked, act, drop):
     """delta of one block of a layer's input units (wi units at i_base of the blocked
     buffer, W transposed at wt_base) from the layer's output delta at o_off, through
     the weights before the update, times the activation's derivative."""
@@ -601,7 +615,7 @@ def _input_gradient_f(delta_buf, act_buf, params, wt_base, i_base, wi, n, o_off,
             for c in range(c0, c1):
                 axpy_f(delta_buf, dio, delta_buf[dro + (c - c0)], params, wt_base + c * wi,
                        wi)
-        act_derivative_f(delta_buf, dio, act_buf, dio, wi, act)
+        derivative_f(delta_buf, dio, act_buf, dio, wi, act, drop)
 
 
 @jit
@@ -621,7 +635,7 @@ def _weight_gradient_f(grads, params, delta_buf, act_buf, wt_base, i_base, wi, n
 
 @jit
 def _dense_gradients(grads, params, delta_buf, act_buf, wt_base, i_base, wi, n, o_off,
-                     b_rows, n_o, n_blocks, alpha_n, act):
+                     b_rows, n_o, n_blocks, alpha_n, act, drop):
     """For one block of a dense hidden layer's input units (wi units at i_base, W's work
     block (n_o, wi) at wt_base, read as W[i0:i1, :] column-major with leading dimension
     wi; see _dense_forward_block): their delta from the layer's output delta (blocked)
@@ -638,7 +652,7 @@ def _dense_gradients(grads, params, delta_buf, act_buf, wt_base, i_base, wi, n, 
              delta_buf, d_base, width, zero if k2 == 0 else one, delta_buf, i_base, wi)
     for r in range(n):
         dio = i_base + U(r) * wi
-        act_derivative_f(delta_buf, dio, act_buf, dio, wi, act)
+        derivative_f(delta_buf, dio, act_buf, dio, wi, act, drop)
     scale_f(grads, wt_base, alpha_n, params, wt_base, n_o * wi)
     for k2 in range(n_blocks):
         d_base, width, c0, c1 = segment(o_off, b_rows, n_o, n_blocks, k2, True)
@@ -649,7 +663,7 @@ def _dense_gradients(grads, params, delta_buf, act_buf, wt_base, i_base, wi, n, 
 
 @jit
 def _small_dense_gradients(grads, params, delta_buf, act_buf, wt_base, i_base, wi, n, o_off,
-                           b_rows, n_o, n_blocks, alpha_n, act):
+                           b_rows, n_o, n_blocks, alpha_n, act, drop):
     """_dense_gradients for a small dense layer, through register blocks instead of
     matrix products. The input gradient of a row adds the output units' terms in their
     order from zero, BLOCK_ROWS rows at a time through each vector of the block's input
@@ -695,7 +709,7 @@ def _small_dense_gradients(grads, params, delta_buf, act_buf, wt_base, i_base, w
                          wi)
     for r in range(un):
         dio = i_base + U(r) * wi
-        act_derivative_f(delta_buf, dio, act_buf, dio, wi, act)
+        derivative_f(delta_buf, dio, act_buf, dio, wi, act, drop)
     scale_f(grads, wt_base, alpha_n, params, wt_base, n_o * wi)
     for k2 in range(n_blocks):
         d_base, width, c0, c1 = segment(o_off, b_rows, n_o, n_blocks, k2, True)
@@ -830,15 +844,18 @@ def backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update
             if f_off >= 0:
                 # a small dense hidden layer: register blocks
                 _small_dense_gradients(grads, params, delta_buf, act_buf, wt_base, i_base, wi,
-                                       n, a_offs[layer], b_rows, n_o, n_blocks, alpha_n, act)
+                                       n, a_offs[layer], b_rows, n_o, n_blocks, alpha_n, act,
+                                       opt.dropout)
             elif out_blocked:
                 # a dense hidden layer: matrix products
                 _dense_gradients(grads, params, delta_buf, act_buf, wt_base, i_base, wi, n,
-                                 a_offs[layer], b_rows, n_o, n_blocks, alpha_n, act)
+                                 a_offs[layer], b_rows, n_o, n_blocks, alpha_n, act,
+                                 opt.dropout)
             else:
                 # the output layer, too narrow for matrix products to pay
                 _input_gradient_f(delta_buf, act_buf, params, wt_base, i_base, wi, n,
-                                  a_offs[layer], b_rows, n_o, n_blocks, out_blocked, act)
+                                  a_offs[layer], b_rows, n_o, n_blocks, out_blocked, act,
+                                  opt.dropout)
                 # weight gradient of this block, then its update while it is in cache
                 _weight_gradient_f(grads, params, delta_buf, act_buf, wt_base, i_base, wi,
                                    n, a_offs[layer], b_rows, n_o, n_blocks, out_blocked,
@@ -897,7 +914,7 @@ def _batch(state, net, data, output, rows, bufs, act, alpha, opt, update, n_bloc
         denom = 0.0
         for r in range(rows.shape[0]):
             denom += weights[rows[r]]
-    hidden_forward(state[0], net, data, rows, bufs, act, n_blocks)
+    hidden_forward(state[0], net, data, rows, bufs, act, n_blocks, opt)
     output_loss(state[0], net, data, output, rows, bufs, 1.0 / denom if denom > 0.0 else 0.0,
                 n_blocks, cols)
     backward_update(state, net, data, rows, bufs, act, alpha, denom, opt, update, n_blocks,
@@ -944,7 +961,8 @@ def _epoch(state, net, data, output, order, batch_size, bufs, act, alpha, opt, t
         step = OptimizerStep(opt.solver, dt(lr), dt(opt.momentum), opt.nesterov,
                              dt(opt.beta1), dt(opt.beta2), dt(opt.eps), dt(lr_t), opt.schedule,
                              opt.seen, opt.horizon, opt.lazy, dt(opt.weight_decay),
-                             dt(_decay_keep(lr, opt.weight_decay)), opt.max_norm)
+                             dt(_decay_keep(lr, opt.weight_decay)), opt.max_norm,
+                             opt.dropout, opt.drop_seed, opt.seen + start)
         batch_loss, batch_hits = _batch(state, net, data, output, order[start:stop], bufs, act,
                                         alpha, step, update, n_blocks, cols)
         loss += batch_loss

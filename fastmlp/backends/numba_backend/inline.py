@@ -7,7 +7,19 @@ such flat arrays.
 
 import numpy as np
 
-from ..codes import ADAM, EXP, FLUSH_BELOW, LEAKY_RELU, LEAKY_SLOPE, LOGISTIC, RELU, SOFTMAX, TANH
+from ..codes import (
+    ADAM,
+    EXP,
+    FLUSH_BELOW,
+    GOLDEN64,
+    LEAKY_RELU,
+    LEAKY_SLOPE,
+    LOGISTIC,
+    RELU,
+    SOFTMAX,
+    TANH,
+    mix64,
+)
 from ._config import ALIGN, U, inline, jit
 from .intrinsics import MASK_LANES, MASK_PLACES, compress_places, panel, panel_width, prefetch
 
@@ -206,6 +218,63 @@ def act_derivative_f(d, do, a, ao, n, act):
     elif act == LOGISTIC:
         for c in range(n):
             d[do + c] *= a[ao + c] * (one - a[ao + c])
+
+
+# dropout's generator (codes.mix64, codes.dropout_row_key, codes.dropout_kept), compiled
+_mix64_f = inline(mix64)
+
+
+@inline
+def dropout_row_key_f(seed, batch, layer, row):
+    """codes.dropout_row_key, on uint64 scalars."""
+    return _mix64_f(_mix64_f(seed ^ _mix64_f(batch)) ^ ((layer << U(32)) | row))
+
+
+@inline
+def dropout_f(h, ho, n, key, unit0, threshold, scale):
+    """Inverted dropout of h[ho : ho + n], units unit0, unit0 + 1, ... of the row keyed
+    ``key``: each one kept and multiplied by ``scale`` (1 / (1 - rate), h's dtype), or
+    set to 0 (codes.dropout_kept). A select, not a branch."""
+    zero = h.dtype.type(0)
+    for c in range(n):
+        bits = _mix64_f(key + (U(unit0) + U(c)) * GOLDEN64) >> U(32)
+        v = h[ho + c]
+        h[ho + c] = v * scale if bits >= threshold else zero
+
+
+@inline
+def dropout_derivative_f(d, do, h, ho, n, act, rate):
+    """d[do:do+n] *= the derivative of dropout after the activation, read from the
+    outputs h[ho:ho+n] that dropout_f left: 0 where h is 0 (a dropped unit), else
+    act'(a) at a = h (1 - rate), divided by 1 - rate (numpy_backend._dropout_backward)."""
+    zero = h.dtype.type(0)
+    one = h.dtype.type(1)
+    s = h.dtype.type(1.0 / (1.0 - rate))
+    q = h.dtype.type(1.0 - rate)
+    for c in range(n):
+        v = h[ho + c]
+        g = d[do + c] * s if v != zero else zero
+        a = v * q
+        if act == RELU:
+            g = zero if a <= zero else g
+        elif act == LEAKY_RELU:
+            g = g * h.dtype.type(LEAKY_SLOPE) if a <= zero else g
+        elif act == TANH:
+            g *= one - a * a
+        elif act == LOGISTIC:
+            g *= a * (one - a)
+        d[do + c] = g
+
+
+@inline
+def derivative_f(d, do, a, ao, n, act, rate):
+    """d[do:do+n] *= the derivative of the hidden layer's output function: the
+    activation's (act_derivative_f), or with dropout at ``rate`` (> 0), dropout's
+    (dropout_derivative_f)."""
+    if rate == 0.0:
+        act_derivative_f(d, do, a, ao, n, act)
+    else:
+        dropout_derivative_f(d, do, a, ao, n, act, rate)
 
 
 @inline
