@@ -42,7 +42,7 @@ PAPER = [("standard net, 800 units (Simard et al. 2003)", 1.60),
 def _fastmlp(args, X, y, X_test, y_test):
     kw = dict(hidden_layer_sizes=args.hidden, solver="sgd", learning_rate="cosine",
               learning_rate_init=args.lr, momentum=args.momentum, nesterovs_momentum=False,
-              alpha=0.0, dropout=args.dropout, max_norm=args.max_norm,
+              alpha=0.0, dropout=args.dropout, max_norm=args.max_norm or None,
               batch_size=args.batch, random_state=args.seed, backend=args.backend,
               n_jobs=args.threads, n_iter_no_change=args.epochs + 1, tol=0.0)
     with warnings.catch_warnings():
@@ -115,10 +115,8 @@ def main(argv=None):
     parser.add_argument("--no-torch", action="store_true", help="fastmlp alone")
     parser.add_argument("--json", help="write the results as JSON")
     args = parser.parse_args(argv)
-    (X, y), (X_test, y_test) = load_mnist()
-    X = (X[:args.rows] / np.float32(255)).astype(np.float32)
-    y = y[:args.rows]
-    X_test = (X_test / np.float32(255)).astype(np.float32)
+    (X, y), (X_test, y_test) = load_mnist()  # float32 in [0, 1]
+    X, y = np.ascontiguousarray(X[:args.rows]), y[:args.rows]
     shape = "-".join(map(str, (784, *args.hidden, 10)))
     print(f"{shape}, dropout {args.dropout}, max-norm {args.max_norm}, SGD lr {args.lr} "
           f"(cosine) momentum {args.momentum}, batch {args.batch}, {args.epochs} epochs, "
