@@ -59,6 +59,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _rate(text: str) -> float:
+    value = _non_negative_float(text)
+    if not value < 1:
+        raise argparse.ArgumentTypeError(f"expected a rate in [0, 1), got {text!r}")
+    return value
+
+
 def _load_train_data(args):
     """(X_train, y_train, X_test, y_test, input_scale) for ``fastmlp train``."""
     from .datasets import load_mnist
@@ -102,6 +109,8 @@ def cmd_train(args) -> int:
         hidden_layer_sizes=args.hidden,
         solver=args.solver,
         weight_decay=args.weight_decay,
+        dropout=args.dropout,
+        max_norm=args.max_norm,
         batch_size=args.batch_size,
         learning_rate_init=args.lr,
         learning_rate=args.schedule,
@@ -271,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "decay")
     train.add_argument("--weight-decay", type=_non_negative_float, default=0.01,
                        help="adamw's decoupled weight decay (default 0.01)")
+    train.add_argument("--dropout", type=_rate, default=0.0,
+                       help="rate at which the hidden units are dropped during training "
+                            "(default 0: none)")
+    train.add_argument("--max-norm", type=_positive_float, default=None,
+                       help="bound on each unit's incoming weight norm (default: none)")
     train.add_argument("--backend", default="auto", help="kernel backend (default auto)")
     train.add_argument("--threads", type=_positive_int, default=None,
                        help="threads for kernels and BLAS (default: library defaults)")

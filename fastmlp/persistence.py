@@ -82,7 +82,13 @@ def _estimator_params(est):
     for name, value in est.get_params(deep=False).items():
         if name == "random_state" and not (value is None or isinstance(value, numbers.Integral)):
             value = None  # a RandomState's state is not part of the model
-        params[name] = _json_safe(value)
+        try:
+            params[name] = _json_safe(value)
+        except TypeError:
+            raise TypeError(f"{name}={value!r} cannot be stored in a fastmlp model file "
+                            "(it holds numbers, strings and lists only): set "
+                            f"{name} to a plain value before saving, or pickle the "
+                            "model") from None
     return params
 
 

@@ -200,3 +200,19 @@ def test_scoring_and_early_stopping_are_checked():
     with pytest.raises(ValueError,
                        match="early_stopping must be True, False or 'eval_set'; got 'split'"):
         FastMLP(early_stopping="split", backend="numpy").fit(X, y)
+
+
+def test_a_callable_scorer_is_refused_by_model_files_by_name(tmp_path):
+    # a model file holds plain values only: the callable is named, and a file already at
+    # the path is left as it was
+    X, y = _data()
+    model = _quiet(FastMLP(max_iter=2, early_stopping=True, backend="numpy",
+                           scoring=lambda est, X, y: est.score(X, y)).fit, X, y)
+    path = tmp_path / "model.npz"
+    path.write_bytes(b"saved before")
+    with pytest.raises(TypeError, match=r"scoring=<function .*> cannot be stored in a "
+                                        r"fastmlp model file"):
+        model.save(path)
+    assert path.read_bytes() == b"saved before"
+    model.set_params(scoring="accuracy").save(path)
+    assert FastMLP.load(path).get_params()["scoring"] == "accuracy"

@@ -45,14 +45,19 @@ def test_train_rejects_bad_options(tmp_path, capsys):
     assert "expected a number >= 0, got '-0.5'" in capsys.readouterr().err
 
 
-def test_train_with_adamw_saves_its_decay(tmp_path, capsys):
+def test_train_with_adamw_dropout_and_max_norm_saves_them(tmp_path, capsys):
     write_mnist_like(tmp_path)
     model_path = tmp_path / "model.npz"
     assert main(["train", "--data", str(tmp_path), "--epochs", "2", "--hidden", "16",
-                 "--solver", "adamw", "--weight-decay", "0.2", "--backend", "numpy",
-                 "--save", str(model_path)]) == 0
-    clf = FastMLP.load(model_path)
-    assert clf.get_params()["solver"] == "adamw" and clf.get_params()["weight_decay"] == 0.2
+                 "--solver", "adamw", "--weight-decay", "0.2", "--dropout", "0.25",
+                 "--max-norm", "0.5", "--backend", "numpy", "--save", str(model_path)]) == 0
+    params = FastMLP.load(model_path).get_params()
+    assert (params["solver"], params["weight_decay"]) == ("adamw", 0.2)
+    assert (params["dropout"], params["max_norm"]) == (0.25, 0.5)
+    assert np.linalg.norm(FastMLP.load(model_path).coefs_[0], axis=0).max() <= 0.5 + 1e-6
+    with pytest.raises(SystemExit):
+        main(["train", "--dropout", "1"])
+    assert "expected a rate in [0, 1), got '1'" in capsys.readouterr().err
 
 
 @pytest.mark.numba  # auto's pick follows numba's compile
