@@ -2,13 +2,13 @@
 every backend, against Adam's own step."""
 
 import copy
-import warnings
 
 import numpy as np
 import pytest
-from sklearn.exceptions import ConvergenceWarning
 
 from fastmlp import FastMLP, FastMLPRegressor, available_backends
+
+from .features import fit_quietly
 
 
 def _data(estimator, n=96, d=12, seed=0):
@@ -19,10 +19,7 @@ def _data(estimator, n=96, d=12, seed=0):
     return X, X[:, 0] - 2 * X[:, 1] ** 2
 
 
-def _fit(model, X, y):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return model.fit(X, y)
+_fit = fit_quietly
 
 
 @pytest.mark.parametrize("estimator", [FastMLP, FastMLPRegressor])

@@ -1,11 +1,9 @@
 """Dropout of the hidden layers (codes.OptimizerStep.dropout): the counter-based masks,
 their gradient, and the same masks on every backend at any thread count."""
 
-import warnings
 
 import numpy as np
 import pytest
-from sklearn.exceptions import ConvergenceWarning
 
 from fastmlp import FastMLP, FastMLPRegressor, available_backends
 from fastmlp.backends import numpy_backend
@@ -27,6 +25,7 @@ from fastmlp.backends.codes import (
 from fastmlp.backends.layout import layer_views, n_params
 
 from .conftest import TOLERANCES
+from .features import fit_quietly, three_classes
 
 
 @pytest.fixture(autouse=True)
@@ -134,16 +133,11 @@ def test_dropout_epochs_match_the_reference(compiled_backend, reference, layer_s
     np.testing.assert_allclose(p, p_ref, rtol=10 * tol["rtol"], atol=10 * tol["atol"])
 
 
-def _fit(model, X, y):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return model.fit(X, y)
+_fit = fit_quietly
 
 
 def _data(n=400, d=30, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d)).astype(np.float32)
-    return X, (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 0.8)
+    return three_classes(n, d, seed)
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])

@@ -1,17 +1,16 @@
 """max_norm (codes.OptimizerStep.max_norm) on every backend, and the leaky ReLU beside the
 activations every backend already had."""
 
-import warnings
 
 import numpy as np
 import pytest
-from sklearn.exceptions import ConvergenceWarning
 
 from fastmlp import FastMLP, FastMLPRegressor, available_backends
 from fastmlp.backends.codes import ADAM, LEAKY_RELU, RELU, SGD, optimizer_step
 from fastmlp.backends.layout import layer_views, n_params
 
 from . import naive
+from .features import fit_quietly, three_classes
 
 
 def _problem(dtype, layer_sizes, n=96, seed=4):
@@ -66,16 +65,11 @@ def test_constrained_epochs_match_the_reference(compiled_backend, reference, dty
     np.testing.assert_allclose(got, want, rtol=10 * tol["rtol"], atol=10 * tol["atol"])
 
 
-def _fit(model, X, y):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return model.fit(X, y)
+_fit = fit_quietly
 
 
 def _data(n=300, d=20, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d)).astype(np.float32)
-    return X, (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 0.8)
+    return three_classes(n, d, seed)
 
 
 @pytest.mark.parametrize("estimator", [FastMLP, FastMLPRegressor])
