@@ -5,7 +5,7 @@ their gradient, and the same masks on every backend at any thread count."""
 import numpy as np
 import pytest
 
-from fastmlp import FastMLP, FastMLPRegressor, available_backends
+from fastmlp import FastMLP, FastMLPRegressor
 from fastmlp.backends import numpy_backend
 from fastmlp.backends.codes import (
     ADAM,
@@ -25,7 +25,7 @@ from fastmlp.backends.codes import (
 from fastmlp.backends.layout import layer_views, n_params
 
 from .conftest import TOLERANCES
-from .features import fit_quietly, three_classes
+from .features import fit_quietly, skip_unless_thread_invariant, three_classes
 
 
 @pytest.fixture(autouse=True)
@@ -150,10 +150,8 @@ def test_masks_do_not_depend_on_the_backend_or_the_thread_count(backend_name, n_
     np.testing.assert_allclose(got._params, ref._params, rtol=2e-3, atol=2e-4)
 
 
-@pytest.mark.parametrize("backend_name", ["numpy", "cython"])
 def test_dropout_bits_do_not_depend_on_the_thread_count(backend_name):
-    if backend_name not in available_backends():
-        pytest.skip(f"no {backend_name} backend")
+    skip_unless_thread_invariant(backend_name)
     X, y = _data(n=500, d=40)
     kw = dict(hidden_layer_sizes=(200, 70), dropout=0.5, max_norm=2.0, max_iter=2,
               random_state=1, backend=backend_name)

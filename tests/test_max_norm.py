@@ -5,12 +5,12 @@ activations every backend already had."""
 import numpy as np
 import pytest
 
-from fastmlp import FastMLP, FastMLPRegressor, available_backends
+from fastmlp import FastMLP, FastMLPRegressor
 from fastmlp.backends.codes import ADAM, LEAKY_RELU, RELU, SGD, optimizer_step
 from fastmlp.backends.layout import layer_views, n_params
 
 from . import naive
-from .features import fit_quietly, three_classes
+from .features import fit_quietly, skip_unless_thread_invariant, three_classes
 
 
 def _problem(dtype, layer_sizes, n=96, seed=4):
@@ -91,10 +91,8 @@ def test_fitted_units_keep_within_the_norm(backend_name):
     assert model.score(X, y) > 0.7
 
 
-@pytest.mark.parametrize("backend_name", ["numpy", "cython"])
 def test_max_norm_bits_do_not_depend_on_the_thread_count(backend_name):
-    if backend_name not in available_backends():
-        pytest.skip(f"no {backend_name} backend")
+    skip_unless_thread_invariant(backend_name)
     X, y = _data(n=400, d=40)
     kw = dict(hidden_layer_sizes=(200, 70), max_norm=0.5, max_iter=2, random_state=1,
               activation="leaky_relu", backend=backend_name)
